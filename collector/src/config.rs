@@ -1,0 +1,466 @@
+//! pipeline.toml: parsed once into typed structs.
+//!
+//! Every section denies unknown keys, and semantic checks run inside
+//! deserialization (`try_from`), so every error, typo or bad value alike,
+//! carries the file, line and column.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The plugin chain, in order.
+    #[serde(default, deserialize_with = "plugins")]
+    pub plugins: Vec<PluginConfig>,
+    #[serde(default)]
+    pub outputs: OutputsConfig,
+    /// Directory of the file this was read from; relative paths resolve here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        cfg.base_dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Overrides the host name put in events.
+    pub hostname: Option<String>,
+    /// Where compiled plugins are cached. Must be owned by the daemon's user
+    /// and not writable by others, or the cache is not used.
+    pub cache_dir: PathBuf,
+    /// Seconds between counter log lines; 0 turns them off.
+    pub stats_interval_secs: u64,
+    /// Re-read pipeline.toml when it changes (plugin chain only).
+    pub hot_reload: bool,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            hostname: None,
+            cache_dir: PathBuf::from("/var/cache/driftwatch"),
+            stats_interval_secs: 60,
+            hot_reload: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub ebpf: EbpfConfig,
+}
+
+/// Which processes the kernel sensor reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Containers,
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EbpfConfig {
+    pub enabled: bool,
+    pub scope: Scope,
+    /// Kernel ring buffer size in KiB (rounded up to a power of two pages).
+    pub ring_buffer_kib: u32,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        EbpfConfig {
+            enabled: true,
+            scope: Scope::Containers,
+            ring_buffer_kib: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, try_from = "RawPipeline")]
+pub struct PipelineConfig {
+    /// Events per plugin call, at most.
+    pub batch_size: usize,
+    /// A partial batch leaves after this long.
+    pub batch_timeout_ms: u64,
+    /// Events buffered between the sources and the plugin chain. When full,
+    /// sources wait (the kernel ring buffer then absorbs, and counts, the rest).
+    pub queue_capacity: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPipeline {
+    batch_size: usize,
+    batch_timeout_ms: u64,
+    queue_capacity: usize,
+}
+
+impl Default for RawPipeline {
+    fn default() -> Self {
+        let d = PipelineConfig::default();
+        RawPipeline {
+            batch_size: d.batch_size,
+            batch_timeout_ms: d.batch_timeout_ms,
+            queue_capacity: d.queue_capacity,
+        }
+    }
+}
+
+impl TryFrom<RawPipeline> for PipelineConfig {
+    type Error = String;
+    fn try_from(r: RawPipeline) -> Result<Self, String> {
+        if r.batch_size == 0 || r.batch_size > 65536 {
+            return Err(format!(
+                "batch_size must be between 1 and 65536, not {}",
+                r.batch_size
+            ));
+        }
+        if r.queue_capacity < r.batch_size {
+            return Err(format!(
+                "queue_capacity ({}) must be at least batch_size ({})",
+                r.queue_capacity, r.batch_size
+            ));
+        }
+        Ok(PipelineConfig {
+            batch_size: r.batch_size,
+            batch_timeout_ms: r.batch_timeout_ms,
+            queue_capacity: r.queue_capacity,
+        })
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            batch_size: 512,
+            batch_timeout_ms: 20,
+            queue_capacity: 65536,
+        }
+    }
+}
+
+/// What happens to a batch when a plugin fails on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Fail open: the events continue as if the plugin were absent.
+    #[default]
+    Pass,
+    /// Fail closed: the events end here (counted).
+    Drop,
+}
+
+/// Where a plugin's code comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginSource {
+    /// One of the plugins compiled into the binary, by name.
+    Builtin(String),
+    /// A component file, relative to pipeline.toml's directory.
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub name: String,
+    pub source: PluginSource,
+    pub on_error: OnError,
+    pub memory_limit_mib: u64,
+    pub deadline_ms: u64,
+    pub max_output_mib: u64,
+    /// Consecutive failed batches before the plugin is quarantined.
+    pub quarantine_after: u32,
+    /// The plugin's own settings, handed to its `init`.
+    pub config: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    builtin: Option<String>,
+    path: Option<PathBuf>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    on_error: OnError,
+    #[serde(default = "default_memory")]
+    memory_limit_mib: u64,
+    #[serde(default = "default_deadline")]
+    deadline_ms: u64,
+    #[serde(default = "default_max_output")]
+    max_output_mib: u64,
+    #[serde(default = "default_quarantine")]
+    quarantine_after: u32,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_memory() -> u64 {
+    64
+}
+fn default_deadline() -> u64 {
+    50
+}
+fn default_max_output() -> u64 {
+    16
+}
+fn default_quarantine() -> u32 {
+    5
+}
+
+/// Parses one `[[plugins]]` entry; `None` when it is disabled.
+fn plugin(r: RawPlugin) -> Result<Option<PluginConfig>, String> {
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "plugin name {:?} must be non-empty [A-Za-z0-9_-]",
+            r.name
+        ));
+    }
+    let source = match (r.builtin, r.path) {
+        (Some(b), None) => {
+            if !crate::plugin::builtin::NAMES.contains(&b.as_str()) {
+                return Err(format!(
+                    "plugin {:?}: unknown builtin {b:?} (built-ins: {})",
+                    r.name,
+                    crate::plugin::builtin::NAMES.join(", ")
+                ));
+            }
+            PluginSource::Builtin(b)
+        }
+        (None, Some(p)) => PluginSource::Path(p),
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "plugin {:?}: set `builtin` or `path`, not both",
+                r.name
+            ));
+        }
+        (None, None) => return Err(format!("plugin {:?}: set `builtin` or `path`", r.name)),
+    };
+    if !(1..=4096).contains(&r.memory_limit_mib) {
+        return Err(format!(
+            "plugin {:?}: memory_limit_mib must be 1..=4096",
+            r.name
+        ));
+    }
+    if !(1..=60_000).contains(&r.deadline_ms) {
+        return Err(format!(
+            "plugin {:?}: deadline_ms must be 1..=60000",
+            r.name
+        ));
+    }
+    if r.max_output_mib == 0 || r.quarantine_after == 0 {
+        return Err(format!(
+            "plugin {:?}: max_output_mib and quarantine_after must be > 0",
+            r.name
+        ));
+    }
+    Ok(r.enabled.then_some(PluginConfig {
+        name: r.name,
+        source,
+        on_error: r.on_error,
+        memory_limit_mib: r.memory_limit_mib,
+        deadline_ms: r.deadline_ms,
+        max_output_mib: r.max_output_mib,
+        quarantine_after: r.quarantine_after,
+        config: r.config,
+    }))
+}
+
+fn plugins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PluginConfig>, D::Error> {
+    // Each entry validates itself so its error points at its own table.
+    #[derive(Deserialize)]
+    #[serde(try_from = "RawPlugin")]
+    struct Entry(Option<PluginConfig>);
+    impl TryFrom<RawPlugin> for Entry {
+        type Error = String;
+        fn try_from(r: RawPlugin) -> Result<Self, String> {
+            plugin(r).map(Entry)
+        }
+    }
+    let entries: Vec<Entry> = Vec::deserialize(d)?;
+    let list: Vec<PluginConfig> = entries.into_iter().filter_map(|e| e.0).collect();
+    let mut seen = BTreeSet::new();
+    for p in &list {
+        if !seen.insert(p.name.as_str()) {
+            return Err(serde::de::Error::custom(format!(
+                "plugin name {:?} is used twice",
+                p.name
+            )));
+        }
+    }
+    Ok(list)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputsConfig {
+    pub stdout: StdoutConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StdoutConfig {
+    pub enabled: bool,
+    /// Also print every event that passed the chain (schema JSON lines).
+    pub events: bool,
+}
+
+impl Default for StdoutConfig {
+    fn default() -> Self {
+        StdoutConfig {
+            enabled: true,
+            events: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_shipped_pipeline_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.plugins.len(), 4);
+        assert!(
+            cfg.plugins
+                .iter()
+                .all(|p| matches!(p.source, PluginSource::Builtin(_)))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let e = err("[pipeline]\nbatch_size = 10\nbatchsize = 3\n");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(e.contains("column 1"), "{e}");
+        assert!(e.contains("unknown field `batchsize`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let e = err("[pipeline]\nbatch_size = \"many\"\n");
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_table() {
+        let e = err(
+            "[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n\n[[plugins]]\nname = \"b\"\nbuiltin = \"nope\"\n",
+        );
+        assert!(e.contains("unknown builtin \"nope\""), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        let e = err("[[plugins]]\nname = \"a\"\n");
+        assert!(e.contains("set `builtin` or `path`"), "{e}");
+        let e = err("[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\ndeadline_ms = 0\n");
+        assert!(e.contains("deadline_ms"), "{e}");
+        let e = err(
+            "[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n",
+        );
+        assert!(e.contains("used twice"), "{e}");
+        let e = err("[pipeline]\nbatch_size = 0\n");
+        assert!(e.contains("batch_size must be"), "{e}");
+        let e = err("[outputs.stdout]\nenabled = true\nformat = \"xml\"\n");
+        assert!(e.contains("unknown field `format`"), "{e}");
+    }
+
+    #[test]
+    fn disabled_plugins_are_left_out_and_syntax_errors_are_located() {
+        let c = Config::parse("[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\nenabled = false\n")
+            .unwrap();
+        assert!(c.plugins.is_empty());
+        let e = err("[pipeline\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pipeline.toml");
+        std::fs::write(&p, "[daemon]\nhostnam = \"x\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&p.display().to_string()), "{e}");
+        let e = Config::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+}

@@ -1,0 +1,13 @@
+//! The driftwatch collector: sources, the sandboxed plugin chain, sinks.
+//!
+//! Follow one event: [`source`] produces it, [`runtime`] batches it,
+//! [`pipeline`] runs it through the plugins ([`plugin::host`]), and
+//! [`sink`] delivers what comes out. [`config`] shapes all of it.
+
+pub mod config;
+pub mod pipeline;
+pub mod plugin;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+pub mod stats;

@@ -1,0 +1,247 @@
+//! The `driftwatch` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use driftwatch::config::Config;
+use driftwatch::pipeline::Chain;
+use driftwatch::plugin::Engine;
+use driftwatch::plugin::cache::ComponentCache;
+use driftwatch::plugin::host::Limits;
+use driftwatch::runtime::{self, Setup};
+use driftwatch::sink::Sink;
+use driftwatch::sink::stdout::JsonLines;
+use driftwatch::source::Source;
+use driftwatch::source::replay::Replay;
+use driftwatch::stats::Stats;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "Container drift sensor: catches binaries, shells, package managers and writes that were not in the image",
+    long_about = "driftwatch watches containers for drift — anything that changes inside a running container \
+                  that should be immutable — runs every event through a chain of sandboxed WASM detections \
+                  configured in pipeline.toml, and prints findings as Falco-compatible JSON lines \
+                  (or exports them over OTLP)."
+)]
+struct Cli {
+    /// Log filter for driftwatch's own logs on stderr (e.g. `info`, `driftwatch=debug`).
+    #[arg(long, env = "DRIFTWATCH_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sensor daemon with a pipeline configuration (needs root for the kernel sensor).
+    Run {
+        /// The pipeline configuration.
+        #[arg(
+            short,
+            long,
+            default_value = "pipeline.toml",
+            env = "DRIFTWATCH_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Run recorded events through the same pipeline and print the findings.
+    ///
+    /// FILE holds events as JSON lines (the schema's JSON form, see docs/events.md) or
+    /// MessagePack (a stream of event maps, or one array). Bad records are reported with
+    /// their line and skipped; the exit code is then 1.
+    Replay {
+        /// The recorded events.
+        file: PathBuf,
+        /// The pipeline configuration.
+        #[arg(
+            short,
+            long,
+            default_value = "pipeline.toml",
+            env = "DRIFTWATCH_CONFIG"
+        )]
+        config: PathBuf,
+        /// Also print every event that passed the chain.
+        #[arg(long)]
+        events: bool,
+        /// Print the counters as JSON on stderr at the end.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Work with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Check a pipeline configuration: parse it, load and initialize every plugin.
+    Check {
+        #[arg(default_value = "pipeline.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Validate a plugin component and print its manifest as JSON.
+    Inspect {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// The plugin's config table, as JSON (default: empty).
+        #[arg(long, default_value = "{}")]
+        config_json: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("driftwatch: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Replay {
+            file,
+            config,
+            events,
+            stats,
+        } => replay(&file, &config, events, stats),
+        Command::Plugin {
+            command: PluginCommand::Inspect { file, config_json },
+        } => inspect(&file, &config_json),
+        Command::Check { config } => check(&config),
+    }
+}
+
+fn load(config: &Path) -> Result<(Config, Engine, Chain, Arc<Stats>)> {
+    let cfg = Config::load(config)?;
+    let engine = runtime::engine(&cfg)?;
+    let stats = Arc::new(Stats::default());
+    let chain = Chain::build(&cfg, &engine, stats.clone())
+        .with_context(|| format!("building the plugin chain of {}", config.display()))?;
+    Ok((cfg, engine, chain, stats))
+}
+
+fn sinks(cfg: &Config, force_events: bool) -> Vec<Box<dyn Sink>> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if cfg.outputs.stdout.enabled {
+        sinks.push(Box::new(JsonLines::stdout(
+            cfg.outputs.stdout.events || force_events,
+        )));
+    }
+    sinks
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Turns SIGINT/SIGTERM into the shutdown signal.
+fn shutdown_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: flushing queued events");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn run(config: &Path) -> Result<ExitCode> {
+    let (cfg, _engine, _chain, _stats) = load(config)?;
+    let _ = cfg;
+    bail!(
+        "no event source is available yet in this build: the kernel sensor is not built in (use `driftwatch replay`)"
+    )
+}
+
+fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result<ExitCode> {
+    let (mut cfg, engine, chain, stats) = load(config)?;
+    // A replay is a one-shot run: no reloads, no periodic counters.
+    cfg.daemon.hot_reload = false;
+    cfg.daemon.stats_interval_secs = 0;
+    let rt = tokio_runtime()?;
+    let shutdown = shutdown_on_signals(&rt);
+    let sources: Vec<Box<dyn Source>> = vec![Box::new(Replay::new(file.to_path_buf()))];
+    let sinks = sinks(&cfg, events);
+    let report = rt.block_on(runtime::run(Setup {
+        cfg,
+        config_path: None,
+        engine,
+        chain,
+        sources,
+        sinks,
+        stats,
+        shutdown,
+    }))?;
+    if print_stats {
+        eprintln!("{}", serde_json::to_string_pretty(&report.stats)?);
+    }
+    Ok(if report.source_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn inspect(file: &Path, config_json: &str) -> Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let config: serde_json::Value =
+        serde_json::from_str(config_json).context("--config-json is not valid JSON")?;
+    let config = driftwatch_sdk::codec::encode(&config)?;
+    let engine = Engine::new(ComponentCache::disabled())?;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let plugin = engine
+        .load(name, &bytes, Limits::default(), config)
+        .with_context(|| format!("{} is not a usable driftwatch plugin", file.display()))?;
+    let instance = plugin
+        .instantiate()
+        .with_context(|| format!("{} failed to initialize", file.display()))?;
+    println!("{}", serde_json::to_string_pretty(instance.manifest())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config: &Path) -> Result<ExitCode> {
+    let (_cfg, _engine, chain, _stats) = load(config)?;
+    for (name, m) in chain.manifests() {
+        let kinds: Vec<&str> = m.kinds.iter().map(|k| k.as_str()).collect();
+        println!("{name}: {} {} [{}]", m.name, m.version, kinds.join(", "));
+    }
+    println!("{}: ok", config.display());
+    Ok(ExitCode::SUCCESS)
+}

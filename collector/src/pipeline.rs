@@ -1,0 +1,328 @@
+//! The plugin chain: every event batch passes each plugin in pipeline.toml
+//! order. A `drop` verdict ends an event's path; findings, tags and fields
+//! accumulate; whatever nobody dropped continues to the outputs.
+//!
+//! Failure containment lives here. A failed call (trap, deadline, memory,
+//! bad output) throws the instance away and re-creates it, then bisects the
+//! batch so that one poisonous event cannot blind the plugin to the others
+//! in its batch. Events still unresolved follow the plugin's `on_error`.
+//! After `quarantine_after` consecutive failed batches the plugin sits out,
+//! with exponential backoff, and its events follow `on_error` meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftwatch_sdk::{Action, Event, Finding, Manifest, Verdict, codec};
+
+use crate::config::{Config, OnError, PluginConfig, PluginSource};
+use crate::plugin::host::Limits;
+use crate::plugin::{Engine, LoadedPlugin, PluginError, PluginInstance, builtin};
+use crate::stats::Stats;
+
+/// Failed calls allowed per batch while bisecting, beyond the first.
+const BISECT_BUDGET: u32 = 8;
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error("plugin {plugin}: cannot read {path}: {source}")]
+    Read {
+        plugin: String,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin {plugin}: its config table cannot be encoded: {message}")]
+    Config { plugin: String, message: String },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// One finding and the plugin that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRecord {
+    pub plugin: Arc<str>,
+    pub plugin_version: Arc<str>,
+    pub finding: Finding,
+}
+
+/// An event that went through the chain, with what the plugins said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processed {
+    pub event: Event,
+    pub findings: Vec<FindingRecord>,
+    pub tags: Vec<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+pub struct Chain {
+    stages: Vec<Stage>,
+    stats: Arc<Stats>,
+}
+
+struct Stage {
+    plugin: LoadedPlugin,
+    instance: Option<PluginInstance>,
+    manifest: Manifest,
+    version: Arc<str>,
+    kinds: u32,
+    on_error: OnError,
+    quarantine_after: u32,
+    consecutive_failures: u32,
+    quarantined_until: Option<Instant>,
+    /// Just out of quarantine: one more failed batch sends it back, for longer.
+    probation: bool,
+    backoff: Duration,
+}
+
+/// Reads a plugin's component bytes from its configured source.
+pub fn plugin_bytes(cfg: &Config, p: &PluginConfig) -> Result<Vec<u8>, ChainError> {
+    match &p.source {
+        // The config parser only accepts known built-in names.
+        PluginSource::Builtin(b) => Ok(builtin::bytes(b).unwrap_or_default().to_vec()),
+        PluginSource::Path(path) => {
+            let path = cfg.resolve(path);
+            std::fs::read(&path).map_err(|source| ChainError::Read {
+                plugin: p.name.clone(),
+                path,
+                source,
+            })
+        }
+    }
+}
+
+impl Chain {
+    /// Loads, compiles and initializes every plugin of `cfg`. Any failure is
+    /// an error naming the plugin: a chain is built whole or not at all.
+    pub fn build(cfg: &Config, engine: &Engine, stats: Arc<Stats>) -> Result<Chain, ChainError> {
+        let mut stages = Vec::with_capacity(cfg.plugins.len());
+        for p in &cfg.plugins {
+            let bytes = plugin_bytes(cfg, p)?;
+            let config = codec::encode(&p.config).map_err(|e| ChainError::Config {
+                plugin: p.name.clone(),
+                message: e.to_string(),
+            })?;
+            let limits = Limits {
+                memory_bytes: (p.memory_limit_mib << 20) as usize,
+                deadline: Duration::from_millis(p.deadline_ms),
+                max_output_bytes: (p.max_output_mib << 20) as usize,
+            };
+            let plugin = engine.load(&p.name, &bytes, limits, config)?;
+            let instance = plugin.instantiate()?;
+            let manifest = instance.manifest().clone();
+            stages.push(Stage {
+                kinds: manifest.kinds.iter().fold(0, |m, k| m | k.bit()),
+                version: Arc::from(manifest.version.as_str()),
+                manifest,
+                plugin,
+                instance: Some(instance),
+                on_error: p.on_error,
+                quarantine_after: p.quarantine_after,
+                consecutive_failures: 0,
+                quarantined_until: None,
+                probation: false,
+                backoff: BACKOFF_START,
+            });
+        }
+        Ok(Chain { stages, stats })
+    }
+
+    /// The union of the event kinds the plugins asked for: the sources need
+    /// capture nothing else.
+    pub fn kinds(&self) -> u32 {
+        self.stages.iter().fold(0, |m, s| m | s.kinds)
+    }
+
+    pub fn manifests(&self) -> impl Iterator<Item = (&str, &Manifest)> {
+        self.stages
+            .iter()
+            .map(|s| (&**s.plugin.name(), &s.manifest))
+    }
+
+    pub fn process(&mut self, events: Vec<Event>) -> Vec<Processed> {
+        let encoded: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| {
+                self.stats.event_in(e.kind);
+                // Encoding our own schema types into a Vec cannot fail.
+                codec::encode(e).unwrap_or_default()
+            })
+            .collect();
+        let mut items: Vec<Option<Processed>> = events
+            .into_iter()
+            .map(|event| {
+                Some(Processed {
+                    event,
+                    findings: Vec::new(),
+                    tags: Vec::new(),
+                    fields: BTreeMap::new(),
+                })
+            })
+            .collect();
+
+        for stage in &mut self.stages {
+            let selected: Vec<usize> = items
+                .iter()
+                .enumerate()
+                .filter(|(_, it)| {
+                    it.as_ref()
+                        .is_some_and(|p| p.event.kind.bit() & stage.kinds != 0)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if selected.is_empty() {
+                continue;
+            }
+            let mut verdicts: Vec<Option<Verdict>> = vec![None; selected.len()];
+            let ok = stage.run(&selected, &encoded, &mut verdicts, &self.stats);
+            let mut dropped = 0;
+            for (slot, verdict) in selected.iter().zip(verdicts) {
+                let verdict = match verdict {
+                    Some(v) => v,
+                    None if stage.on_error == OnError::Drop => Verdict::drop(),
+                    None => Verdict::pass(),
+                };
+                if verdict.action == Action::Drop {
+                    items[*slot] = None;
+                    dropped += 1;
+                    continue;
+                }
+                if let Some(item) = items[*slot].as_mut() {
+                    for f in verdict.findings {
+                        self.stats.finding(&f.rule, f.priority);
+                        item.findings.push(FindingRecord {
+                            plugin: stage.plugin.name().clone(),
+                            plugin_version: stage.version.clone(),
+                            finding: f,
+                        });
+                    }
+                    item.tags.extend(verdict.tags);
+                    item.fields.extend(verdict.fields);
+                }
+            }
+            if dropped > 0 {
+                self.stats.dropped_by_plugin(stage.plugin.name(), dropped);
+            }
+            stage.after_batch(ok, &self.stats);
+        }
+        let out: Vec<Processed> = items.into_iter().flatten().collect();
+        self.stats.events_out(out.len());
+        out
+    }
+}
+
+impl Stage {
+    /// Fills `out[i]` with the verdict for event `idx[i]`, or leaves it None
+    /// when the plugin could not decide. Returns whether every call worked.
+    fn run(
+        &mut self,
+        idx: &[usize],
+        encoded: &[Vec<u8>],
+        out: &mut [Option<Verdict>],
+        stats: &Stats,
+    ) -> bool {
+        if let Some(until) = self.quarantined_until {
+            if Instant::now() < until {
+                return false;
+            }
+            tracing::info!(plugin = %self.plugin.name(), "quarantine over, trying the plugin again");
+            self.quarantined_until = None;
+            self.probation = true;
+        }
+        let mut budget = BISECT_BUDGET;
+        self.call_span(idx, encoded, out, &mut budget, stats)
+    }
+
+    fn call_span(
+        &mut self,
+        idx: &[usize],
+        encoded: &[Vec<u8>],
+        out: &mut [Option<Verdict>],
+        budget: &mut u32,
+        stats: &Stats,
+    ) -> bool {
+        let result = match self.instance() {
+            Err(e) => Err(e),
+            Ok(inst) => {
+                let mut batch =
+                    Vec::with_capacity(idx.iter().map(|&i| encoded[i].len()).sum::<usize>() + 5);
+                codec::write_array_header(&mut batch, idx.len());
+                for &i in idx {
+                    batch.extend_from_slice(&encoded[i]);
+                }
+                inst.process_batch(&batch, idx.len())
+            }
+        };
+        match result {
+            Ok(verdicts) => {
+                for (slot, v) in out.iter_mut().zip(verdicts) {
+                    *slot = Some(v);
+                }
+                true
+            }
+            Err(e) => {
+                // A failed instance is never entered again.
+                self.instance = None;
+                stats.plugin_failure(self.plugin.name(), e.kind());
+                tracing::warn!(
+                    plugin = %self.plugin.name(),
+                    events = idx.len(),
+                    on_error = ?self.on_error,
+                    "plugin failed on a batch: {e}"
+                );
+                if idx.len() > 1
+                    && *budget >= 2
+                    && !matches!(e, PluginError::Init { .. } | PluginError::Link { .. })
+                {
+                    *budget -= 2;
+                    let mid = idx.len() / 2;
+                    let (a, b) = out.split_at_mut(mid);
+                    self.call_span(&idx[..mid], encoded, a, budget, stats);
+                    self.call_span(&idx[mid..], encoded, b, budget, stats);
+                }
+                false
+            }
+        }
+    }
+
+    fn instance(&mut self) -> Result<&mut PluginInstance, PluginError> {
+        if self.instance.is_none() {
+            self.instance = Some(self.plugin.instantiate()?);
+        }
+        // Just ensured.
+        self.instance
+            .as_mut()
+            .ok_or_else(|| PluginError::Trap("no instance".into()))
+    }
+
+    fn after_batch(&mut self, ok: bool, stats: &Stats) {
+        if ok {
+            if self.consecutive_failures > 0 {
+                tracing::info!(plugin = %self.plugin.name(), "plugin recovered");
+            }
+            self.consecutive_failures = 0;
+            self.probation = false;
+            self.backoff = BACKOFF_START;
+            return;
+        }
+        if self.quarantined_until.is_some() {
+            return;
+        }
+        self.consecutive_failures += 1;
+        if self.probation || self.consecutive_failures >= self.quarantine_after {
+            stats.plugin_quarantined(self.plugin.name());
+            tracing::error!(
+                plugin = %self.plugin.name(),
+                failures = self.consecutive_failures,
+                backoff_secs = self.backoff.as_secs_f64(),
+                on_error = ?self.on_error,
+                "plugin quarantined after repeated failures; its events follow on_error meanwhile"
+            );
+            self.quarantined_until = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            self.consecutive_failures = 0;
+            self.probation = false;
+        }
+    }
+}

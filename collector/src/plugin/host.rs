@@ -1,0 +1,411 @@
+//! The wasmtime sandbox a plugin runs in.
+//!
+//! One engine per process; each plugin is compiled once (see [`super::cache`])
+//! and pre-linked into an `InstancePre`, so re-creating an instance after a
+//! failure costs microseconds. A plugin gets no WASI at all: its only import
+//! is `host.log`. Each call runs under a memory cap (a resource limiter) and
+//! a CPU deadline (epoch interruption, ticked by one thread).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use driftwatch_sdk::{ABI_VERSION, Manifest, Verdict, codec};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Store, Trap};
+
+use super::cache::ComponentCache;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "plugin",
+    });
+}
+
+use bindings::driftwatch::plugin::host::Level;
+
+/// How often the deadline clock ticks. Deadlines are rounded up to ticks.
+const TICK: Duration = Duration::from_millis(2);
+/// Log lines a plugin may print per call; the rest are counted.
+const LOG_LINES_PER_CALL: u32 = 20;
+const LOG_LINE_MAX: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("compiling {plugin}: {message}")]
+    Compile { plugin: String, message: String },
+    #[error("linking {plugin}: {message}")]
+    Link { plugin: String, message: String },
+    #[error("plugin {plugin} refused its configuration: {message}")]
+    Init { plugin: String, message: String },
+    #[error("plugin {plugin} returned a bad manifest: {message}")]
+    Manifest { plugin: String, message: String },
+    #[error("exceeded its memory limit of {limit_mib} MiB")]
+    Memory { limit_mib: u64 },
+    #[error("exceeded its CPU deadline of {deadline_ms} ms")]
+    Deadline { deadline_ms: u64 },
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned an error: {0}")]
+    Guest(String),
+    #[error("returned {got} bytes, over its output limit of {limit} bytes")]
+    OutputTooLarge { got: usize, limit: usize },
+    #[error("returned malformed verdicts: {0}")]
+    Malformed(String),
+    #[error("returned {got} verdicts for {expected} events")]
+    WrongCount { expected: usize, got: usize },
+}
+
+impl PluginError {
+    /// A short, stable label for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Compile { .. } => "compile",
+            PluginError::Link { .. } => "link",
+            PluginError::Init { .. } => "init",
+            PluginError::Manifest { .. } => "manifest",
+            PluginError::Memory { .. } => "memory",
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::Trap(_) => "trap",
+            PluginError::Guest(_) => "error",
+            PluginError::OutputTooLarge { .. } => "output_too_large",
+            PluginError::Malformed(_) => "malformed",
+            PluginError::WrongCount { .. } => "wrong_count",
+        }
+    }
+}
+
+/// The process-wide wasmtime engine, its linker and the epoch ticker.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    linker: Arc<Linker<HostState>>,
+    cache: Arc<ComponentCache>,
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    pub fn new(cache: ComponentCache) -> Result<Engine, PluginError> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let inner = wasmtime::Engine::new(&cfg).map_err(|e| PluginError::Link {
+            plugin: "<engine>".into(),
+            message: e.to_string(),
+        })?;
+        let mut linker = Linker::new(&inner);
+        bindings::Plugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| PluginError::Link {
+            plugin: "<engine>".into(),
+            message: e.to_string(),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (engine, flag) = (inner.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Link {
+                plugin: "<engine>".into(),
+                message: format!("starting the epoch thread: {e}"),
+            })?;
+        Ok(Engine {
+            inner,
+            linker: Arc::new(linker),
+            cache: Arc::new(cache),
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    /// Compiles (or loads from cache) and pre-links a plugin.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: Limits,
+        config: Vec<u8>,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let component: Component =
+            self.cache
+                .load(&self.inner, bytes)
+                .map_err(|e| PluginError::Compile {
+                    plugin: name.to_string(),
+                    message: format!("{e:#}"),
+                })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::PluginPre::new)
+            .map_err(|e| PluginError::Link {
+                plugin: name.to_string(),
+                message: format!(
+                    "{e:#} (is it a driftwatch:plugin component that imports nothing else?)"
+                ),
+            })?;
+        Ok(LoadedPlugin {
+            name: Arc::from(name),
+            engine: self.inner.clone(),
+            pre,
+            limits,
+            config,
+        })
+    }
+}
+
+/// Per-plugin sandbox limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub deadline: Duration,
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_millis(50),
+            max_output_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Limits {
+    fn deadline_ticks(&self) -> u64 {
+        (self.deadline.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
+    }
+}
+
+/// A compiled, pre-linked plugin from which instances are made.
+pub struct LoadedPlugin {
+    name: Arc<str>,
+    engine: wasmtime::Engine,
+    pre: bindings::PluginPre<HostState>,
+    limits: Limits,
+    config: Vec<u8>,
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// A fresh instance, initialized with the plugin's config.
+    pub fn instantiate(&self) -> Result<PluginInstance, PluginError> {
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                plugin: self.name.clone(),
+                memory_limit: self.limits.memory_bytes,
+                memory_exceeded: false,
+                log_budget: LOG_LINES_PER_CALL,
+                log_suppressed: 0,
+            },
+        );
+        store.limiter(|s| s);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Link {
+                plugin: self.name.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        let mut inst = PluginInstance {
+            store,
+            bindings,
+            limits: self.limits,
+            name: self.name.clone(),
+            manifest: OnceLock::new(),
+        };
+        let raw = inst
+            .guarded(|b, s| b.call_init(s, &self.config))
+            .map_err(|e| PluginError::Init {
+                plugin: self.name.to_string(),
+                message: e.to_string(),
+            })?;
+        let manifest: Manifest = codec::decode(&raw).map_err(|e| PluginError::Manifest {
+            plugin: self.name.to_string(),
+            message: e.to_string(),
+        })?;
+        if manifest.abi_version != ABI_VERSION {
+            return Err(PluginError::Manifest {
+                plugin: self.name.to_string(),
+                message: format!(
+                    "built for plugin ABI {}, this driftwatch speaks {ABI_VERSION}",
+                    manifest.abi_version
+                ),
+            });
+        }
+        let _ = inst.manifest.set(manifest);
+        Ok(inst)
+    }
+}
+
+/// A live plugin instance. After any failure it must be dropped: a trapped
+/// component instance cannot be entered again.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: bindings::Plugin,
+    limits: Limits,
+    name: Arc<str>,
+    manifest: OnceLock<Manifest>,
+}
+
+impl PluginInstance {
+    pub fn manifest(&self) -> &Manifest {
+        // Set in `instantiate` before the instance is handed out.
+        self.manifest
+            .get_or_init(|| Manifest::new(&self.name, "", &[]))
+    }
+
+    /// Runs one batch: `batch` is a MessagePack array of `expected` events.
+    pub fn process_batch(
+        &mut self,
+        batch: &[u8],
+        expected: usize,
+    ) -> Result<Vec<Verdict>, PluginError> {
+        let raw = self.guarded(|b, s| b.call_process_batch(s, batch))?;
+        if raw.len() > self.limits.max_output_bytes {
+            return Err(PluginError::OutputTooLarge {
+                got: raw.len(),
+                limit: self.limits.max_output_bytes,
+            });
+        }
+        let mut verdicts = Vec::with_capacity(expected);
+        codec::decode_array(&raw, |v| verdicts.push(v))
+            .map_err(|e| PluginError::Malformed(e.to_string()))?;
+        if verdicts.len() != expected {
+            return Err(PluginError::WrongCount {
+                expected,
+                got: verdicts.len(),
+            });
+        }
+        Ok(verdicts)
+    }
+
+    /// Calls into the guest with a fresh deadline and log budget, and turns
+    /// every way a call can fail into a [`PluginError`].
+    fn guarded<F>(&mut self, call: F) -> Result<Vec<u8>, PluginError>
+    where
+        F: FnOnce(
+            &bindings::Plugin,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<Vec<u8>, String>>,
+    {
+        self.store.set_epoch_deadline(self.limits.deadline_ticks());
+        self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
+        let result = call(&self.bindings, &mut self.store);
+        let state = self.store.data_mut();
+        if state.log_suppressed > 0 {
+            tracing::warn!(plugin = %state.plugin, "suppressed {} log lines from one call", state.log_suppressed);
+            state.log_suppressed = 0;
+        }
+        match result {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(msg)) => Err(PluginError::Guest(clean(&msg))),
+            Err(e) if state.memory_exceeded => {
+                let _ = e;
+                Err(PluginError::Memory {
+                    limit_mib: (self.limits.memory_bytes >> 20) as u64,
+                })
+            }
+            Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                Err(PluginError::Deadline {
+                    deadline_ms: self.limits.deadline.as_millis() as u64,
+                })
+            }
+            Err(e) => Err(PluginError::Trap(format!("{e:#}"))),
+        }
+    }
+}
+
+/// What the host keeps per store: limits and the log budget.
+pub struct HostState {
+    plugin: Arc<str>,
+    memory_limit: usize,
+    memory_exceeded: bool,
+    log_budget: u32,
+    log_suppressed: u64,
+}
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            // An error (not `Ok(false)`) traps at once: a guest allocator
+            // would otherwise retry or abort in ways that hide the cause.
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes exceeded",
+                self.memory_limit
+            )));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl bindings::driftwatch::plugin::host::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_budget == 0 {
+            self.log_suppressed += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        let msg = clean(&message);
+        let plugin = &*self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{msg}"),
+            Level::Debug => tracing::debug!(plugin, "{msg}"),
+            Level::Info => tracing::info!(plugin, "{msg}"),
+            Level::Warn => tracing::warn!(plugin, "{msg}"),
+            Level::Error => tracing::error!(plugin, "{msg}"),
+        }
+    }
+}
+
+/// Guest text is untrusted: bound it and keep control characters out of logs.
+fn clean(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(LOG_LINE_MAX)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().count() > LOG_LINE_MAX {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,308 @@
+//! Wires sources → batcher → plugin chain → sinks and runs them until the
+//! sources run dry or shutdown is requested.
+//!
+//! Threads: sources and the batcher are tokio tasks; the plugin chain has a
+//! thread of its own (a WASM call is CPU work with a deadline and must not
+//! stall the runtime); sinks share an output thread. Stages are joined by
+//! bounded channels, so a slow stage slows its producer instead of dropping.
+//! A config reload builds a new chain beside the running one and swaps it in
+//! between two batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use driftwatch_sdk::Event;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::pipeline::{Chain, ChainError, Processed};
+use crate::plugin::Engine;
+use crate::plugin::cache::ComponentCache;
+use crate::sink::Sink;
+use crate::source::{Source, SourceContext, SourceError};
+use crate::stats::{Snapshot, Stats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("plugin engine: {0}")]
+    Engine(#[from] crate::plugin::PluginError),
+    #[error("{0} thread panicked")]
+    Panicked(&'static str),
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
+}
+
+enum Msg {
+    Batch(Vec<Event>),
+    Swap(Box<Chain>),
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct Report {
+    pub source_errors: Vec<SourceError>,
+    pub stats: Snapshot,
+}
+
+/// Everything a run needs, assembled by the CLI (or a test).
+pub struct Setup {
+    pub cfg: Config,
+    /// Watched for changes when `cfg.daemon.hot_reload` is on.
+    pub config_path: Option<PathBuf>,
+    pub engine: Engine,
+    pub chain: Chain,
+    pub sources: Vec<Box<dyn Source>>,
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub stats: Arc<Stats>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The engine with the configured compile cache.
+pub fn engine(cfg: &Config) -> Result<Engine, RuntimeError> {
+    Ok(Engine::new(ComponentCache::new(&cfg.daemon.cache_dir))?)
+}
+
+/// The host name put into events.
+pub fn hostname(cfg: &Config) -> String {
+    if let Some(h) = &cfg.daemon.hostname {
+        return h.clone();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
+    let Setup {
+        cfg,
+        config_path,
+        engine,
+        mut chain,
+        sources,
+        mut sinks,
+        stats,
+        shutdown,
+    } = setup;
+    let (ev_tx, ev_rx) = mpsc::channel::<Event>(cfg.pipeline.queue_capacity);
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(4);
+    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Processed>>(16);
+    // Sources capture what the chain asked for at start; a reload that wants
+    // new kinds takes a restart (logged by the reloader).
+    let kinds = chain.kinds();
+
+    let pipeline = std::thread::Builder::new()
+        .name("plugin-chain".into())
+        .spawn(move || {
+            while let Some(msg) = msg_rx.blocking_recv() {
+                match msg {
+                    Msg::Batch(events) => {
+                        let out = chain.process(events);
+                        if !out.is_empty() && out_tx.send(out).is_err() {
+                            break;
+                        }
+                    }
+                    Msg::Swap(new) => {
+                        chain = *new;
+                        tracing::info!("plugin chain reloaded");
+                    }
+                }
+            }
+        })
+        .map_err(|e| RuntimeError::Thread("plugin-chain", e))?;
+
+    let out_stats = stats.clone();
+    let outputs = std::thread::Builder::new()
+        .name("outputs".into())
+        .spawn(move || {
+            for batch in out_rx {
+                for sink in sinks.iter_mut() {
+                    if let Err(e) = sink.send(&batch) {
+                        out_stats.sink_error(sink.name());
+                        tracing::error!("output failed: {e}");
+                    }
+                }
+            }
+            for sink in sinks.iter_mut() {
+                if let Err(e) = sink.flush() {
+                    tracing::error!("output flush failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| RuntimeError::Thread("outputs", e))?;
+
+    let hostname: Arc<str> = Arc::from(hostname(&cfg));
+    let mut handles = Vec::new();
+    for source in sources {
+        let ctx = SourceContext {
+            events: ev_tx.clone(),
+            shutdown: shutdown.clone(),
+            stats: stats.clone(),
+            kinds,
+            hostname: hostname.clone(),
+        };
+        handles.push(tokio::spawn(source.run(ctx)));
+    }
+    drop(ev_tx);
+
+    let batcher = tokio::spawn(batch_events(
+        ev_rx,
+        msg_tx.clone(),
+        cfg.pipeline.batch_size,
+        Duration::from_millis(cfg.pipeline.batch_timeout_ms),
+    ));
+    let reloader = match (&config_path, cfg.daemon.hot_reload) {
+        (Some(path), true) => Some(tokio::spawn(watch_config(
+            path.clone(),
+            engine.clone(),
+            stats.clone(),
+            msg_tx.clone(),
+        ))),
+        _ => None,
+    };
+    drop(msg_tx);
+    let ticker = (cfg.daemon.stats_interval_secs > 0).then(|| {
+        let stats = stats.clone();
+        let every = Duration::from_secs(cfg.daemon.stats_interval_secs);
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let s = stats.snapshot();
+                tracing::info!(stats = %serde_json::to_string(&s).unwrap_or_default(), "counters");
+            }
+        })
+    });
+
+    let mut source_errors = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("source stopped: {e}");
+                source_errors.push(e);
+            }
+            Err(_) => return Err(RuntimeError::Panicked("source")),
+        }
+    }
+    // Sources are done: let the last batch through, then stop the helpers
+    // that hold the chain's channel open.
+    if let Some(r) = reloader {
+        r.abort();
+        let _ = r.await;
+    }
+    batcher
+        .await
+        .map_err(|_| RuntimeError::Panicked("batcher"))?;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    tokio::task::spawn_blocking(move || {
+        pipeline
+            .join()
+            .map_err(|_| RuntimeError::Panicked("plugin-chain"))?;
+        outputs
+            .join()
+            .map_err(|_| RuntimeError::Panicked("outputs"))
+    })
+    .await
+    .map_err(|_| RuntimeError::Panicked("join"))??;
+    Ok(Report {
+        source_errors,
+        stats: stats.snapshot(),
+    })
+}
+
+/// Groups events into batches of at most `size`, sending a partial batch
+/// `timeout` after its first event.
+async fn batch_events(
+    mut rx: mpsc::Receiver<Event>,
+    tx: mpsc::Sender<Msg>,
+    size: usize,
+    timeout: Duration,
+) {
+    let mut buf: Vec<Event> = Vec::with_capacity(size);
+    loop {
+        if rx.recv_many(&mut buf, size).await == 0 {
+            break;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while buf.len() < size {
+            let want = size - buf.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut buf, want)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let batch = std::mem::replace(&mut buf, Vec::with_capacity(size));
+        if tx.send(Msg::Batch(batch)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Rebuilds the chain when pipeline.toml changes. A broken file or plugin
+/// is reported and the running chain stays.
+async fn watch_config(path: PathBuf, engine: Engine, stats: Arc<Stats>, tx: mpsc::Sender<Msg>) {
+    use notify::{RecursiveMode, Watcher};
+    let (ntx, mut nrx) = mpsc::unbounded_channel();
+    let target = path.file_name().map(|n| n.to_owned());
+    let mut watcher =
+        match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && ev.paths.iter().any(|p| p.file_name() == target.as_deref())
+            {
+                let _ = ntx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("hot reload disabled: {e}");
+                return;
+            }
+        };
+    // Editors replace files by rename, so watch the directory.
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), "hot reload disabled: {e}");
+        return;
+    }
+    while nrx.recv().await.is_some() {
+        // Let a burst of writes settle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while nrx.try_recv().is_ok() {}
+        let (p, engine, stats) = (path.clone(), engine.clone(), stats.clone());
+        let built = tokio::task::spawn_blocking(move || -> Result<Chain, String> {
+            let cfg = Config::load(&p).map_err(|e| e.to_string())?;
+            Chain::build(&cfg, &engine, stats).map_err(|e| e.to_string())
+        })
+        .await;
+        match built {
+            Ok(Ok(chain)) => {
+                if tx.send(Msg::Swap(Box::new(chain))).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => tracing::error!(
+                "reload of {} failed, keeping the running pipeline: {e}",
+                path.display()
+            ),
+            Err(_) => tracing::error!(
+                "reload of {} panicked, keeping the running pipeline",
+                path.display()
+            ),
+        }
+    }
+}

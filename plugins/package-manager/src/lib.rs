@@ -1,0 +1,83 @@
+//! "Package Manager Execution in Container": installing software into a
+//! running container is drift by definition.
+
+use driftwatch_sdk::fields::Template;
+use driftwatch_sdk::{Event, EventKind, Finding, Manifest, Plugin, Priority, Verdict};
+use serde::Deserialize;
+
+pub const RULE: &str = "Package Manager Execution in Container";
+const OUTPUT: &str = "Package manager executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository)";
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Process names (`proc.name`, exact match) of package managers.
+    pub package_managers: Vec<String>,
+    pub priority: Priority,
+    pub output: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            package_managers: [
+                "apt", "apt-get", "yum", "dnf", "apk", "pip", "pip3", "npm", "gem", "cargo",
+            ]
+            .map(String::from)
+            .to_vec(),
+            priority: Priority::Error,
+            output: OUTPUT.to_string(),
+        }
+    }
+}
+
+pub struct PackageManagerDetector {
+    names: Vec<String>,
+    priority: Priority,
+    output: Template,
+}
+
+impl Plugin for PackageManagerDetector {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, String> {
+        Ok(PackageManagerDetector {
+            names: c.package_managers,
+            priority: c.priority,
+            output: Template::parse(&c.output)?,
+        })
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest::new(
+            "package-manager",
+            env!("CARGO_PKG_VERSION"),
+            &[EventKind::Exec],
+        )
+        .with_description("Detect use of package managers indicating drift")
+    }
+
+    fn process(&mut self, ev: &Event) -> Verdict {
+        // The seed's rule has no entrypoint exception: a container whose main
+        // process is a package manager is installing software at run time.
+        if ev.kind != EventKind::Exec
+            || ev.container.is_none()
+            || !self.names.iter().any(|s| *s == ev.process.name)
+        {
+            return Verdict::pass();
+        }
+        Verdict::with_finding(Finding {
+            rule: RULE.to_string(),
+            priority: self.priority,
+            output: self.output.render(ev),
+            description: Some("Detect use of package managers indicating drift".into()),
+            tags: ["container", "drift", "package-manager"]
+                .map(String::from)
+                .to_vec(),
+            fields: self.output.fields(ev),
+            remediation: None,
+        })
+    }
+}
+
+driftwatch_sdk::export_plugin!(PackageManagerDetector);

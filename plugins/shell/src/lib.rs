@@ -1,0 +1,82 @@
+//! "Container Shell Spawned": a shell started in a container that should be
+//! immutable, unless it is the container's own main process.
+
+use driftwatch_sdk::fields::Template;
+use driftwatch_sdk::rules::EntrypointExemption;
+use driftwatch_sdk::{Event, EventKind, Finding, Manifest, Plugin, Priority, Verdict};
+use serde::Deserialize;
+
+pub const RULE: &str = "Container Shell Spawned";
+const OUTPUT: &str = "Shell spawned in container (user=%user.name shell=%proc.name container=%container.name image=%container.image.repository)";
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Process names (`proc.name`) that count as shells.
+    pub shells: Vec<String>,
+    /// See [`EntrypointExemption`].
+    pub entrypoint_parents: Vec<String>,
+    pub priority: Priority,
+    pub output: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shells: ["bash", "sh", "dash", "zsh", "csh", "ksh"]
+                .map(String::from)
+                .to_vec(),
+            entrypoint_parents: EntrypointExemption::default_parents(),
+            priority: Priority::Warning,
+            output: OUTPUT.to_string(),
+        }
+    }
+}
+
+pub struct ShellDetector {
+    shells: Vec<String>,
+    entrypoint: EntrypointExemption,
+    priority: Priority,
+    output: Template,
+}
+
+impl Plugin for ShellDetector {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, String> {
+        Ok(ShellDetector {
+            shells: c.shells,
+            entrypoint: EntrypointExemption::new(c.entrypoint_parents),
+            priority: c.priority,
+            output: Template::parse(&c.output)?,
+        })
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest::new("shell", env!("CARGO_PKG_VERSION"), &[EventKind::Exec])
+            .with_description("Detect interactive shell in a container that should be immutable")
+    }
+
+    fn process(&mut self, ev: &Event) -> Verdict {
+        if ev.kind != EventKind::Exec
+            || ev.container.is_none()
+            || !self.shells.iter().any(|s| *s == ev.process.name)
+            || self.entrypoint.exempts(ev)
+        {
+            return Verdict::pass();
+        }
+        Verdict::with_finding(Finding {
+            rule: RULE.to_string(),
+            priority: self.priority,
+            output: self.output.render(ev),
+            description: Some(
+                "Detect interactive shell in a container that should be immutable".into(),
+            ),
+            tags: ["container", "drift", "shell"].map(String::from).to_vec(),
+            fields: self.output.fields(ev),
+            remediation: None,
+        })
+    }
+}
+
+driftwatch_sdk::export_plugin!(ShellDetector);

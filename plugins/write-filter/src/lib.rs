@@ -1,0 +1,87 @@
+//! "Container File System Write": a regular file opened for writing in a
+//! container, outside the paths where writes are expected.
+
+use driftwatch_sdk::fields::Template;
+use driftwatch_sdk::rules::is_under;
+use driftwatch_sdk::{Event, EventKind, FileType, Finding, Manifest, Plugin, Priority, Verdict};
+use serde::Deserialize;
+
+pub const RULE: &str = "Container File System Write";
+const OUTPUT: &str =
+    "File write in container (user=%user.name file=%fd.name container=%container.name)";
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directories where writes are expected. Whole path components: `/tmp`
+    /// covers `/tmp` and `/tmp/x`, not `/tmpfoo`.
+    pub exclude_prefixes: Vec<String>,
+    pub priority: Priority,
+    pub output: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            exclude_prefixes: ["/tmp", "/var/log", "/proc"].map(String::from).to_vec(),
+            priority: Priority::Notice,
+            output: OUTPUT.to_string(),
+        }
+    }
+}
+
+pub struct WriteFilter {
+    exclude: Vec<String>,
+    priority: Priority,
+    output: Template,
+}
+
+impl Plugin for WriteFilter {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, String> {
+        if let Some(bad) = c.exclude_prefixes.iter().find(|p| !p.starts_with('/')) {
+            return Err(format!("exclude_prefixes: {bad:?} is not an absolute path"));
+        }
+        Ok(WriteFilter {
+            exclude: c.exclude_prefixes,
+            priority: c.priority,
+            output: Template::parse(&c.output)?,
+        })
+    }
+
+    fn manifest(&self) -> Manifest {
+        Manifest::new(
+            "write-filter",
+            env!("CARGO_PKG_VERSION"),
+            &[EventKind::OpenWrite],
+        )
+        .with_description("Detect writes to container upper layer filesystem")
+    }
+
+    fn process(&mut self, ev: &Event) -> Verdict {
+        let Some(file) = ev.file.as_ref() else {
+            return Verdict::pass();
+        };
+        if ev.kind != EventKind::OpenWrite
+            || ev.container.is_none()
+            || file.file_type != FileType::Regular
+            || self.exclude.iter().any(|p| is_under(&file.path, p))
+        {
+            return Verdict::pass();
+        }
+        Verdict::with_finding(Finding {
+            rule: RULE.to_string(),
+            priority: self.priority,
+            output: self.output.render(ev),
+            description: Some("Detect writes to container upper layer filesystem".into()),
+            tags: ["container", "drift", "filesystem"]
+                .map(String::from)
+                .to_vec(),
+            fields: self.output.fields(ev),
+            remediation: None,
+        })
+    }
+}
+
+driftwatch_sdk::export_plugin!(WriteFilter);

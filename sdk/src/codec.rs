@@ -1,0 +1,119 @@
+//! MessagePack encoding of everything that crosses the plugin boundary.
+//!
+//! Structs are encoded as maps with named fields (never positional arrays),
+//! so plugins in any language read fields by name and old plugins skip new
+//! fields. A batch is a MessagePack array of items.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encoding MessagePack: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("decoding MessagePack: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("decoding MessagePack array header: {0}")]
+    Header(String),
+    #[error("{0} trailing bytes after the last item")]
+    Trailing(usize),
+}
+
+/// Encodes one value as a MessagePack map with named fields.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(rmp_serde::to_vec_named(value)?)
+}
+
+/// Appends one value to `buf`.
+pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
+    value.serialize(&mut rmp_serde::Serializer::new(buf).with_struct_map())?;
+    Ok(())
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// Writes a MessagePack array header for `len` items.
+pub fn write_array_header(buf: &mut Vec<u8>, len: usize) {
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_array_len(buf, len as u32);
+}
+
+/// Decodes a MessagePack array item by item, handing each to `f`, without
+/// materializing a `Vec` of the whole batch.
+pub fn decode_array<T, F>(bytes: &[u8], mut f: F) -> Result<usize, CodecError>
+where
+    T: DeserializeOwned,
+    F: FnMut(T),
+{
+    let mut rd = bytes;
+    let len =
+        rmp::decode::read_array_len(&mut rd).map_err(|e| CodecError::Header(e.to_string()))?;
+    let mut de = rmp_serde::Deserializer::new(rd);
+    for _ in 0..len {
+        f(T::deserialize(&mut de)?);
+    }
+    let rest = de.into_inner();
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(len as usize)
+}
+
+/// Encodes a slice as a MessagePack array.
+pub fn encode_array<T: Serialize>(items: &[T]) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::with_capacity(items.len() * 4 + 5);
+    write_array_header(&mut buf, items.len());
+    for it in items {
+        encode_into(&mut buf, it)?;
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, EventKind, Verdict};
+
+    #[test]
+    fn events_are_maps_with_named_fields() {
+        let ev = Event {
+            kind: EventKind::OpenWrite,
+            ..Event::default()
+        };
+        let bytes = encode(&ev).unwrap();
+        // fixmap marker, and the field name is present on the wire.
+        assert_eq!(bytes[0] & 0xf0, 0x80);
+        assert!(bytes.windows(4).any(|w| w == b"kind"));
+        let back: Event = decode(&bytes).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn pass_verdict_is_an_empty_map() {
+        assert_eq!(encode(&Verdict::pass()).unwrap(), vec![0x80]);
+    }
+
+    #[test]
+    fn array_round_trip_and_trailing_garbage() {
+        let items = vec![Verdict::pass(), Verdict::drop()];
+        let mut bytes = encode_array(&items).unwrap();
+        let mut out = Vec::new();
+        decode_array::<Verdict, _>(&bytes, |v| out.push(v)).unwrap();
+        assert_eq!(out, items);
+        bytes.push(0xc0);
+        assert!(matches!(
+            decode_array::<Verdict, _>(&bytes, |_| {}),
+            Err(CodecError::Trailing(1))
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_missing_ones_default() {
+        let json = r#"{"kind":"exec","future_field":42,"process":{"name":"sh"}}"#;
+        let ev: Event = serde_json::from_str(json).unwrap();
+        assert_eq!(ev.process.name, "sh");
+        assert_eq!(ev.schema_version, crate::SCHEMA_VERSION);
+    }
+}

@@ -1,0 +1,36 @@
+//! The one definition of driftwatch's event schema and plugin ABI.
+//!
+//! The collector (host) and every plugin (guest) use these types, so a field
+//! exists in exactly one place. On the wire everything is MessagePack maps
+//! with named fields (see [`codec`]); the WIT world lives in `wit/plugin.wit`.
+//!
+//! Plugin authors enable the `guest` feature, implement [`Plugin`] and call
+//! [`export_plugin!`]. See `docs/plugin-abi.md` and `examples/`.
+
+pub mod codec;
+pub mod event;
+pub mod fields;
+pub mod finding;
+pub mod manifest;
+pub mod plugin;
+pub mod rules;
+
+#[cfg(feature = "guest")]
+pub mod guest;
+
+pub use event::{Container, Event, EventKind, FileInfo, FileType, K8s, Process};
+pub use finding::{Action, Finding, Priority, Remediation, Verdict};
+pub use manifest::Manifest;
+pub use plugin::Plugin;
+
+/// Version of the event schema; bumped on incompatible changes only.
+/// Adding a field is compatible: decoders ignore unknown fields and default
+/// missing ones.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Version of the plugin ABI (the WIT package version, as an integer for
+/// manifests). The host refuses plugins built for another ABI.
+pub const ABI_VERSION: u32 = 1;
+
+/// The WIT package the ABI is defined by.
+pub const WIT_PACKAGE: &str = "driftwatch:plugin@0.1.0";

@@ -1,0 +1,52 @@
+//! What a plugin tells the host about itself at `init`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::EventKind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    /// The event kinds the plugin wants. The host sends it nothing else and
+    /// tells the kernel sensor which kinds to capture at all.
+    pub kinds: Vec<EventKind>,
+    #[serde(default)]
+    pub description: String,
+    /// The ABI the plugin was built for; see [`crate::ABI_VERSION`].
+    #[serde(default = "default_abi")]
+    pub abi_version: u32,
+    /// The event schema the plugin was built for.
+    #[serde(default = "default_schema")]
+    pub schema_version: u32,
+}
+
+fn default_abi() -> u32 {
+    crate::ABI_VERSION
+}
+
+fn default_schema() -> u32 {
+    crate::SCHEMA_VERSION
+}
+
+impl Manifest {
+    pub fn new(name: &str, version: &str, kinds: &[EventKind]) -> Manifest {
+        Manifest {
+            name: name.to_string(),
+            version: version.to_string(),
+            kinds: kinds.to_vec(),
+            description: String::new(),
+            abi_version: crate::ABI_VERSION,
+            schema_version: crate::SCHEMA_VERSION,
+        }
+    }
+
+    pub fn with_description(mut self, d: &str) -> Manifest {
+        self.description = d.to_string();
+        self
+    }
+
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.kinds.contains(&kind)
+    }
+}
