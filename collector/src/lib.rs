@@ -5,6 +5,7 @@
 //! [`sink`] delivers what comes out. [`config`] shapes all of it.
 
 pub mod config;
+pub mod enrich;
 pub mod pipeline;
 pub mod plugin;
 pub mod runtime;

@@ -203,6 +203,7 @@ fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result
         chain,
         sources,
         sinks,
+        enrichers: Vec::new(),
         stats,
         shutdown,
     }))?;

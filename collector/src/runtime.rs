@@ -16,6 +16,7 @@ use driftwatch_sdk::Event;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::enrich::Enricher;
 use crate::pipeline::{Chain, ChainError, Processed};
 use crate::plugin::Engine;
 use crate::plugin::cache::ComponentCache;
@@ -56,6 +57,8 @@ pub struct Setup {
     pub chain: Chain,
     pub sources: Vec<Box<dyn Source>>,
     pub sinks: Vec<Box<dyn Sink>>,
+    /// Applied in order to every event before the chain.
+    pub enrichers: Vec<Box<dyn Enricher>>,
     pub stats: Arc<Stats>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -89,6 +92,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         mut chain,
         sources,
         mut sinks,
+        mut enrichers,
         stats,
         shutdown,
     } = setup;
@@ -104,7 +108,10 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         .spawn(move || {
             while let Some(msg) = msg_rx.blocking_recv() {
                 match msg {
-                    Msg::Batch(events) => {
+                    Msg::Batch(mut events) => {
+                        for e in enrichers.iter_mut() {
+                            events.iter_mut().for_each(|ev| e.enrich(ev));
+                        }
                         let out = chain.process(events);
                         if !out.is_empty() && out_tx.send(out).is_err() {
                             break;

@@ -1,0 +1,14 @@
+//! Enrichers fill in what the kernel cannot know (container name and image,
+//! Kubernetes pod) before events reach the plugin chain.
+//!
+//! They run on the chain's thread, batch by batch, so they must answer from
+//! memory: a cache miss is filled in the background (or left unknown, never
+//! invented) rather than blocking on I/O.
+
+use driftwatch_sdk::Event;
+
+pub trait Enricher: Send {
+    fn name(&self) -> &'static str;
+    /// Fills fields of `event` it knows about; leaves the rest alone.
+    fn enrich(&mut self, event: &mut Event);
+}
