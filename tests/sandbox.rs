@@ -1,10 +1,322 @@
-//! Golden tests: recorded events through the real default pipeline (the
-//! built-in plugins as WASM components in wasmtime), checked line by line.
+//! The sandbox holds: a deliberately hostile plugin (tests/plugins/hostile,
+//! built as a real component) is contained, reported and counted, and every
+//! event still reaches the output according to `on_error`.
 
 mod support;
 
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+/// Ten container shells (pids 1..=10) and, when `boom`, one event named
+/// "boom" (pid 99) that the hostile plugin can be told to choke on.
+fn events(dir: &Path, boom: bool) -> std::path::PathBuf {
+    let mut text = String::new();
+    for pid in 1..=10 {
+        text.push_str(&format!(
+            "{{\"kind\":\"exec\",\"process\":{{\"pid\":{pid},\"vpid\":5,\"name\":\"sh\",\"pname\":\"runc\"}},\"container\":{{\"id\":\"c1\",\"name\":\"web\"}}}}\n"
+        ));
+        if boom && pid == 5 {
+            text.push_str("{\"kind\":\"exec\",\"process\":{\"pid\":99,\"name\":\"boom\"},\"container\":{\"id\":\"c1\"}}\n");
+        }
+    }
+    let p = dir.join("events.jsonl");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+struct Run {
+    out: Output,
+    lines: Vec<Value>,
+    stats: Value,
+}
+
+/// Replays through [hostile(mode) → shell], printing events and counters.
+fn run(hostile: &str, batch_size: usize, boom: bool) -> Run {
+    run_with_deadline(hostile, batch_size, boom, 50)
+}
+
+fn run_with_deadline(hostile: &str, batch_size: usize, boom: bool, deadline_ms: u64) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::config(
+        dir.path(),
+        &format!(
+            r#"
+[pipeline]
+batch_size = {batch_size}
+
+[[plugins]]
+name = "hostile"
+path = "{}"
+memory_limit_mib = 32
+deadline_ms = {deadline_ms}
+max_output_mib = 1
+{hostile}
+
+[[plugins]]
+name = "shell"
+builtin = "shell"
+"#,
+            support::guest("driftwatch_test_hostile").display()
+        ),
+    );
+    let out = support::bin()
+        .env("DRIFTWATCH_LOG", "info")
+        .args(["replay", "--events", "--stats", "--config"])
+        .arg(&cfg)
+        .arg(events(dir.path(), boom))
+        .output()
+        .unwrap();
+    let err = support::stderr(&out);
+    let json_start = err.rfind("\n{\n").map(|i| i + 1).unwrap_or(0);
+    let stats: Value = serde_json::from_str(&err[json_start..])
+        .unwrap_or_else(|e| panic!("no stats JSON ({e}) in {err}"));
+    let lines = support::json_lines(&out);
+    Run { out, lines, stats }
+}
+
+impl Run {
+    fn findings(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| l.get("rule").is_some())
+            .count()
+    }
+    fn events(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| l.get("rule").is_none())
+            .count()
+    }
+    fn failures(&self, kind: &str) -> u64 {
+        self.stats["plugin_failures"]["hostile"][kind]
+            .as_u64()
+            .unwrap_or(0)
+    }
+    fn stderr(&self) -> String {
+        support::stderr(&self.out)
+    }
+}
+
+fn assert_contained(mode: &str, kind: &str, message: &str) {
+    assert_contained_within(mode, kind, message, 50);
+}
+
+/// `deadline_ms`: wall-clock time a call may take; generous where the mode
+/// does real work, so a loaded machine does not turn it into a timeout.
+fn assert_contained_within(mode: &str, kind: &str, message: &str, deadline_ms: u64) {
+    let r = run_with_deadline(
+        &format!("[plugins.config]\nmode = \"{mode}\""),
+        512,
+        false,
+        deadline_ms,
+    );
+    assert!(r.out.status.success(), "{}", r.stderr());
+    // on_error = pass: every event went on to the shell plugin and the output.
+    assert_eq!(r.events(), 10, "{mode}: events lost\n{}", r.stderr());
+    assert_eq!(
+        r.findings(),
+        10,
+        "{mode}: later plugin starved\n{}",
+        r.stderr()
+    );
+    assert!(
+        r.failures(kind) >= 1,
+        "{mode}: not counted as {kind}: {}",
+        r.stats
+    );
+    let err = r.stderr();
+    assert!(
+        err.contains("hostile") && err.contains(message),
+        "{mode}: stderr lacks {message:?}:\n{err}"
+    );
+}
+
 #[test]
-fn placeholder_until_goldens_land() {
-    let out = support::bin().arg("--help").output().unwrap();
-    assert!(out.status.success());
+fn infinite_loop_hits_the_cpu_deadline() {
+    assert_contained("loop", "deadline", "exceeded its CPU deadline of 50 ms");
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_cap() {
+    assert_contained_within(
+        "memory-bomb",
+        "memory",
+        "exceeded its memory limit of 32 MiB",
+        5000,
+    );
+}
+
+#[test]
+fn panic_is_a_trap_and_its_message_is_logged() {
+    assert_contained("panic", "trap", "trapped");
+    let r = run("[plugins.config]\nmode = \"panic\"", 512, false);
+    assert!(
+        r.stderr().contains("hostile plugin panics on purpose"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn guest_error_is_reported() {
+    assert_contained("error", "error", "hostile plugin returns an error");
+}
+
+#[test]
+fn garbage_output_is_malformed() {
+    assert_contained("garbage", "malformed", "malformed verdicts");
+}
+
+#[test]
+fn wrong_verdict_count_is_refused() {
+    assert_contained(
+        "wrong-count",
+        "wrong_count",
+        "returned 11 verdicts for 10 events",
+    );
+}
+
+#[test]
+fn huge_output_is_refused() {
+    assert_contained_within(
+        "huge-output",
+        "output_too_large",
+        "over its output limit",
+        5000,
+    );
+}
+
+#[test]
+fn log_flood_is_rate_limited() {
+    let r = run_with_deadline("[plugins.config]\nmode = \"log-flood\"", 512, false, 5000);
+    assert_eq!(r.findings(), 10);
+    let err = r.stderr();
+    assert_eq!(
+        err.matches("flood ").count(),
+        20,
+        "only the per-call budget is printed"
+    );
+    assert!(err.contains("suppressed 1980 log lines"), "{err}");
+}
+
+#[test]
+fn on_error_drop_fails_closed_and_counts() {
+    let r = run(
+        "on_error = \"drop\"\n[plugins.config]\nmode = \"panic\"",
+        512,
+        false,
+    );
+    assert_eq!(r.events(), 0);
+    assert_eq!(r.findings(), 0);
+    assert_eq!(r.stats["dropped_by_plugin"]["hostile"], 10);
+}
+
+#[test]
+fn one_poisonous_event_does_not_blind_the_plugin_to_its_batch() {
+    // The plugin traps on any batch holding "boom"; with on_error = drop
+    // only that event may be lost: bisection gets verdicts for the rest.
+    let r = run(
+        "on_error = \"drop\"\n[plugins.config]\nmode = \"panic\"\ntrigger = \"boom\"",
+        512,
+        true,
+    );
+    assert_eq!(r.events(), 10, "{}", r.stderr());
+    assert_eq!(r.findings(), 10);
+    assert_eq!(r.stats["dropped_by_plugin"]["hostile"], 1);
+    assert!(r.lines.iter().all(|l| l["process"]["name"] != "boom"));
+}
+
+#[test]
+fn repeated_failures_quarantine_the_plugin_and_events_still_flow() {
+    let r = run(
+        "quarantine_after = 2\n[plugins.config]\nmode = \"error\"",
+        1,
+        false,
+    );
+    assert_eq!(r.events(), 10);
+    assert_eq!(r.findings(), 10);
+    assert_eq!(r.stats["plugin_quarantines"]["hostile"], 1);
+    // Two failed batches, then it sat out the rest (backoff is 1 s).
+    assert_eq!(r.failures("error"), 2, "{}", r.stats);
+    assert!(
+        r.stderr()
+            .contains("plugin quarantined after repeated failures")
+    );
+}
+
+#[test]
+fn drop_verdicts_end_the_path() {
+    let r = run("[plugins.config]\nmode = \"drop-all\"", 512, false);
+    assert_eq!(r.events(), 0);
+    assert_eq!(r.findings(), 0, "later plugins never saw the events");
+    assert_eq!(r.stats["dropped_by_plugin"]["hostile"], 10);
+}
+
+#[test]
+fn init_failure_is_a_clear_error_naming_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::config(
+        dir.path(),
+        &format!(
+            "[[plugins]]\nname = \"picky\"\npath = \"{}\"\n[plugins.config]\nmode = \"fail-init\"\ninit_error = \"needs a license key\"\n",
+            support::guest("driftwatch_test_hostile").display()
+        ),
+    );
+    let out = support::bin().arg("check").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains(
+            "plugin picky refused its configuration: returned an error: needs a license key"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_and_invalid_plugin_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::config(
+        dir.path(),
+        "[[plugins]]\nname = \"gone\"\npath = \"plugins/gone.wasm\"\n",
+    );
+    let out = support::bin().arg("check").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("plugin gone: cannot read") && err.contains("plugins/gone.wasm"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("bad.wasm"), b"\0asm\x01\0\0\0garbage").unwrap();
+    let cfg = support::config(
+        dir.path(),
+        "[[plugins]]\nname = \"bad\"\npath = \"bad.wasm\"\n",
+    );
+    let out = support::bin().arg("check").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        support::stderr(&out).contains("compiling bad"),
+        "{}",
+        support::stderr(&out)
+    );
+}
+
+#[test]
+fn broken_pipeline_toml_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::config(
+        dir.path(),
+        "[[plugins]]\nname = \"shell\"\nbuiltin = \"shell\"\ndeadline = 5\n",
+    );
+    let out = support::bin().arg("check").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::stderr(&out);
+    assert!(err.contains(&cfg.display().to_string()), "{err}");
+    assert!(
+        err.contains("line 9, column 1") && err.contains("unknown field `deadline`"),
+        "{err}"
+    );
 }

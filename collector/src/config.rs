@@ -17,10 +17,36 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
+    Parse { path: PathBuf, source: ParseError },
+}
+
+/// A syntax, type or value error, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Toml(Box<toml::de::Error>),
+    #[error("error at line {line}, column {column}: {message}")]
+    Invalid {
+        line: usize,
+        column: usize,
+        message: String,
     },
+}
+
+impl ParseError {
+    fn at(text: &str, offset: usize, message: String) -> ParseError {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rfind('\n')
+            .map_or(before.len(), |i| before.len() - i - 1)
+            + 1;
+        ParseError::Invalid {
+            line,
+            column,
+            message,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -32,9 +58,13 @@ pub struct Config {
     pub sources: SourcesConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
-    /// The plugin chain, in order.
-    #[serde(default, deserialize_with = "plugins")]
+    /// The plugin chain, in order (enabled plugins only).
+    #[serde(skip)]
     pub plugins: Vec<PluginConfig>,
+    /// `[[plugins]]` as written, checked in [`Config::parse`] where the
+    /// spans can be turned into line and column.
+    #[serde(default, rename = "plugins")]
+    raw_plugins: Vec<toml::Spanned<RawPlugin>>,
     #[serde(default)]
     pub outputs: OutputsConfig,
     /// Directory of the file this was read from; relative paths resolve here.
@@ -50,7 +80,7 @@ impl Config {
         })?;
         let mut cfg = Config::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            source: Box::new(source),
+            source,
         })?;
         cfg.base_dir = path
             .parent()
@@ -66,8 +96,24 @@ impl Config {
         Ok(cfg)
     }
 
-    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        toml::from_str(text)
+    pub fn parse(text: &str) -> Result<Config, ParseError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ParseError::Toml(Box::new(e)))?;
+        let mut seen = BTreeSet::new();
+        for raw in std::mem::take(&mut cfg.raw_plugins) {
+            let start = raw.span().start;
+            let raw = raw.into_inner();
+            if !seen.insert(raw.name.clone()) {
+                return Err(ParseError::at(
+                    text,
+                    start,
+                    format!("plugin name {:?} is used twice", raw.name),
+                ));
+            }
+            if let Some(p) = plugin(raw).map_err(|m| ParseError::at(text, start, m))? {
+                cfg.plugins.push(p);
+            }
+        }
+        Ok(cfg)
     }
 
     /// A path from the file, resolved against the file's directory.
@@ -237,7 +283,7 @@ pub struct PluginConfig {
     pub config: toml::Table,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
     name: String,
@@ -336,31 +382,6 @@ fn plugin(r: RawPlugin) -> Result<Option<PluginConfig>, String> {
         quarantine_after: r.quarantine_after,
         config: r.config,
     }))
-}
-
-fn plugins<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PluginConfig>, D::Error> {
-    // Each entry validates itself so its error points at its own table.
-    #[derive(Deserialize)]
-    #[serde(try_from = "RawPlugin")]
-    struct Entry(Option<PluginConfig>);
-    impl TryFrom<RawPlugin> for Entry {
-        type Error = String;
-        fn try_from(r: RawPlugin) -> Result<Self, String> {
-            plugin(r).map(Entry)
-        }
-    }
-    let entries: Vec<Entry> = Vec::deserialize(d)?;
-    let list: Vec<PluginConfig> = entries.into_iter().filter_map(|e| e.0).collect();
-    let mut seen = BTreeSet::new();
-    for p in &list {
-        if !seen.insert(p.name.as_str()) {
-            return Err(serde::de::Error::custom(format!(
-                "plugin name {:?} is used twice",
-                p.name
-            )));
-        }
-    }
-    Ok(list)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -30,12 +30,17 @@ thread_local! {
     static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
-#[doc(hidden)]
-pub fn init<P: Plugin>(config: &[u8]) -> Result<Vec<u8>, String> {
-    // A panic aborts into a trap; say why first, through the only channel we have.
+/// Makes a panic log its message through the host before it traps (a
+/// panic aborts into a trap, and the host sees no message otherwise).
+pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         log(Level::Error, &format!("panic: {info}"))
     }));
+}
+
+#[doc(hidden)]
+pub fn init<P: Plugin>(config: &[u8]) -> Result<Vec<u8>, String> {
+    install_panic_hook();
     let cfg = plugin::decode_config::<P::Config>(config)?;
     let p = P::new(cfg)?;
     let manifest = codec::encode(&p.manifest()).map_err(|e| e.to_string())?;

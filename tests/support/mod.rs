@@ -19,9 +19,22 @@ pub fn guest(name: &str) -> PathBuf {
     Path::new(driftwatch::plugin::builtin::GUEST_DIR).join(format!("{name}.wasm"))
 }
 
-/// A pipeline.toml in a temp dir whose compile cache is private to the test.
+/// The tests' shared compile cache: entries are keyed by component and
+/// engine, so sharing is safe, and it spares recompiling every plugin in
+/// every test.
+pub fn cache_dir() -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir);
+    dir
+}
+
+/// A pipeline.toml in `dir`, using the shared test compile cache.
 pub fn config(dir: &Path, body: &str) -> PathBuf {
-    let cache = dir.join("cache");
+    let cache = cache_dir();
     let text = format!(
         "[daemon]\ncache_dir = \"{}\"\nstats_interval_secs = 0\nhot_reload = false\n\n{body}",
         cache.display()

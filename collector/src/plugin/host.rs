@@ -335,7 +335,10 @@ impl PluginInstance {
                     deadline_ms: self.limits.deadline.as_millis() as u64,
                 })
             }
-            Err(e) => Err(PluginError::Trap(format!("{e:#}"))),
+            // Keep the wasm backtrace (it names the guest function) on one line.
+            Err(e) => Err(PluginError::Trap(clean(
+                &format!("{e:#}").replace('\n', " | "),
+            ))),
         }
     }
 }

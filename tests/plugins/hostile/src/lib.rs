@@ -30,6 +30,7 @@ struct Hostile;
 
 impl Guest for Hostile {
     fn init(config: Vec<u8>) -> Result<Vec<u8>, String> {
+        driftwatch_sdk::guest::install_panic_hook();
         let cfg: Config = driftwatch_sdk::plugin::decode_config(&config)?;
         if cfg.mode == "fail-init" {
             return Err(cfg.init_error.unwrap_or_else(|| "refusing to start".into()));
@@ -72,15 +73,15 @@ impl Guest for Hostile {
             "wrong-count" => codec::encode_array(&vec![Verdict::pass(); evs.len() + 1])
                 .map_err(|e| e.to_string()),
             "huge-output" => {
-                // 48 MiB of valid-looking verdict padding: under the memory
-                // cap, over any sane output bound.
-                let mut out = Vec::with_capacity(48 << 20);
+                // 8 MiB of valid-looking verdict padding: under the memory
+                // cap, over the output bound the tests set.
+                let mut out = Vec::with_capacity(8 << 20);
                 codec::write_array_header(&mut out, evs.len());
-                out.resize(48 << 20, 0x80);
+                out.resize(8 << 20, 0x80);
                 Ok(out)
             }
             "log-flood" => {
-                for i in 0..100_000 {
+                for i in 0..2_000 {
                     log(Level::Warn, &format!("flood {i}"));
                 }
                 pass_all()
