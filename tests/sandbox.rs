@@ -320,3 +320,29 @@ fn broken_pipeline_toml_names_file_line_and_column() {
         "{err}"
     );
 }
+
+#[test]
+fn plugins_import_nothing_but_host_log() {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true);
+    let engine = wasmtime::Engine::new(&cfg).unwrap();
+    let dir = std::fs::read_dir(driftwatch::plugin::builtin::GUEST_DIR).unwrap();
+    let mut checked = 0;
+    for entry in dir {
+        let path = entry.unwrap().path();
+        let component = wasmtime::component::Component::from_file(&engine, &path).unwrap();
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        assert_eq!(
+            imports,
+            ["driftwatch:plugin/host@0.1.0"],
+            "{}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "every guest was checked");
+}
