@@ -78,6 +78,31 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Compare a running container's filesystem with its image.
+    ///
+    /// Lists what was added, modified (content, or metadata only) and removed, from the
+    /// container's overlay layers. Files the runtime creates in every container are hidden
+    /// (see docs/diff.md). Exit code: 0 no drift, 1 drift shown, 2 error.
+    Diff {
+        /// Container id (full or short), name, or the pid of a process inside it.
+        container: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show only these, comma-separated: executables, added, modified, metadata, removed.
+        /// Kinds of change combine with "or"; `executables` narrows them further.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<driftwatch::fsdiff::report::Only>,
+        /// Also show the files the runtime itself creates in a fresh container.
+        #[arg(long)]
+        include_runtime: bool,
+        /// containers/storage root, for container names.
+        #[arg(long, default_value = driftwatch::fsdiff::resolve::DEFAULT_STORAGE_ROOT)]
+        storage_root: PathBuf,
+        /// Worker threads (default: CPUs, at most 4).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Check a pipeline configuration: parse it, load and initialize every plugin.
     Check {
         #[arg(default_value = "pipeline.toml")]
@@ -127,6 +152,28 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             command: PluginCommand::Inspect { file, config_json },
         } => inspect(&file, &config_json),
         Command::Check { config } => check(&config),
+        Command::Diff {
+            container,
+            json,
+            only,
+            include_runtime,
+            storage_root,
+            jobs,
+        } => {
+            use driftwatch::fsdiff::{self, Options, Resolver, report::Filter};
+            let mut opts = Options::default();
+            opts.jobs = jobs.unwrap_or(opts.jobs);
+            let filter = Filter::from_only(&only, include_runtime);
+            let resolver = Resolver::new(storage_root);
+            let mut out = std::io::stdout().lock();
+            let drift =
+                fsdiff::diff_command(&resolver, &container, &opts, &filter, json, &mut out)?;
+            Ok(if drift {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
 }
 
