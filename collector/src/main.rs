@@ -16,6 +16,7 @@ use driftwatch::sink::Sink;
 use driftwatch::sink::stdout::JsonLines;
 use driftwatch::source::Source;
 use driftwatch::source::replay::Replay;
+use driftwatch::source::scan::Scan;
 use driftwatch::stats::Stats;
 use tokio::sync::watch;
 
@@ -227,11 +228,35 @@ fn shutdown_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
 }
 
 fn run(config: &Path) -> Result<ExitCode> {
-    let (cfg, _engine, _chain, _stats) = load(config)?;
-    let _ = cfg;
-    bail!(
-        "no event source is available yet in this build: the kernel sensor is not built in (use `driftwatch replay`)"
-    )
+    let (cfg, engine, chain, stats) = load(config)?;
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if cfg.sources.scan.enabled {
+        sources.push(Box::new(Scan::new(cfg.sources.scan.clone())));
+    }
+    if sources.is_empty() {
+        bail!(
+            "no event source is enabled: the kernel sensor is not built in yet and [sources.scan] is off (use `driftwatch replay`)"
+        );
+    }
+    let rt = tokio_runtime()?;
+    let shutdown = shutdown_on_signals(&rt);
+    let sinks = sinks(&cfg, false);
+    let report = rt.block_on(runtime::run(Setup {
+        cfg,
+        config_path: Some(config.to_path_buf()),
+        engine,
+        chain,
+        sources,
+        sinks,
+        enrichers: Vec::new(),
+        stats,
+        shutdown,
+    }))?;
+    Ok(if report.source_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result<ExitCode> {
