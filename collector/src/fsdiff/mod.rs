@@ -238,13 +238,16 @@ pub fn diff_command(
     let container = resolver.resolve(query)?;
     let diff = diff_container(&container, opts)?;
     let view = report::View::new(&diff, filter);
+    // Reports can run to 100,000 lines: write them in large blocks.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     if json {
-        view.write_json(out)?;
+        view.write_json(&mut out)?;
     } else {
         // Colour only for a person at a terminal, and never with NO_COLOR.
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        view.write_table(out, colour)?;
+        view.write_table(&mut out, colour)?;
     }
+    std::io::Write::flush(&mut out)?;
     Ok(view.has_drift())
 }
 
