@@ -155,6 +155,99 @@ impl Default for DaemonConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SourcesConfig {
     pub ebpf: EbpfConfig,
+    pub scan: ScanConfig,
+}
+
+/// The periodic drift scan (`[sources.scan]`): diffs running containers
+/// against their images and emits `file_drift` events for new differences.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, try_from = "RawScan")]
+pub struct ScanConfig {
+    pub enabled: bool,
+    /// Seconds between the starts of two scans.
+    pub interval_secs: u64,
+    /// Containers to scan, by name, full id or id prefix; empty: every
+    /// running container.
+    pub containers: Vec<String>,
+    /// Also report the files the runtime creates in every container
+    /// (docs/diff.md).
+    pub include_runtime_files: bool,
+    /// Threads per container diff.
+    pub jobs: usize,
+    /// containers/storage root, for container names and images.
+    pub storage_root: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawScan {
+    enabled: bool,
+    interval_secs: u64,
+    containers: Vec<String>,
+    include_runtime_files: bool,
+    jobs: usize,
+    storage_root: PathBuf,
+}
+
+impl Default for RawScan {
+    fn default() -> Self {
+        let d = ScanConfig::default();
+        RawScan {
+            enabled: d.enabled,
+            interval_secs: d.interval_secs,
+            containers: d.containers,
+            include_runtime_files: d.include_runtime_files,
+            jobs: d.jobs,
+            storage_root: d.storage_root,
+        }
+    }
+}
+
+impl TryFrom<RawScan> for ScanConfig {
+    type Error = String;
+    fn try_from(r: RawScan) -> Result<Self, String> {
+        if !(1..=86_400).contains(&r.interval_secs) {
+            return Err(format!(
+                "interval_secs must be between 1 and 86400, not {}",
+                r.interval_secs
+            ));
+        }
+        if !(1..=16).contains(&r.jobs) {
+            return Err(format!("jobs must be between 1 and 16, not {}", r.jobs));
+        }
+        if let Some(bad) = r.containers.iter().find(|c| c.trim().is_empty()) {
+            return Err(format!("containers: {bad:?} is not a container name or id"));
+        }
+        if !r.storage_root.is_absolute() {
+            return Err(format!(
+                "storage_root {:?} must be an absolute path",
+                r.storage_root
+            ));
+        }
+        Ok(ScanConfig {
+            enabled: r.enabled,
+            interval_secs: r.interval_secs,
+            containers: r.containers,
+            include_runtime_files: r.include_runtime_files,
+            jobs: r.jobs,
+            storage_root: r.storage_root,
+        })
+    }
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            enabled: true,
+            // Scans cost in proportion to what changed, not to image size;
+            // five minutes bounds how stale a finding can be.
+            interval_secs: 300,
+            containers: Vec::new(),
+            include_runtime_files: false,
+            jobs: 2,
+            storage_root: PathBuf::from(crate::fsdiff::resolve::DEFAULT_STORAGE_ROOT),
+        }
+    }
 }
 
 /// Which processes the kernel sensor reports.
@@ -419,7 +512,8 @@ mod tests {
     fn the_shipped_pipeline_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
         let cfg = Config::load(&path).unwrap();
-        assert_eq!(cfg.plugins.len(), 4);
+        assert_eq!(cfg.plugins.len(), 5);
+        assert!(cfg.sources.scan.enabled);
         assert!(
             cfg.plugins
                 .iter()
@@ -461,6 +555,28 @@ mod tests {
         assert!(e.contains("batch_size must be"), "{e}");
         let e = err("[outputs.stdout]\nenabled = true\nformat = \"xml\"\n");
         assert!(e.contains("unknown field `format`"), "{e}");
+    }
+
+    #[test]
+    fn scan_table_is_validated_with_locations() {
+        let c =
+            Config::parse("[sources.scan]\ninterval_secs = 5\ncontainers = [\"web\"]\n").unwrap();
+        assert_eq!(c.sources.scan.interval_secs, 5);
+        assert_eq!(c.sources.scan.containers, vec!["web".to_string()]);
+        assert!(c.sources.scan.enabled);
+        let e = err("[sources.scan]\nenabled = true\ninterval = 5\n");
+        assert!(e.contains("unknown field `interval`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[sources.ebpf]\nenabled = true\n\n[sources.scan]\ninterval_secs = 0\n");
+        assert!(
+            e.contains("interval_secs must be between 1 and 86400"),
+            "{e}"
+        );
+        assert!(e.contains("line 4"), "{e}");
+        let e = err("[sources.scan]\njobs = 0\n");
+        assert!(e.contains("jobs must be"), "{e}");
+        let e = err("[sources.scan]\nstorage_root = \"rel\"\n");
+        assert!(e.contains("absolute"), "{e}");
     }
 
     #[test]

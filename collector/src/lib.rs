@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod enrich;
+pub mod fsdiff;
 pub mod pipeline;
 pub mod plugin;
 pub mod runtime;

@@ -16,6 +16,7 @@ use driftwatch::sink::Sink;
 use driftwatch::sink::stdout::JsonLines;
 use driftwatch::source::Source;
 use driftwatch::source::replay::Replay;
+use driftwatch::source::scan::Scan;
 use driftwatch::stats::Stats;
 use tokio::sync::watch;
 
@@ -78,6 +79,31 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Compare a running container's filesystem with its image.
+    ///
+    /// Lists what was added, modified (content, or metadata only) and removed, from the
+    /// container's overlay layers. Files the runtime creates in every container are hidden
+    /// (see docs/diff.md). Exit code: 0 no drift, 1 drift shown, 2 error.
+    Diff {
+        /// Container id (full or short), name, or the pid of a process inside it.
+        container: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show only these, comma-separated: executables, added, modified, metadata, removed.
+        /// Kinds of change combine with "or"; `executables` narrows them further.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<driftwatch::fsdiff::report::Only>,
+        /// Also show the files the runtime itself creates in a fresh container.
+        #[arg(long)]
+        include_runtime: bool,
+        /// containers/storage root, for container names.
+        #[arg(long, default_value = driftwatch::fsdiff::resolve::DEFAULT_STORAGE_ROOT)]
+        storage_root: PathBuf,
+        /// Worker threads (default: CPUs, at most 4).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Check a pipeline configuration: parse it, load and initialize every plugin.
     Check {
         #[arg(default_value = "pipeline.toml")]
@@ -127,6 +153,28 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             command: PluginCommand::Inspect { file, config_json },
         } => inspect(&file, &config_json),
         Command::Check { config } => check(&config),
+        Command::Diff {
+            container,
+            json,
+            only,
+            include_runtime,
+            storage_root,
+            jobs,
+        } => {
+            use driftwatch::fsdiff::{self, Options, Resolver, report::Filter};
+            let mut opts = Options::default();
+            opts.jobs = jobs.unwrap_or(opts.jobs);
+            let filter = Filter::from_only(&only, include_runtime);
+            let resolver = Resolver::new(storage_root);
+            let mut out = std::io::stdout().lock();
+            let drift =
+                fsdiff::diff_command(&resolver, &container, &opts, &filter, json, &mut out)?;
+            Ok(if drift {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
 }
 
@@ -180,11 +228,35 @@ fn shutdown_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
 }
 
 fn run(config: &Path) -> Result<ExitCode> {
-    let (cfg, _engine, _chain, _stats) = load(config)?;
-    let _ = cfg;
-    bail!(
-        "no event source is available yet in this build: the kernel sensor is not built in (use `driftwatch replay`)"
-    )
+    let (cfg, engine, chain, stats) = load(config)?;
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if cfg.sources.scan.enabled {
+        sources.push(Box::new(Scan::new(cfg.sources.scan.clone())));
+    }
+    if sources.is_empty() {
+        bail!(
+            "no event source is enabled: the kernel sensor is not built in yet and [sources.scan] is off (use `driftwatch replay`)"
+        );
+    }
+    let rt = tokio_runtime()?;
+    let shutdown = shutdown_on_signals(&rt);
+    let sinks = sinks(&cfg, false);
+    let report = rt.block_on(runtime::run(Setup {
+        cfg,
+        config_path: Some(config.to_path_buf()),
+        engine,
+        chain,
+        sources,
+        sinks,
+        enrichers: Vec::new(),
+        stats,
+        shutdown,
+    }))?;
+    Ok(if report.source_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result<ExitCode> {

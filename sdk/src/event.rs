@@ -203,6 +203,17 @@ pub struct FileInfo {
     pub change: Option<String>,
     /// For `file_drift` of regular files: sha256 of the content, hex.
     pub sha256: Option<String>,
+    /// For `file_drift`: size in bytes (for `removed`, the image's file).
+    pub size: Option<u64>,
+    /// For `file_drift`: owning user id (for `removed`, the image's file).
+    pub uid: Option<u32>,
+    /// For `file_drift`: owning group id (for `removed`, the image's file).
+    pub gid: Option<u32>,
+    /// For `file_drift` of regular files: some execute bit is set.
+    pub executable: bool,
+    /// For `file_drift` of regular files: the content starts with the ELF
+    /// magic, whatever its mode (a binary can be run after a later chmod).
+    pub elf: bool,
 }
 
 /// Falco's `fd.typechar` classes.

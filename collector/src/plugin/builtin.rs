@@ -1,8 +1,14 @@
-//! The four built-in detections, compiled to components by the build script
+//! The built-in detections, compiled to components by the build script
 //! and embedded, so the binary needs no plugin files next to it.
 
 /// Names usable as `builtin = "..."` in pipeline.toml.
-pub const NAMES: &[&str] = &["shell", "package-manager", "drift-binary", "write-filter"];
+pub const NAMES: &[&str] = &[
+    "shell",
+    "package-manager",
+    "drift-binary",
+    "write-filter",
+    "file-drift",
+];
 
 macro_rules! guest {
     ($file:literal) => {
@@ -17,6 +23,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "package-manager" => guest!("driftwatch_plugin_package_manager.wasm"),
         "drift-binary" => guest!("driftwatch_plugin_drift_binary.wasm"),
         "write-filter" => guest!("driftwatch_plugin_write_filter.wasm"),
+        "file-drift" => guest!("driftwatch_plugin_file_drift.wasm"),
         _ => return None,
     })
 }

@@ -2,6 +2,7 @@
 //! until it runs dry or is told to stop.
 
 pub mod replay;
+pub mod scan;
 
 use std::future::Future;
 use std::pin::Pin;

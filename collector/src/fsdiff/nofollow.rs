@@ -1,0 +1,342 @@
+//! Filesystem access inside a layer directory that never follows a symlink.
+//!
+//! A container's layers are written by whoever runs in the container: a
+//! symlink `etc -> /` in an upper layer must not lead the diff to the host's
+//! `/etc`. So every path below a layer root is opened with `openat2`
+//! (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+//! RESOLVE_NO_XDEV`) relative to the root's descriptor, and every leaf is
+//! examined with `fstatat(AT_SYMLINK_NOFOLLOW)` / `openat(O_NOFOLLOW)`
+//! relative to its parent's descriptor. Only the layer roots themselves
+//! (paths the kernel gave in the overlay's mount options) are opened
+//! normally.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// The inode facts the diff compares. Times are nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Full `st_mode`: type and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub rdev: u64,
+}
+
+impl Meta {
+    pub fn file_type_bits(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.file_type_bits() == libc::S_IFDIR
+    }
+    pub fn is_regular(&self) -> bool {
+        self.file_type_bits() == libc::S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.file_type_bits() == libc::S_IFLNK
+    }
+    /// Permission bits including setuid/setgid/sticky.
+    pub fn perm(&self) -> u32 {
+        self.mode & 0o7777
+    }
+    /// overlayfs's classic whiteout: a character device with number 0/0.
+    pub fn is_chardev_whiteout(&self) -> bool {
+        self.file_type_bits() == libc::S_IFCHR && self.rdev == 0
+    }
+
+    fn from_stat(st: &libc::stat) -> Meta {
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size.max(0) as u64,
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec),
+            rdev: st.st_rdev,
+        }
+    }
+}
+
+fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Opens a layer root (a trusted host path from the mount options).
+pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstr(path.as_os_str().as_bytes())?;
+    // SAFETY: c is a valid NUL-terminated string; the returned fd is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the directory `rel` below `root` for reading, refusing symlinks in
+/// any component and any escape from `root`. `Ok(None)` when it does not
+/// exist or is not a directory.
+pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<OwnedFd>> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let c = cstr(rel.as_os_str().as_bytes())?;
+    // SAFETY: open_how is plain integers; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_BENEATH
+        | libc::RESOLVE_NO_SYMLINKS
+        | libc::RESOLVE_NO_MAGICLINKS
+        | libc::RESOLVE_NO_XDEV;
+    // SAFETY: valid dirfd, NUL-terminated path, and a correctly sized open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // ELOOP: a symlink where a directory was expected; the merged
+            // view has no directory there either.
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+/// `lstat` of `name` in `dir`. `Ok(None)` when it does not exist.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<Meta>> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid dirfd and name; st is written by the kernel on success.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: fstatat succeeded, so st is initialized.
+    let st = unsafe { st.assume_init() };
+    Ok(Some(Meta::from_stat(&st)))
+}
+
+/// The target of the symlink `name` in `dir`.
+pub fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The value of extended attribute `attr` on an open file, `None` when it
+/// is not set (or the filesystem has no xattrs).
+pub fn get_xattr(fd: BorrowedFd<'_>, attr: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            attr.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
+            // Longer than any overlay marker: present, value irrelevant.
+            Some(libc::ERANGE) => Ok(Some(Vec::new())),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(buf[..n as usize].to_vec()))
+}
+
+/// Whether any of the overlay xattr `suffix` (`opaque`, `metacopy`, ...) is
+/// set in the `trusted.` or `user.` namespace (the latter for unprivileged
+/// `userxattr` mounts). Returns the value found.
+pub fn overlay_xattr(fd: BorrowedFd<'_>, suffix: &str) -> io::Result<Option<Vec<u8>>> {
+    for ns in ["trusted.overlay.", "user.overlay."] {
+        let name = cstr(format!("{ns}{suffix}").as_bytes())?;
+        if let Some(v) = get_xattr(fd, &name)? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// Opens regular file `name` in `dir` for reading without following a
+/// symlink and without blocking on a FIFO swapped in since the `lstat`.
+pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let base =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+    // O_NOATIME keeps the evidence's access times as they were; it needs
+    // ownership or CAP_FOWNER, so fall back without it.
+    for flags in [base | libc::O_NOATIME, base] {
+        // SAFETY: valid dirfd and name.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+        if fd >= 0 {
+            // SAFETY: fd is a fresh descriptor we own.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EPERM))
+}
+
+/// What hashing a regular file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    pub sha256: String,
+    /// The first bytes are the ELF magic.
+    pub elf: bool,
+    /// Bytes read (the size at read time, which may differ from the lstat).
+    pub len: u64,
+}
+
+/// Streams an open regular file through sha256 with a caller-owned buffer,
+/// so memory stays constant whatever the file size.
+pub fn hash_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<Content> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid fd; st is written on success.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded.
+    let st = unsafe { st.assume_init() };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "replaced by a non-regular file while scanning",
+        ));
+    }
+    let mut h = Sha256::new();
+    let mut len = 0u64;
+    let mut head = [0u8; 4];
+    let mut head_len = 0usize;
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n as usize];
+        if head_len < 4 {
+            let take = (4 - head_len).min(chunk.len());
+            head[head_len..head_len + take].copy_from_slice(&chunk[..take]);
+            head_len += take;
+        }
+        h.update(chunk);
+        len += n as u64;
+    }
+    Ok(Content {
+        sha256: hex::encode(h.finalize()),
+        elf: head_len == 4 && head == *b"\x7fELF",
+        len,
+    })
+}
+
+/// One directory's entries, read through its descriptor. The stream owns a
+/// duplicate of the descriptor, so the caller keeps its own for `*at` calls.
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let dup = dir.try_clone_to_owned()?;
+    // Rewind: the duplicate shares the file offset with `dir`.
+    // SAFETY: valid fd.
+    if unsafe { libc::lseek(dup.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
+    // SAFETY: raw is an open directory descriptor; fdopendir takes ownership.
+    let dirp = unsafe { libc::fdopendir(raw) };
+    if dirp.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so we still own raw.
+        unsafe { libc::close(raw) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    let result = loop {
+        // readdir reports errors only through errno.
+        // SAFETY: __errno_location is always valid for the calling thread.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: dirp is a valid stream until closedir below.
+        let ent = unsafe { libc::readdir64(dirp) };
+        if ent.is_null() {
+            let e = io::Error::last_os_error();
+            break if e.raw_os_error().unwrap_or(0) == 0 {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        let b = name.to_bytes();
+        if b == b"." || b == b".." {
+            continue;
+        }
+        names.push(name.to_owned());
+    };
+    // SAFETY: dirp came from fdopendir and is closed once.
+    unsafe { libc::closedir(dirp) };
+    result.map(|()| names)
+}
+
+/// A path component as an `OsStr`.
+pub fn os(name: &CStr) -> &OsStr {
+    OsStr::from_bytes(name.to_bytes())
+}
