@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod enrich;
+pub mod k8s;
 pub mod pipeline;
 pub mod plugin;
 pub mod runtime;
