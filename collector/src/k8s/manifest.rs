@@ -314,10 +314,14 @@ impl MarkedEventReceiver for Builder {
                 self.docs.push((value, std::mem::take(&mut self.lines)));
             }
             Event::Scalar(text, style, anchor, tag) => {
-                if let Some(p) = self.next_pointer() {
-                    self.lines.entry(p).or_insert(mark.line());
-                }
-                let v = scalar(text, style, tag.as_ref());
+                let v = match self.next_pointer() {
+                    Some(p) => {
+                        self.lines.entry(p).or_insert(mark.line());
+                        scalar(text, style, tag.as_ref())
+                    }
+                    // Keys stay text: `n:` is a key named "n", not `false`.
+                    None => Value::String(text),
+                };
                 self.complete(v, anchor, mark);
             }
             Event::Alias(id) => {
@@ -451,7 +455,7 @@ mod tests {
     #[test]
     fn scalars_anchors_and_json() {
         let d = &parse("a: &x {n: 1, s: '1', f: 1.5, z: ~, h: 0x10}\nb: *x\nc:\n  <<: *x\n  n: 2\n")[0];
-        assert_eq!(d.value["a"]["n"], 1);
+        assert_eq!(d.value["a"]["n"], 1, "{:#}", d.value);
         assert_eq!(d.value["a"]["s"], "1");
         assert_eq!(d.value["a"]["f"], 1.5);
         assert_eq!(d.value["a"]["z"], Value::Null);
