@@ -121,7 +121,10 @@ fn serve(
         requests.lock().unwrap().push(target.clone());
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let file = root.join(path.trim_start_matches('/'));
-        if query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") {
+        if query
+            .split('&')
+            .any(|kv| kv == "watch=true" || kv == "watch=1")
+        {
             let events = std::fs::read_to_string(file.with_extension("watch.jsonl"))
                 .ok()
                 .filter(|_| streams.claimed.lock().unwrap().insert(path.to_string()));
@@ -256,9 +259,17 @@ fn audit_reports_exactly_whats_wrong_with_the_seed() {
     .into();
     assert_eq!(got, want, "{report:#}");
     let v = &report["violations"][0];
-    assert!(v["message"].as_str().unwrap().contains("sha256:abc123..."), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("sha256:abc123..."),
+        "{v}"
+    );
     assert!(v["fix"].as_str().unwrap().contains("64"), "{v}");
-    assert!(v["file"].as_str().unwrap().ends_with("seed/deployment.yaml"));
+    assert!(
+        v["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("seed/deployment.yaml")
+    );
 
     // The table says the same, with file:line.
     let out = run(&["audit-manifests", "tests/data/k8s/seed"]);
@@ -291,9 +302,17 @@ fn audit_sarif_has_the_required_fields() {
     assert_eq!(results.len(), 1);
     let r = &results[0];
     assert_eq!(r["ruleId"], "DW005");
-    assert_eq!(rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"], "DW005");
+    assert_eq!(
+        rules[r["ruleIndex"].as_u64().unwrap() as usize]["id"],
+        "DW005"
+    );
     assert_eq!(r["level"], "error");
-    assert!(r["message"]["text"].as_str().unwrap().contains("sha256:abc123..."));
+    assert!(
+        r["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("sha256:abc123...")
+    );
     let loc = &r["locations"][0]["physicalLocation"];
     assert_eq!(
         loc["artifactLocation"]["uri"],
@@ -421,7 +440,11 @@ data:
         .map(|v| v["message"].as_str().unwrap())
         .collect();
     assert_eq!(ns_msgs.len(), 3, "{ns_msgs:?}");
-    assert!(ns_msgs.iter().any(|m| m.contains("enforce is \"baseline\"")));
+    assert!(
+        ns_msgs
+            .iter()
+            .any(|m| m.contains("enforce is \"baseline\""))
+    );
 }
 
 #[test]
@@ -519,7 +542,9 @@ fn cases() -> Vec<Case> {
                 "worker-7b9c6d5f4-z2r9t",
                 "worker",
                 "malformed-digest",
-                format!("approved image {REG}/worker:3.1@sha256:abc123... pins \"sha256:abc123...\""),
+                format!(
+                    "approved image {REG}/worker:3.1@sha256:abc123... pins \"sha256:abc123...\""
+                ),
             )],
         },
         Case {
@@ -537,7 +562,13 @@ fn cases() -> Vec<Case> {
 
 fn check_case(case: &Case, out: &Output) {
     let t = stdout(out);
-    assert_eq!(code(out), case.code, "{}: {t}{}", case.ns, support::stderr(out));
+    assert_eq!(
+        code(out),
+        case.code,
+        "{}: {t}{}",
+        case.ns,
+        support::stderr(out)
+    );
     let data_rows = t
         .lines()
         .skip(1)
@@ -548,7 +579,11 @@ fn check_case(case: &Case, out: &Output) {
         let r = row(&t, pod, container);
         assert!(r.starts_with(status), "{}: {r}", case.ns);
         assert!(r.contains(case.ns), "{r}");
-        assert!(r.contains(detail.as_str()), "{}: want {detail:?} in {r}", case.ns);
+        assert!(
+            r.contains(detail.as_str()),
+            "{}: want {detail:?} in {r}",
+            case.ns
+        );
     }
     assert!(
         t.contains(&format!("exit code {}", case.code)),
@@ -615,11 +650,28 @@ fn verify_digests_against_the_api_server() {
     assert!(reqs.contains(&"/api/v1/namespaces/drift/pods?&limit=500".to_string())
         || reqs.iter().any(|r| r.starts_with("/api/v1/namespaces/drift/pods?") && r.contains("limit=500")),
         "{reqs:#?}");
-    assert!(reqs.iter().any(|r| r.starts_with("/apis/apps/v1/namespaces/drift/replicasets?")));
-    assert!(reqs.iter().any(|r| r.starts_with("/apis/apps/v1/namespaces/drift/deployments?")));
-    assert!(reqs.iter().any(|r| r.starts_with("/apis/batch/v1/namespaces/good/cronjobs?")));
-    assert!(!reqs.iter().any(|r| r.contains("/namespaces/adhoc/") && r.contains("/apis/")));
-    assert!(!reqs.iter().any(|r| r.contains("statefulsets") && !r.contains("/tags/")));
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("/apis/apps/v1/namespaces/drift/replicasets?"))
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("/apis/apps/v1/namespaces/drift/deployments?"))
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("/apis/batch/v1/namespaces/good/cronjobs?"))
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.contains("/namespaces/adhoc/") && r.contains("/apis/"))
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.contains("statefulsets") && !r.contains("/tags/"))
+    );
 
     // Every namespace at once.
     let out = run(&["verify-digests", "--kubeconfig", kc, "--json"]);
@@ -634,22 +686,44 @@ fn verify_digests_against_the_api_server() {
         .collect();
     assert_eq!(
         statuses,
-        ["ok", "mutable-tag", "digest-mismatch", "malformed-digest", "unapproved"].into()
+        [
+            "ok",
+            "mutable-tag",
+            "digest-mismatch",
+            "malformed-digest",
+            "unapproved"
+        ]
+        .into()
     );
 
     // An API server that cannot be reached is a failure to run: exit 2.
     let dead = dir.path().join("dead");
     std::fs::create_dir(&dead).unwrap();
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let kc2 = dead.join("kubeconfig");
     std::fs::write(
         &kc2,
-        std::fs::read_to_string(kc).unwrap().replace(&server.url(), &format!("http://{closed}")),
+        std::fs::read_to_string(kc)
+            .unwrap()
+            .replace(&server.url(), &format!("http://{closed}")),
     )
     .unwrap();
-    let out = run(&["verify-digests", "--kubeconfig", kc2.to_str().unwrap(), "-n", "good"]);
+    let out = run(&[
+        "verify-digests",
+        "--kubeconfig",
+        kc2.to_str().unwrap(),
+        "-n",
+        "good",
+    ]);
     assert_eq!(code(&out), 2, "{}", stdout(&out));
-    assert!(support::stderr(&out).contains("listing pods"), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("listing pods"),
+        "{}",
+        support::stderr(&out)
+    );
 }
 
 #[test]
@@ -665,11 +739,20 @@ fn verify_digests_against_approved_manifests() {
     ]);
     let t = stdout(&out);
     assert_eq!(code(&out), 3, "{t}{}", support::stderr(&out));
-    assert!(row(&t, "web-6d8f9b7c5-x7k2p", "web").starts_with("ok "), "{t}");
-    assert!(row(&t, "backup-29405700-mv6tq", "backup").starts_with("ok "), "{t}");
+    assert!(
+        row(&t, "web-6d8f9b7c5-x7k2p", "web").starts_with("ok "),
+        "{t}"
+    );
+    assert!(
+        row(&t, "backup-29405700-mv6tq", "backup").starts_with("ok "),
+        "{t}"
+    );
     let ne = row(&t, "node-exporter-8qzvl", "node-exporter");
     assert!(ne.starts_with("unapproved"), "{ne}");
-    assert!(ne.contains("no approved manifest for DaemonSet/good/node-exporter"), "{ne}");
+    assert!(
+        ne.contains("no approved manifest for DaemonSet/good/node-exporter"),
+        "{ne}"
+    );
 
     let out = run(&[
         "verify-digests",
@@ -767,12 +850,19 @@ fn verify_digests_watch_rechecks_as_pods_change() {
         panic!("no {needle:?} within 30 s; saw {seen:#?}");
     };
     let first = wait_for("exit code 4");
-    assert!(first.iter().any(|l| l.starts_with("digest-mismatch") && l.contains("api-5f7c8d9b6-q4m8n")), "{first:#?}");
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("digest-mismatch") && l.contains("api-5f7c8d9b6-q4m8n")),
+        "{first:#?}"
+    );
     // The pod is replaced by one running the approved digest.
     server.release();
     let second = wait_for("exit code 0");
     assert!(
-        second.iter().any(|l| l.starts_with("ok ") && l.contains("api-5f7c8d9b6-w9p3c")),
+        second
+            .iter()
+            .any(|l| l.starts_with("ok ") && l.contains("api-5f7c8d9b6-w9p3c")),
         "{second:#?}"
     );
     // SIGINT ends the watch with the last round's exit code.
@@ -830,11 +920,7 @@ async fn enrichment_follows_the_pods_of_this_node() {
         &format!("docker.io/fluent/fluent-bit@{}", digest("fb")),
         0,
     );
-    let report = container_id(
-        "report",
-        &format!("{REG}/report@{}", digest("report")),
-        0,
-    );
+    let report = container_id("report", &format!("{REG}/report@{}", digest("report")), 0);
     let api = container_id("api", &format!("{REG}/api@{}", digest("api-2.0.1")), 0);
     let debugger = container_id(
         "debugger-x8k2f",
@@ -860,7 +946,10 @@ async fn enrichment_follows_the_pods_of_this_node() {
     // Init (sidecar) containers, CRI-O ids, the short id form.
     let mut ev = event_for(&shipper);
     enricher.enrich(&mut ev);
-    assert_eq!(ev.k8s.unwrap().container_name.as_deref(), Some("log-shipper"));
+    assert_eq!(
+        ev.k8s.unwrap().container_name.as_deref(),
+        Some("log-shipper")
+    );
     let mut ev = event_for(&report);
     enricher.enrich(&mut ev);
     assert_eq!(ev.k8s.unwrap().namespace.as_deref(), Some("batch"));
@@ -889,12 +978,21 @@ async fn enrichment_follows_the_pods_of_this_node() {
     // The watch: api is added, web gets a debug container and a restarted
     // envoy, the report pod is deleted.
     server.release();
-    until("the report pod's deletion", || index.snapshot().get(&report).is_none()).await;
+    until("the report pod's deletion", || {
+        index.snapshot().get(&report).is_none()
+    })
+    .await;
     let snap = index.snapshot();
     assert_eq!(snap.get(&api).unwrap().pod_name, "api-5f7c8d9b6-q4m8n");
-    assert_eq!(snap.get(&debugger).unwrap().container_name, "debugger-x8k2f");
+    assert_eq!(
+        snap.get(&debugger).unwrap().container_name,
+        "debugger-x8k2f"
+    );
     assert_eq!(snap.get(&envoy1).unwrap().container_name, "envoy");
-    assert!(snap.get(&envoy0).is_none(), "the replaced container id is gone");
+    assert!(
+        snap.get(&envoy0).is_none(),
+        "the replaced container id is gone"
+    );
     assert!(snap.get(&app).is_some());
     let mut ev = event_for(&report);
     enricher.enrich(&mut ev);
@@ -920,7 +1018,12 @@ async fn no_cluster_breaks_nothing() {
         node_name: None,
         kubeconfig: Some("/nonexistent/kubeconfig".into()),
     };
-    assert!(driftwatch::k8s::enrich::start(&cfg).await.unwrap().is_none());
+    assert!(
+        driftwatch::k8s::enrich::start(&cfg)
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Required: the same is an error naming the file.
     let cfg = K8sConfig {
         enabled: K8sMode::On,
@@ -929,7 +1032,10 @@ async fn no_cluster_breaks_nothing() {
     let e = driftwatch::k8s::enrich::start(&cfg).await.err().unwrap();
     assert!(e.to_string().contains("/nonexistent/kubeconfig"), "{e}");
     // A configured but unreachable API server: events pass unchanged.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let client = driftwatch::k8s::client::for_url(&format!("http://{closed}")).unwrap();
     let index = SharedIndex::default();
     let task = tokio::spawn(watch_pods(client, Some("n".into()), index.clone()));
@@ -940,4 +1046,33 @@ async fn no_cluster_breaks_nothing() {
     enricher.enrich(&mut ev);
     assert_eq!(ev, before);
     task.abort();
+}
+
+#[test]
+fn the_shipped_configmap_holds_a_valid_pipeline() {
+    let path = support::root().join("deploy/kubernetes/configmap.yaml");
+    let docs = driftwatch::k8s::manifest::load_file(&path).unwrap();
+    let toml = docs[0].value["data"]["pipeline.toml"].as_str().unwrap();
+    let cfg = driftwatch::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.k8s.enabled, driftwatch::config::K8sMode::On);
+    assert_eq!(
+        cfg.daemon.cache_dir,
+        Path::new("/var/cache/driftwatch/plugins")
+    );
+    // The DaemonSet mounts the cache emptyDir where the config points.
+    let ds = &driftwatch::k8s::manifest::load_file(
+        &support::root().join("deploy/kubernetes/daemonset.yaml"),
+    )
+    .unwrap()[0];
+    let mounts = ds
+        .value
+        .pointer("/spec/template/spec/containers/0/volumeMounts")
+        .unwrap();
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/var/cache/driftwatch")
+    );
 }

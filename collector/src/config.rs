@@ -518,12 +518,21 @@ mod tests {
         let c = Config::parse("[k8s]\nenabled = \"auto\"\nnode_name = \"n1\"\n").unwrap();
         assert_eq!(c.k8s.enabled, K8sMode::Auto);
         assert_eq!(c.k8s.node_name.as_deref(), Some("n1"));
-        assert_eq!(Config::parse("[k8s]\nenabled = false\n").unwrap().k8s.enabled, K8sMode::Off);
+        assert_eq!(
+            Config::parse("[k8s]\nenabled = false\n")
+                .unwrap()
+                .k8s
+                .enabled,
+            K8sMode::Off
+        );
         assert_eq!(Config::parse("").unwrap().k8s.enabled, K8sMode::Auto);
         let e = err("[k8s]\nenabled = \"yes\"\n");
         assert!(e.contains("line 2") && e.contains("\"auto\""), "{e}");
         let e = err("[k8s]\nnodename = \"x\"\n");
-        assert!(e.contains("line 2") && e.contains("unknown field `nodename`"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `nodename`"),
+            "{e}"
+        );
     }
 
     #[test]

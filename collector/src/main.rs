@@ -204,7 +204,11 @@ fn verify_digests(a: VerifyDigestsArgs) -> Result<ExitCode> {
     use driftwatch::k8s::commands::{Format, VerifyContext, VerifyOptions, verify_digests};
     let (sinks, hostname, report_to_stderr) = if a.export {
         let cfg = Config::load(&a.config)?;
-        (sinks(&cfg, false), runtime::hostname(&cfg), cfg.outputs.stdout.enabled)
+        (
+            sinks(&cfg, false),
+            runtime::hostname(&cfg),
+            cfg.outputs.stdout.enabled,
+        )
     } else {
         (Vec::new(), runtime::hostname(&Config::default()), false)
     };

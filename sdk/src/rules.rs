@@ -47,7 +47,7 @@ impl EntrypointExemption {
     pub fn exempts(&self, ev: &Event) -> bool {
         ev.container.is_some()
             && ev.process.vpid == 1
-            && self.parents.iter().any(|p| *p == ev.process.pname)
+            && self.parents.contains(&ev.process.pname)
     }
 }
 

@@ -219,7 +219,9 @@ pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
                     &READ_ONLY_ROOT,
                     Some(name),
                     &format!("{base}/securityContext/readOnlyRootFilesystem"),
-                    format!("container {name:?} can write its root filesystem (readOnlyRootFilesystem is not true)"),
+                    format!(
+                        "container {name:?} can write its root filesystem (readOnlyRootFilesystem is not true)"
+                    ),
                 );
             }
             if flag("allowPrivilegeEscalation") != Some(false) {
@@ -227,7 +229,9 @@ pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
                     &NO_PRIVILEGE_ESCALATION,
                     Some(name),
                     &format!("{base}/securityContext/allowPrivilegeEscalation"),
-                    format!("container {name:?} may gain privileges (allowPrivilegeEscalation is not false)"),
+                    format!(
+                        "container {name:?} may gain privileges (allowPrivilegeEscalation is not false)"
+                    ),
                 );
             }
             // The container's setting overrides the pod's.
@@ -243,7 +247,9 @@ pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
                     &RUN_AS_NON_ROOT,
                     Some(name),
                     &format!("{base}/securityContext/runAsNonRoot"),
-                    format!("container {name:?} may run as root (runAsNonRoot is set on neither the container nor the pod)"),
+                    format!(
+                        "container {name:?} may run as root (runAsNonRoot is set on neither the container nor the pod)"
+                    ),
                 ),
             }
             if flag("privileged") == Some(true) {
@@ -293,14 +299,18 @@ pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
                     v.get("name").and_then(Value::as_str) == Some(vname)
                         && v.get("hostPath").is_some()
                 });
-                if host.is_some() && mount.get("readOnly").and_then(Value::as_bool) != Some(true)
-                {
-                    let path = mount.get("mountPath").and_then(Value::as_str).unwrap_or("?");
+                if host.is_some() && mount.get("readOnly").and_then(Value::as_bool) != Some(true) {
+                    let path = mount
+                        .get("mountPath")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?");
                     add(
                         &HOSTPATH_READ_ONLY,
                         Some(name),
                         &format!("{base}/volumeMounts/{m}"),
-                        format!("container {name:?} mounts hostPath volume {vname:?} writable at {path}"),
+                        format!(
+                            "container {name:?} mounts hostPath volume {vname:?} writable at {path}"
+                        ),
                     );
                 }
             }
@@ -345,7 +355,11 @@ pub fn write_table(out: &mut dyn Write, report: &AuditReport) -> std::io::Result
         })
         .collect();
     if !rows.is_empty() {
-        table::write(out, &["FILE", "OBJECT", "CONTAINER", "RULE", "MESSAGE"], &rows)?;
+        table::write(
+            out,
+            &["FILE", "OBJECT", "CONTAINER", "RULE", "MESSAGE"],
+            &rows,
+        )?;
         writeln!(out)?;
     }
     for e in &report.errors {

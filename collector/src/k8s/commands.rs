@@ -112,22 +112,28 @@ pub fn verify_digests(
             shutdown,
         } = &mut ctx;
         let format = opts.format;
-        digests::watch(&client, ns, approved.as_ref(), shutdown.clone(), |changed| {
-            if format == Format::Json {
-                // One JSON object per line and round, for log shippers.
-                for c in changed {
-                    serde_json::to_writer(&mut **out, c).map_err(std::io::Error::from)?;
-                    writeln!(out)?;
+        digests::watch(
+            &client,
+            ns,
+            approved.as_ref(),
+            shutdown.clone(),
+            |changed| {
+                if format == Format::Json {
+                    // One JSON object per line and round, for log shippers.
+                    for c in changed {
+                        serde_json::to_writer(&mut **out, c).map_err(std::io::Error::from)?;
+                        writeln!(out)?;
+                    }
+                    out.flush()?;
+                } else {
+                    writeln!(out, "--- {}", crate::sink::falco::rfc3339(now_ns()))?;
+                    print(&mut **out, format, changed)?;
                 }
-                out.flush()?;
-            } else {
-                writeln!(out, "--- {}", crate::sink::falco::rfc3339(now_ns()))?;
-                print(&mut **out, format, changed)?;
-            }
-            // Sinks may block (network exporters): keep them off the
-            // runtime's worker.
-            tokio::task::block_in_place(|| export(sinks, changed, hostname))
-        })
+                // Sinks may block (network exporters): keep them off the
+                // runtime's worker.
+                tokio::task::block_in_place(|| export(sinks, changed, hostname))
+            },
+        )
         .await
     })
 }

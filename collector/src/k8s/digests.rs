@@ -198,7 +198,12 @@ fn approved_for<'a>(
     }
 }
 
-fn verify_pod(inv: &Inventory, approvals: &Approvals<'_>, pod: &Pod, out: &mut Vec<ContainerCheck>) {
+fn verify_pod(
+    inv: &Inventory,
+    approvals: &Approvals<'_>,
+    pod: &Pod,
+    out: &mut Vec<ContainerCheck>,
+) {
     let Some(status) = &pod.status else { return };
     let spec = pod.spec.as_ref();
     let approval = approved_for(inv, approvals, pod);
@@ -210,7 +215,7 @@ fn verify_pod(inv: &Inventory, approvals: &Approvals<'_>, pod: &Pod, out: &mut V
     for (ctype, statuses) in groups {
         for st in statuses.iter().flatten() {
             // Only what runs now: waiting and terminated containers run nothing.
-            if !st.state.as_ref().is_some_and(|s| s.running.is_some()) {
+            if st.state.as_ref().is_none_or(|s| s.running.is_none()) {
                 continue;
             }
             let spec_image = spec
@@ -219,7 +224,11 @@ fn verify_pod(inv: &Inventory, approvals: &Approvals<'_>, pod: &Pod, out: &mut V
             let mut c = ContainerCheck {
                 status: Status::Ok,
                 level: "ok",
-                namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                namespace: pod
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
                 pod: pod.metadata.name.clone().unwrap_or_default(),
                 pod_uid: pod.metadata.uid.clone(),
                 node: spec.and_then(|s| s.node_name.clone()),
@@ -250,7 +259,12 @@ fn verify_pod(inv: &Inventory, approvals: &Approvals<'_>, pod: &Pod, out: &mut V
 
 fn pod_image(spec: &PodSpec, ctype: &str, name: &str) -> Option<String> {
     match ctype {
-        "container" => spec.containers.iter().find(|c| c.name == name)?.image.clone(),
+        "container" => spec
+            .containers
+            .iter()
+            .find(|c| c.name == name)?
+            .image
+            .clone(),
         "init" => spec
             .init_containers
             .iter()
@@ -326,7 +340,10 @@ fn judge(
             {
                 return (
                     Status::ImageMismatch,
-                    format!("runs {} but {key} approves {approved_image}", c.running_image),
+                    format!(
+                        "runs {} but {key} approves {approved_image}",
+                        c.running_image
+                    ),
                 );
             }
             let running = c.running_digest.as_deref().unwrap_or("an unknown digest");
@@ -394,7 +411,14 @@ pub fn write_table(out: &mut dyn Write, checks: &[ContainerCheck]) -> std::io::R
         .collect();
     table::write(
         out,
-        &["STATUS", "NAMESPACE", "POD", "CONTAINER", "WORKLOAD", "DETAIL"],
+        &[
+            "STATUS",
+            "NAMESPACE",
+            "POD",
+            "CONTAINER",
+            "WORKLOAD",
+            "DETAIL",
+        ],
         &rows,
     )?;
     let parts: Vec<String> = summary(checks)

@@ -147,7 +147,8 @@ pub fn apply(pc: &PodContainer, event: &mut Event) {
     if k.pod_uid.is_none() {
         k.pod_uid = pc.pod_uid.clone();
     }
-    k.container_name.get_or_insert_with(|| pc.container_name.clone());
+    k.container_name
+        .get_or_insert_with(|| pc.container_name.clone());
     if k.labels.is_empty() {
         k.labels = pc.labels.clone();
     }
@@ -194,7 +195,9 @@ pub async fn watch_pods(client: kube::Client, node: Option<String>, index: Share
         cfg = cfg.fields(&format!("spec.nodeName={n}"));
     }
     let (reader, writer) = reflector::store();
-    let mut stream = reflector(writer, watcher(api, cfg)).default_backoff().boxed();
+    let mut stream = reflector(writer, watcher(api, cfg))
+        .default_backoff()
+        .boxed();
     while let Some(ev) = stream.next().await {
         match ev {
             // The reflector has already applied the event to its store; the
@@ -203,7 +206,11 @@ pub async fn watch_pods(client: kube::Client, node: Option<String>, index: Share
             Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
                 let state = reader.state();
                 let idx = PodIndex::build(state.iter().map(|p| p.as_ref()));
-                tracing::debug!(pods = state.len(), containers = idx.len(), "pod index rebuilt");
+                tracing::debug!(
+                    pods = state.len(),
+                    containers = idx.len(),
+                    "pod index rebuilt"
+                );
                 index.replace(idx);
             }
             Ok(_) => {}

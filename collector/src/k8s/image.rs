@@ -70,7 +70,10 @@ pub enum Pin {
 /// digests take in manifests and in the runtimes' `imageID`.
 pub fn is_valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -78,13 +81,12 @@ pub fn is_valid_digest(d: &str) -> bool {
 pub fn normalize_repository(repo: &str) -> String {
     let first = repo.split('/').next().unwrap_or("");
     // The first component is a registry when it looks like a host.
-    let has_registry = repo.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if has_registry {
-        let repo = repo.strip_prefix("index.docker.io/").map_or_else(
-            || repo.to_string(),
-            |rest| format!("docker.io/{rest}"),
-        );
+        let repo = repo
+            .strip_prefix("index.docker.io/")
+            .map_or_else(|| repo.to_string(), |rest| format!("docker.io/{rest}"));
         if let Some(rest) = repo.strip_prefix("docker.io/")
             && !rest.contains('/')
         {
@@ -140,7 +142,9 @@ mod tests {
     fn the_seed_digest_is_malformed() {
         let r = ImageRef::parse("app:v1.0@sha256:abc123...");
         assert_eq!(r.pin(), Pin::Malformed("sha256:abc123...".into()));
-        assert!(!is_valid_digest(&D.to_uppercase().replace("SHA256", "sha256")));
+        assert!(!is_valid_digest(
+            &D.to_uppercase().replace("SHA256", "sha256")
+        ));
         assert!(!is_valid_digest(&D[..70]));
         assert!(!is_valid_digest(&format!("{D}0")));
         assert!(!is_valid_digest(&D.replace("sha256", "sha512")));
@@ -150,8 +154,14 @@ mod tests {
     #[test]
     fn docker_hub_names_normalize() {
         assert_eq!(normalize_repository("nginx"), "docker.io/library/nginx");
-        assert_eq!(normalize_repository("bitnami/redis"), "docker.io/bitnami/redis");
-        assert_eq!(normalize_repository("docker.io/nginx"), "docker.io/library/nginx");
+        assert_eq!(
+            normalize_repository("bitnami/redis"),
+            "docker.io/bitnami/redis"
+        );
+        assert_eq!(
+            normalize_repository("docker.io/nginx"),
+            "docker.io/library/nginx"
+        );
         assert_eq!(
             normalize_repository("index.docker.io/library/nginx"),
             "docker.io/library/nginx"
@@ -166,7 +176,10 @@ mod tests {
             running_digest(&format!("docker.io/library/nginx@{D}")),
             Some(D)
         );
-        assert_eq!(running_digest(&format!("docker-pullable://nginx@{D}")), Some(D));
+        assert_eq!(
+            running_digest(&format!("docker-pullable://nginx@{D}")),
+            Some(D)
+        );
         assert_eq!(running_digest(D), None);
         assert_eq!(running_digest(&format!("docker://{D}")), None);
         assert_eq!(strip_runtime_scheme("containerd://abc"), "abc");

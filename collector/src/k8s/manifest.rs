@@ -114,7 +114,11 @@ impl<'a> Object<'a> {
 pub fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
     match kind {
         "Pod" => Some("/spec"),
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job"
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
         | "ReplicationController" => Some("/spec/template/spec"),
         "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
         "PodTemplate" => Some("/template/spec"),
@@ -243,9 +247,7 @@ impl Builder {
     fn next_pointer(&self) -> Option<String> {
         match self.stack.last() {
             None => Some(String::new()),
-            Some(Frame::Map {
-                key: None, ..
-            }) => None,
+            Some(Frame::Map { key: None, .. }) => None,
             Some(Frame::Map {
                 key: Some(k),
                 pointer,
@@ -454,7 +456,8 @@ mod tests {
 
     #[test]
     fn scalars_anchors_and_json() {
-        let d = &parse("a: &x {n: 1, s: '1', f: 1.5, z: ~, h: 0x10}\nb: *x\nc:\n  <<: *x\n  n: 2\n")[0];
+        let d =
+            &parse("a: &x {n: 1, s: '1', f: 1.5, z: ~, h: 0x10}\nb: *x\nc:\n  <<: *x\n  n: 2\n")[0];
         assert_eq!(d.value["a"]["n"], 1, "{:#}", d.value);
         assert_eq!(d.value["a"]["s"], "1");
         assert_eq!(d.value["a"]["f"], 1.5);
@@ -463,7 +466,9 @@ mod tests {
         assert_eq!(d.value["b"], d.value["a"]);
         assert_eq!(d.value["c"]["n"], 2);
         assert_eq!(d.value["c"]["s"], "1");
-        let j = &parse("{\"kind\": \"List\", \"items\": [\n {\"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"}}]}")[0];
+        let j = &parse(
+            "{\"kind\": \"List\", \"items\": [\n {\"kind\": \"Pod\", \"metadata\": {\"name\": \"p\"}}]}",
+        )[0];
         let objs = j.objects();
         assert_eq!(objs.len(), 1);
         assert_eq!(objs[0].name(), "p");

@@ -100,8 +100,14 @@ mod tests {
 
     #[test]
     fn uris_are_relative_and_encoded() {
-        assert_eq!(uri(Path::new("/r/a b/x.yaml"), Path::new("/r")), "a%20b/x.yaml");
-        assert_eq!(uri(Path::new("/o/x.yaml"), Path::new("/r")), "file:///o/x.yaml");
+        assert_eq!(
+            uri(Path::new("/r/a b/x.yaml"), Path::new("/r")),
+            "a%20b/x.yaml"
+        );
+        assert_eq!(
+            uri(Path::new("/o/x.yaml"), Path::new("/r")),
+            "file:///o/x.yaml"
+        );
         assert_eq!(uri(Path::new("d/x.yaml"), Path::new("/r")), "d/x.yaml");
     }
 }

@@ -12,18 +12,19 @@ pub fn write(out: &mut dyn Write, header: &[&str], rows: &[Vec<String>]) -> std:
             width[i] = width[i].max(c.chars().count());
         }
     }
-    let line = |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
-        let mut s = String::new();
-        for (i, c) in cells.enumerate() {
-            if i + 1 < n {
-                s.push_str(c);
-                s.extend(std::iter::repeat_n(' ', width[i] - c.chars().count() + 2));
-            } else {
-                s.push_str(c);
+    let line =
+        |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> std::io::Result<()> {
+            let mut s = String::new();
+            for (i, c) in cells.enumerate() {
+                if i + 1 < n {
+                    s.push_str(c);
+                    s.extend(std::iter::repeat_n(' ', width[i] - c.chars().count() + 2));
+                } else {
+                    s.push_str(c);
+                }
             }
-        }
-        writeln!(out, "{}", s.trim_end())
-    };
+            writeln!(out, "{}", s.trim_end())
+        };
     line(out, &mut header.iter().copied())?;
     for r in rows {
         line(out, &mut r.iter().map(String::as_str))?;

@@ -133,7 +133,11 @@ impl Inventory {
     /// The workload at the top of a pod's controller chain, as far as the
     /// inventory knows it. `Err` says why there is none.
     pub fn top_owner(&self, pod: &Pod) -> Result<Key, String> {
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let Some(first) = pod
             .metadata
@@ -261,12 +265,11 @@ impl ApprovedSet {
         let Some(spec) = obj.value.pointer(ptr) else {
             return Ok(());
         };
-        let spec: PodSpec =
-            serde_json::from_value(spec.clone()).map_err(|e| K8sError::Object {
-                path: file.to_path_buf(),
-                what: obj.display(),
-                message: format!("pod spec: {e}"),
-            })?;
+        let spec: PodSpec = serde_json::from_value(spec.clone()).map_err(|e| K8sError::Object {
+            path: file.to_path_buf(),
+            what: obj.display(),
+            message: format!("pod spec: {e}"),
+        })?;
         let line = obj.line_of("").unwrap_or(1);
         self.by_key.insert(
             (
@@ -284,7 +287,11 @@ impl ApprovedSet {
 
     pub fn get(&self, key: &Key) -> Option<&ApprovedSpec> {
         self.by_key
-            .get(&(key.kind.clone(), Some(key.namespace.clone()), key.name.clone()))
+            .get(&(
+                key.kind.clone(),
+                Some(key.namespace.clone()),
+                key.name.clone(),
+            ))
             .or_else(|| self.by_key.get(&(key.kind.clone(), None, key.name.clone())))
     }
 

@@ -112,7 +112,7 @@ impl Plugin for DriftBinaryDetector {
                 remediation: Some(self.remediation.clone()),
             });
         }
-        if self.memfd && p.exe_from_memfd && !self.memfd_allowed.iter().any(|a| *a == p.exe_path) {
+        if self.memfd && p.exe_from_memfd && !self.memfd_allowed.contains(&p.exe_path) {
             verdict.findings.push(Finding {
                 rule: MEMFD_RULE.to_string(),
                 priority: self.memfd_priority,

@@ -62,7 +62,7 @@ impl Plugin for PackageManagerDetector {
         // process is a package manager is installing software at run time.
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || !self.names.iter().any(|s| *s == ev.process.name)
+            || !self.names.contains(&ev.process.name)
         {
             return Verdict::pass();
         }

@@ -60,7 +60,7 @@ impl Plugin for ShellDetector {
     fn process(&mut self, ev: &Event) -> Verdict {
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || !self.shells.iter().any(|s| *s == ev.process.name)
+            || !self.shells.contains(&ev.process.name)
             || self.entrypoint.exempts(ev)
         {
             return Verdict::pass();
