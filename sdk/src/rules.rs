@@ -45,9 +45,7 @@ impl EntrypointExemption {
     }
 
     pub fn exempts(&self, ev: &Event) -> bool {
-        ev.container.is_some()
-            && ev.process.vpid == 1
-            && self.parents.contains(&ev.process.pname)
+        ev.container.is_some() && ev.process.vpid == 1 && self.parents.contains(&ev.process.pname)
     }
 }
 
