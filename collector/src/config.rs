@@ -67,6 +67,9 @@ pub struct Config {
     raw_plugins: Vec<toml::Spanned<RawPlugin>>,
     #[serde(default)]
     pub outputs: OutputsConfig,
+    /// Kubernetes pod enrichment.
+    #[serde(default)]
+    pub k8s: K8sConfig,
     /// Directory of the file this was read from; relative paths resolve here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -500,6 +503,53 @@ impl Default for StdoutConfig {
     }
 }
 
+/// Whether the daemon enriches events with pod metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum K8sMode {
+    /// When a cluster is configured (in-cluster service account or a
+    /// kubeconfig); silently off otherwise, so the same file works on a
+    /// laptop and in a DaemonSet.
+    #[default]
+    Auto,
+    /// Required: starting fails without a usable cluster configuration.
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for K8sMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = K8sMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or \"auto\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<K8sMode, E> {
+                Ok(if b { K8sMode::On } else { K8sMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<K8sMode, E> {
+                match s {
+                    "auto" => Ok(K8sMode::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct K8sConfig {
+    /// `true`, `false` or `"auto"` (the default).
+    pub enabled: K8sMode,
+    /// Whose pods to watch; default: the `NODE_NAME` environment variable.
+    pub node_name: Option<String>,
+    /// A kubeconfig to use instead of the in-cluster service account /
+    /// `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +627,28 @@ mod tests {
         assert!(e.contains("jobs must be"), "{e}");
         let e = err("[sources.scan]\nstorage_root = \"rel\"\n");
         assert!(e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn k8s_table() {
+        let c = Config::parse("[k8s]\nenabled = \"auto\"\nnode_name = \"n1\"\n").unwrap();
+        assert_eq!(c.k8s.enabled, K8sMode::Auto);
+        assert_eq!(c.k8s.node_name.as_deref(), Some("n1"));
+        assert_eq!(
+            Config::parse("[k8s]\nenabled = false\n")
+                .unwrap()
+                .k8s
+                .enabled,
+            K8sMode::Off
+        );
+        assert_eq!(Config::parse("").unwrap().k8s.enabled, K8sMode::Auto);
+        let e = err("[k8s]\nenabled = \"yes\"\n");
+        assert!(e.contains("line 2") && e.contains("\"auto\""), "{e}");
+        let e = err("[k8s]\nnodename = \"x\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `nodename`"),
+            "{e}"
+        );
     }
 
     #[test]

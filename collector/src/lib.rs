@@ -7,6 +7,7 @@
 pub mod config;
 pub mod enrich;
 pub mod fsdiff;
+pub mod k8s;
 pub mod pipeline;
 pub mod plugin;
 pub mod runtime;

@@ -109,6 +109,65 @@ enum Command {
         #[arg(default_value = "pipeline.toml")]
         config: PathBuf,
     },
+    /// Verify that running containers run the image digests their approved specs pin.
+    ///
+    /// The approved spec is the owning workload (Pod → ReplicaSet → Deployment, StatefulSet,
+    /// DaemonSet, Job → CronJob) or, with --approved, the same workload in a directory of
+    /// manifests. Exit codes: 0 all verified, 1 only mutable-tag warnings, 2 the check could
+    /// not run, 3 malformed digest / unapproved container / unknown running digest, 4 a running
+    /// image differs from the approved one (digest or image mismatch).
+    VerifyDigests(VerifyDigestsArgs),
+    /// Audit Kubernetes manifests (YAML/JSON files or directories) for immutability.
+    ///
+    /// Checks readOnlyRootFilesystem, allowPrivilegeEscalation, runAsNonRoot, digest-pinned
+    /// images, emptyDir size limits, writable hostPaths and namespace Pod Security labels.
+    /// Exit codes: 0 clean, 1 violations, 2 a file could not be read or parsed.
+    AuditManifests {
+        /// Files or directories (searched recursively for .yaml, .yml, .json).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long, conflicts_with = "sarif")]
+        json: bool,
+        /// Print SARIF 2.1.0 (for code-scanning UIs) instead of a table.
+        #[arg(long)]
+        sarif: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct VerifyDigestsArgs {
+    /// Only this namespace (default: all namespaces).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// A directory of approved manifests (the GitOps source of truth).
+    #[arg(long, value_name = "DIR")]
+    approved: Option<PathBuf>,
+    /// Offline: read `kubectl get pods,rs,deploy,sts,ds,jobs,cronjobs -o json` output
+    /// instead of asking the API server. Repeatable.
+    #[arg(long, value_name = "FILE", conflicts_with = "watch")]
+    from_file: Vec<PathBuf>,
+    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Keep running and re-check whenever pods change; prints what changed.
+    #[arg(long)]
+    watch: bool,
+    /// Also send each finding through the outputs of --config (stdout JSON lines, OTLP).
+    /// When the stdout output is on, the report moves to stderr.
+    #[arg(long)]
+    export: bool,
+    /// The pipeline configuration whose outputs --export uses.
+    #[arg(
+        short,
+        long,
+        default_value = "pipeline.toml",
+        env = "DRIFTWATCH_CONFIG"
+    )]
+    config: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -175,7 +234,55 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::VerifyDigests(args) => verify_digests(args),
+        Command::AuditManifests { paths, json, sarif } => {
+            use driftwatch::k8s::commands::{Format, audit_manifests};
+            let format = match (json, sarif) {
+                (true, _) => Format::Json,
+                (_, true) => Format::Sarif,
+                _ => Format::Table,
+            };
+            let code = audit_manifests(&paths, format, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::from(code))
+        }
     }
+}
+
+fn verify_digests(a: VerifyDigestsArgs) -> Result<ExitCode> {
+    use driftwatch::k8s::commands::{Format, VerifyContext, VerifyOptions, verify_digests};
+    let (sinks, hostname, report_to_stderr) = if a.export {
+        let cfg = Config::load(&a.config)?;
+        (
+            sinks(&cfg, false),
+            runtime::hostname(&cfg),
+            cfg.outputs.stdout.enabled,
+        )
+    } else {
+        (Vec::new(), runtime::hostname(&Config::default()), false)
+    };
+    let opts = VerifyOptions {
+        namespace: a.namespace,
+        approved: a.approved,
+        from_files: a.from_file,
+        kubeconfig: a.kubeconfig,
+        format: if a.json { Format::Json } else { Format::Table },
+        watch: a.watch,
+    };
+    let rt = tokio_runtime()?;
+    let shutdown = shutdown_on_signals(&rt);
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let out: &mut dyn std::io::Write = if report_to_stderr {
+        &mut stderr
+    } else {
+        &mut stdout
+    };
+    let ctx = VerifyContext {
+        sinks,
+        hostname,
+        out,
+        shutdown,
+    };
+    Ok(ExitCode::from(verify_digests(&opts, ctx, &rt)?))
 }
 
 fn load(config: &Path) -> Result<(Config, Engine, Chain, Arc<Stats>)> {
@@ -241,6 +348,15 @@ fn run(config: &Path) -> Result<ExitCode> {
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sinks = sinks(&cfg, false);
+    let mut enrichers: Vec<Box<dyn driftwatch::enrich::Enricher>> = Vec::new();
+    // The pod watch runs on the runtime for as long as the daemon does.
+    let _pod_watch = match rt.block_on(driftwatch::k8s::enrich::start(&cfg.k8s))? {
+        Some((enricher, watch)) => {
+            enrichers.push(Box::new(enricher));
+            Some(watch)
+        }
+        None => None,
+    };
     let report = rt.block_on(runtime::run(Setup {
         cfg,
         config_path: Some(config.to_path_buf()),
@@ -248,7 +364,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         chain,
         sources,
         sinks,
-        enrichers: Vec::new(),
+        enrichers,
         stats,
         shutdown,
     }))?;
