@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
+use driftwatch_sdk::EventKind;
+use driftwatch::enrich::Enricher;
+use driftwatch::enrich::container::ContainerEnricher;
 use driftwatch::pipeline::Chain;
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
@@ -15,6 +18,7 @@ use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::Sink;
 use driftwatch::sink::stdout::JsonLines;
 use driftwatch::source::Source;
+use driftwatch::source::ebpf::{EbpfSensor, EbpfSource};
 use driftwatch::source::replay::Replay;
 use driftwatch::stats::Stats;
 use tokio::sync::watch;
@@ -180,11 +184,49 @@ fn shutdown_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
 }
 
 fn run(config: &Path) -> Result<ExitCode> {
-    let (cfg, _engine, _chain, _stats) = load(config)?;
-    let _ = cfg;
-    bail!(
-        "no event source is available yet in this build: the kernel sensor is not built in (use `driftwatch replay`)"
-    )
+    let (cfg, engine, chain, stats) = load(config)?;
+    if !cfg.sources.ebpf.enabled {
+        bail!(
+            "{}: [sources.ebpf] is disabled and it is the only live source (use `driftwatch replay` for recorded events)",
+            config.display()
+        );
+    }
+    // Load and attach before anything runs, so a kernel that cannot do it
+    // stops the start with the reason.
+    // Printing raw events asks for every kind the kernel can see, not only
+    // the ones the plugins asked for.
+    let mut kinds = chain.kinds();
+    if cfg.outputs.stdout.enabled && cfg.outputs.stdout.events {
+        kinds |= EventKind::ALL.iter().fold(0, |m, k| m | k.bit());
+    }
+    let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds)
+        .context("starting the kernel sensor")?;
+    let rt = tokio_runtime()?;
+    let shutdown = shutdown_on_signals(&rt);
+    let sources: Vec<Box<dyn Source>> = vec![Box::new(EbpfSource::new(sensor))];
+    let enrichers: Vec<Box<dyn Enricher>> =
+        vec![Box::new(ContainerEnricher::with_default_stores())];
+    let sinks = sinks(&cfg, false);
+    let report = rt.block_on(runtime::run(Setup {
+        cfg,
+        config_path: Some(config.to_path_buf()),
+        engine,
+        chain,
+        sources,
+        sinks,
+        enrichers,
+        stats,
+        shutdown,
+    }))?;
+    tracing::info!(
+        stats = %serde_json::to_string(&report.stats).unwrap_or_default(),
+        "stopped"
+    );
+    Ok(if report.source_errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result<ExitCode> {
