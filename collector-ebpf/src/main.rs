@@ -94,21 +94,21 @@ struct Pending {
 }
 
 macro_rules! off {
-    ($f:ident) => {
+    ($f:ident) => {{
         // SAFETY: a plain read of a global the loader rewrote; volatile so
         // LLVM does not fold the compile-time zero.
         #[allow(unused_unsafe)]
         let v = unsafe { read_volatile(addr_of!(OFFSETS.$f)) as usize };
         v
-    };
+    }};
 }
 
 macro_rules! filt {
-    ($f:ident) => {
+    ($f:ident) => {{
         #[allow(unused_unsafe)]
         let v = unsafe { read_volatile(addr_of!(FILTER.$f)) };
         v
-    };
+    }};
 }
 
 #[inline(always)]
@@ -304,7 +304,7 @@ unsafe fn walk_path(
                 status = walk::NONE;
                 break;
             }
-            len = at + (n as usize & (NAME_BOUND - 1));
+            len = at + (n as usize & (2 * NAME_BOUND - 1));
             if parent == dentry || parent.is_null() {
                 status = walk::PSEUDO;
                 break;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, BtfType, Struct, Type};
+use btf_rs::{Btf, Struct, Type};
 use driftwatch_common::Offsets;
 
 use super::EbpfError;
