@@ -342,7 +342,10 @@ impl LossReport {
 async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfError> {
     let EbpfSensor { bpf, ring, clock } = sensor;
     let sensor_maps = bpf;
-    let mut afd = AsyncFd::with_interest(ring, Interest::READABLE).map_err(EbpfError::Poll)?;
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| EbpfError::Poll(std::io::Error::from(e)))?;
     let hostname: Arc<str> = ctx.hostname.clone();
     let mut losses = LossReport {
         last_total: 0,
