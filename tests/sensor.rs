@@ -287,7 +287,9 @@ fn field<'a>(v: &'a Value, name: &str) -> &'a str {
 
 /// A finding of `rule_name` in container `c`, whose fields satisfy `extra`.
 fn finding_in(c: &Container, rule_name: &str, v: &Value) -> bool {
-    rule(v) == rule_name && c.id.starts_with(field(v, "container.id")) && field(v, "container.id").len() >= 12
+    rule(v) == rule_name
+        && c.id.starts_with(field(v, "container.id"))
+        && field(v, "container.id").len() >= 12
 }
 
 fn event_in<'a>(c: &Container, v: &'a Value, kind: &str) -> Option<&'a Value> {
@@ -338,7 +340,10 @@ fn exec_findings_on_real_containers() {
         serde_json::json!(["sh", "-c", "while true; do sleep 1; done"]),
         "{entry}"
     );
-    assert!(entry["process"]["pid_ns"].as_u64().unwrap_or(0) > 0, "{entry}");
+    assert!(
+        entry["process"]["pid_ns"].as_u64().unwrap_or(0) > 0,
+        "{entry}"
+    );
 
     // podman exec sh: fires, with identity filled in.
     c.exec("true");
@@ -347,9 +352,8 @@ fn exec_findings_on_real_containers() {
     });
     assert_identity(&c, &f);
     let ev = d.wait_for("the podman exec shell event", |v| {
-        event_in(&c, v, "exec").is_some_and(|v| {
-            v["process"]["name"] == "sh" && v["process"]["vpid"] != 1
-        })
+        event_in(&c, v, "exec")
+            .is_some_and(|v| v["process"]["name"] == "sh" && v["process"]["vpid"] != 1)
     });
     assert!(ev["process"]["vpid"].as_u64().unwrap_or(0) > 1, "{ev}");
 
@@ -423,9 +427,8 @@ fn file_events_and_write_findings() {
     // An existing file opened for append: not created.
     c.exec("echo more >> /etc/x");
     d.wait_for("the append to /etc/x", |v| {
-        event_in(&c, v, "open_write").is_some_and(|v| {
-            v["file"]["path"] == "/etc/x" && v["file"]["created"] == false
-        })
+        event_in(&c, v, "open_write")
+            .is_some_and(|v| v["file"]["path"] == "/etc/x" && v["file"]["created"] == false)
     });
 
     c.exec("chmod 600 /etc/x && mv /etc/x /etc/x2 && rm /etc/x2 && cd /etc && chmod 640 rel.txt && mv rel.txt ../usr/rel2 && rm /usr/rel2");
@@ -458,8 +461,9 @@ fn file_events_and_write_findings() {
     for excluded in ["/tmp/x", "/var/log/x"] {
         // The write happened and was seen...
         assert!(
-            all.iter().any(|v| event_in(&c, v, "open_write")
-                .is_some_and(|v| v["file"]["path"] == excluded)),
+            all.iter()
+                .any(|v| event_in(&c, v, "open_write")
+                    .is_some_and(|v| v["file"]["path"] == excluded)),
             "no open_write event for {excluded}"
         );
         // ...and the rule's exclusion held.
@@ -487,7 +491,11 @@ fn host_activity_is_out_of_scope() {
          chmod 600 {m}; mv {m} {m}.2; rm {m}.2",
         d = dir.path().display()
     ));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Then something in the container, so the host's actions had time to arrive.
     c.exec("echo done > /etc/marker");
     d.wait_for("the container marker", |v| {

@@ -214,10 +214,7 @@ unsafe fn fill_header(h: *mut Header, task: *const u8, kind: u32) {
             (*h).tty = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
         }
 
-        bpf_get_current_comm(
-            addr_of_mut!((*h).comm) as *mut c_void,
-            COMM_LEN as u32,
-        );
+        bpf_get_current_comm(addr_of_mut!((*h).comm) as *mut c_void, COMM_LEN as u32);
 
         (*h).cgroup_leaf[0] = 0;
         (*h).cgroup_parent[0] = 0;
@@ -549,11 +546,8 @@ unsafe fn on_enter(ctx: &TracePointContext) {
                 // struct open_how { u64 flags; u64 mode; u64 resolve; }
                 let how = arg(ctx, 2);
                 let mut v = [0u64; 2];
-                if bpf_probe_read_user(
-                    addr_of_mut!(v) as *mut c_void,
-                    16,
-                    how as *const c_void,
-                ) != 0
+                if bpf_probe_read_user(addr_of_mut!(v) as *mut c_void, 16, how as *const c_void)
+                    != 0
                 {
                     return;
                 }

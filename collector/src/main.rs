@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
-use driftwatch_sdk::EventKind;
 use driftwatch::enrich::Enricher;
 use driftwatch::enrich::container::ContainerEnricher;
 use driftwatch::pipeline::Chain;
@@ -21,6 +20,7 @@ use driftwatch::source::Source;
 use driftwatch::source::ebpf::{EbpfSensor, EbpfSource};
 use driftwatch::source::replay::Replay;
 use driftwatch::stats::Stats;
+use driftwatch_sdk::EventKind;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -199,8 +199,8 @@ fn run(config: &Path) -> Result<ExitCode> {
     if cfg.outputs.stdout.enabled && cfg.outputs.stdout.events {
         kinds |= EventKind::ALL.iter().fold(0, |m, k| m | k.bit());
     }
-    let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds)
-        .context("starting the kernel sensor")?;
+    let sensor =
+        EbpfSensor::start(&cfg.sources.ebpf, kinds).context("starting the kernel sensor")?;
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sources: Vec<Box<dyn Source>> = vec![Box::new(EbpfSource::new(sensor))];

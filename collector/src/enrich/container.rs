@@ -378,9 +378,7 @@ mod tests {
             Some((id.clone(), Runtime::Podman))
         );
         assert_eq!(
-            parse(&format!(
-                "/machine.slice/libpod-{ID}.scope/container"
-            )),
+            parse(&format!("/machine.slice/libpod-{ID}.scope/container")),
             Some((id.clone(), Runtime::Podman))
         );
         assert_eq!(
@@ -408,7 +406,9 @@ mod tests {
             Some((id.clone(), Runtime::Containerd))
         );
         assert_eq!(
-            parse(&format!("/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope")),
+            parse(&format!(
+                "/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope"
+            )),
             Some((id.clone(), Runtime::CriO))
         );
         assert_eq!(
@@ -558,9 +558,12 @@ mod tests {
             ContainerEnricher::new(vec![Box::new(PodmanStore::new(dir.path().join("nope")))]);
         let mut ev = event_in(ID);
         e.enrich(&mut ev);
-        assert_eq!(ev.container.unwrap(), Container {
-            id: ID.into(),
-            ..Container::default()
-        });
+        assert_eq!(
+            ev.container.unwrap(),
+            Container {
+                id: ID.into(),
+                ..Container::default()
+            }
+        );
     }
 }

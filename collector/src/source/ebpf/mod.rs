@@ -126,20 +126,70 @@ fn syscalls() -> Vec<Syscall> {
     };
     use EventKind::*;
     let mut v = vec![
-        s("openat", libc::SYS_openat, op::OPEN | L_DFD_PATH | V_OPENAT, OpenWrite),
-        s("openat2", libc::SYS_openat2, op::OPEN | L_DFD_PATH | V_OPENAT2, OpenWrite),
-        s("fchmod", libc::SYS_fchmod, op::CHMOD | L_FD | V_CHMOD, Chmod),
-        s("fchmodat", libc::SYS_fchmodat, op::CHMOD | L_DFD_PATH | V_CHMOD, Chmod),
-        s("unlinkat", libc::SYS_unlinkat, op::UNLINK | L_DFD_PATH, Unlink),
-        s("renameat", libc::SYS_renameat, op::RENAME | L_DFD_PATH_DFD_PATH, Rename),
-        s("renameat2", libc::SYS_renameat2, op::RENAME | L_DFD_PATH_DFD_PATH, Rename),
+        s(
+            "openat",
+            libc::SYS_openat,
+            op::OPEN | L_DFD_PATH | V_OPENAT,
+            OpenWrite,
+        ),
+        s(
+            "openat2",
+            libc::SYS_openat2,
+            op::OPEN | L_DFD_PATH | V_OPENAT2,
+            OpenWrite,
+        ),
+        s(
+            "fchmod",
+            libc::SYS_fchmod,
+            op::CHMOD | L_FD | V_CHMOD,
+            Chmod,
+        ),
+        s(
+            "fchmodat",
+            libc::SYS_fchmodat,
+            op::CHMOD | L_DFD_PATH | V_CHMOD,
+            Chmod,
+        ),
+        s(
+            "unlinkat",
+            libc::SYS_unlinkat,
+            op::UNLINK | L_DFD_PATH,
+            Unlink,
+        ),
+        s(
+            "renameat",
+            libc::SYS_renameat,
+            op::RENAME | L_DFD_PATH_DFD_PATH,
+            Rename,
+        ),
+        s(
+            "renameat2",
+            libc::SYS_renameat2,
+            op::RENAME | L_DFD_PATH_DFD_PATH,
+            Rename,
+        ),
     ];
     // The legacy syscalls exist on x86-64 but not on newer architectures.
     #[cfg(target_arch = "x86_64")]
     v.extend([
-        s("open", libc::SYS_open, op::OPEN | L_PATH | V_OPEN, OpenWrite),
-        s("creat", libc::SYS_creat, op::OPEN | L_PATH | V_CREAT, OpenWrite),
-        s("chmod", libc::SYS_chmod, op::CHMOD | L_PATH | V_CHMOD, Chmod),
+        s(
+            "open",
+            libc::SYS_open,
+            op::OPEN | L_PATH | V_OPEN,
+            OpenWrite,
+        ),
+        s(
+            "creat",
+            libc::SYS_creat,
+            op::OPEN | L_PATH | V_CREAT,
+            OpenWrite,
+        ),
+        s(
+            "chmod",
+            libc::SYS_chmod,
+            op::CHMOD | L_PATH | V_CHMOD,
+            Chmod,
+        ),
         s("unlink", libc::SYS_unlink, op::UNLINK | L_PATH, Unlink),
         s("rename", libc::SYS_rename, op::RENAME | L_PATH_PATH, Rename),
     ]);
@@ -214,7 +264,11 @@ impl EbpfSensor {
         }
 
         if kinds & EventKind::Exec.bit() != 0 {
-            attach(&mut bpf, "sched_process_exec", &[("sched", "sched_process_exec")])?;
+            attach(
+                &mut bpf,
+                "sched_process_exec",
+                &[("sched", "sched_process_exec")],
+            )?;
         }
         if !wanted.is_empty() {
             let enters: Vec<(&str, String)> = wanted
@@ -306,10 +360,12 @@ impl Source for EbpfSource {
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
-            drain(self.sensor, ctx).await.map_err(|e| SourceError::Failed {
-                source_name: "ebpf",
-                message: e.to_string(),
-            })
+            drain(self.sensor, ctx)
+                .await
+                .map_err(|e| SourceError::Failed {
+                    source_name: "ebpf",
+                    message: e.to_string(),
+                })
         })
     }
 }

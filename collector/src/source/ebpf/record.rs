@@ -39,7 +39,11 @@ impl WalkPath {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect();
         // A mount root's own name is "/": not a component.
-        let comps: Vec<&str> = comps.iter().map(|s| s.as_str()).filter(|s| *s != "/").collect();
+        let comps: Vec<&str> = comps
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|s| *s != "/")
+            .collect();
         let joined = || {
             let mut s = String::new();
             for c in comps.iter().rev() {
@@ -217,8 +221,8 @@ pub fn file_event(r: &FileRecord, clock: &Clock, hostname: &str) -> Option<Event
     } else {
         resolve(&base1, &p1)
     };
-    let target_path = (r.op == op::RENAME)
-        .then(|| resolve(&WalkPath::from_walk(&r.base2), &cstr(&r.path2)));
+    let target_path =
+        (r.op == op::RENAME).then(|| resolve(&WalkPath::from_walk(&r.base2), &cstr(&r.path2)));
     let file_type = if r.info & info::HAS_INODE != 0 {
         FileType::from_mode(r.i_mode)
     } else {
