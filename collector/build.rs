@@ -1,4 +1,5 @@
-//! Builds every WASM guest in the workspace (the built-in plugins, the
+//! Builds the eBPF programs (collector-ebpf, with aya-build and the nightly
+//! toolchain) and every WASM guest in the workspace (the built-in plugins, the
 //! example and the test plugins) and turns each core module into a component
 //! with wit-component, so a fresh clone needs no manual step.
 //!
@@ -16,10 +17,46 @@ const GUEST_DIRS: &[&str] = &["plugins", "examples", "tests/plugins"];
 const TARGET: &str = "wasm32-unknown-unknown";
 
 fn main() {
+    if let Err(e) = build_ebpf() {
+        eprintln!("error building the eBPF programs: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run() {
         eprintln!("error building WASM guests: {e}");
         std::process::exit(1);
     }
+}
+
+/// collector-ebpf is outside the workspace (it targets bpfel-unknown-none
+/// with nightly and build-std). aya-build runs cargo in the current
+/// directory, so run it from the crate's own directory.
+fn build_ebpf() -> Result<(), String> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let root = manifest_dir
+        .parent()
+        .ok_or("collector has no parent dir")?
+        .to_path_buf();
+    let ebpf_dir = root.join("collector-ebpf");
+    let common_dir = root.join("collector-common");
+    println!("cargo:rerun-if-changed={}", common_dir.display());
+    let dir = ebpf_dir
+        .to_str()
+        .ok_or("the collector-ebpf path is not UTF-8")?
+        .to_string();
+    env::set_current_dir(&ebpf_dir).map_err(|e| format!("{}: {e}", ebpf_dir.display()))?;
+    let package = aya_build::Package {
+        name: "driftwatch-ebpf",
+        root_dir: &dir,
+        ..Default::default()
+    };
+    let built = aya_build::build_ebpf([package], aya_build::Toolchain::default()).map_err(|e| {
+        format!(
+            "{e:#}; the eBPF build needs the nightly toolchain with rust-src and bpf-linker: \
+             run scripts/setup.sh"
+        )
+    });
+    env::set_current_dir(&manifest_dir).map_err(|e| e.to_string())?;
+    built
 }
 
 fn run() -> Result<(), String> {

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
+use driftwatch::enrich::Enricher;
+use driftwatch::enrich::container::ContainerEnricher;
 use driftwatch::pipeline::Chain;
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
@@ -15,9 +17,11 @@ use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::Sink;
 use driftwatch::sink::stdout::JsonLines;
 use driftwatch::source::Source;
+use driftwatch::source::ebpf::{EbpfSensor, EbpfSource};
 use driftwatch::source::replay::Replay;
 use driftwatch::source::scan::Scan;
 use driftwatch::stats::Stats;
+use driftwatch_sdk::EventKind;
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -337,18 +341,32 @@ fn shutdown_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
 fn run(config: &Path) -> Result<ExitCode> {
     let (cfg, engine, chain, stats) = load(config)?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if cfg.sources.ebpf.enabled {
+        // Load and attach before anything runs, so a kernel that cannot do
+        // it stops the start with the reason. Printing raw events asks for
+        // every kind the kernel can see, not only the ones plugins want.
+        let mut kinds = chain.kinds();
+        if cfg.outputs.stdout.enabled && cfg.outputs.stdout.events {
+            kinds |= EventKind::ALL.iter().fold(0, |m, k| m | k.bit());
+        }
+        let sensor =
+            EbpfSensor::start(&cfg.sources.ebpf, kinds).context("starting the kernel sensor")?;
+        sources.push(Box::new(EbpfSource::new(sensor)));
+    }
     if cfg.sources.scan.enabled {
         sources.push(Box::new(Scan::new(cfg.sources.scan.clone())));
     }
     if sources.is_empty() {
         bail!(
-            "no event source is enabled: the kernel sensor is not built in yet and [sources.scan] is off (use `driftwatch replay`)"
+            "{}: no live source is enabled ([sources.ebpf] and [sources.scan] are off); use `driftwatch replay` for recorded events",
+            config.display()
         );
     }
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sinks = sinks(&cfg, false);
-    let mut enrichers: Vec<Box<dyn driftwatch::enrich::Enricher>> = Vec::new();
+    let mut enrichers: Vec<Box<dyn Enricher>> =
+        vec![Box::new(ContainerEnricher::with_default_stores())];
     // The pod watch runs on the runtime for as long as the daemon does.
     let _pod_watch = match rt.block_on(driftwatch::k8s::enrich::start(&cfg.k8s))? {
         Some((enricher, watch)) => {
@@ -368,6 +386,10 @@ fn run(config: &Path) -> Result<ExitCode> {
         stats,
         shutdown,
     }))?;
+    tracing::info!(
+        stats = %serde_json::to_string(&report.stats).unwrap_or_default(),
+        "stopped"
+    );
     Ok(if report.source_errors.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -5,6 +5,8 @@
 //! memory: a cache miss is filled in the background (or left unknown, never
 //! invented) rather than blocking on I/O.
 
+pub mod container;
+
 use driftwatch_sdk::Event;
 
 pub trait Enricher: Send {

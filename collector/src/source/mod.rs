@@ -1,6 +1,7 @@
 //! Event sources. Each produces schema [`Event`]s into the pipeline's queue
 //! until it runs dry or is told to stop.
 
+pub mod ebpf;
 pub mod replay;
 pub mod scan;
 

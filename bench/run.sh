@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Overhead of the kernel sensor, side by side with auditd, in one run.
+#
+#   bench/run.sh                 # as root, after `cargo build --release -p driftwatch`
+#   EXECS=20000 WRITES=200000 REPS=3 bench/run.sh
+#
+# Workloads run inside a podman container (busybox image built here):
+#   exec storm : EXECS fork+exec of /bin/true from a shell loop
+#   write storm: WRITES open(O_WRONLY|O_CREAT|O_TRUNC)+write+close of /etc/bench
+#                (a shell builtin redirection, no fork)
+# Modes: off (no tracer), sensor (`driftwatch run`, default plugins, scope
+# containers), auditd (execve + write-intent open/openat/creat rules, the
+# same things the sensor watches). Prints seconds per mode (median of REPS),
+# ratios to off, and the sensor's kernel losses during the exec storm.
+# Not a test: figures depend on the machine and its other load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXECS=${EXECS:-20000}
+WRITES=${WRITES:-200000}
+REPS=${REPS:-3}
+BIN=${DRIFTWATCH_BIN:-target/release/driftwatch}
+IMAGE=localhost/driftwatch-bench:1
+NAME=dw-bench-$$
+WORK=$(mktemp -d)
+DW_PID=
+
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "bench: $BIN missing: flock /tmp/driftwatch-cargo.lock cargo build --release -p driftwatch" >&2; exit 1; }
+if ! command -v auditctl >/dev/null; then
+  echo "bench: installing auditd" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq auditd >/dev/null
+fi
+
+cleanup() {
+  [ -n "$DW_PID" ] && kill "$DW_PID" 2>/dev/null || true
+  auditctl -D >/dev/null 2>&1 || true
+  podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The image: busybox applets.
+mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
+cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
+for a in sh true sleep echo; do ln -sf busybox "$WORK/rootfs/bin/$a"; done
+tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
+podman import -q "$WORK/rootfs.tar" "$IMAGE" >/dev/null
+podman run -d --name "$NAME" "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
+
+cat >"$WORK/pipeline.toml" <<TOML
+[daemon]
+cache_dir = "$WORK/cache"
+stats_interval_secs = 0
+hot_reload = false
+[sources.ebpf]
+scope = "containers"
+ring_buffer_kib = 8192
+[[plugins]]
+name = "shell"
+builtin = "shell"
+[[plugins]]
+name = "package-manager"
+builtin = "package-manager"
+[[plugins]]
+name = "drift-binary"
+builtin = "drift-binary"
+[[plugins]]
+name = "write-filter"
+builtin = "write-filter"
+[outputs.stdout]
+enabled = true
+TOML
+
+exec_storm() {
+  podman exec "$NAME" sh -c "i=0; while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done"
+}
+write_storm() {
+  podman exec "$NAME" sh -c "i=0; while [ \$i -lt $WRITES ]; do echo \$i > /etc/bench; i=\$((i+1)); done"
+}
+seconds() { # seconds taken by "$@"
+  local s e
+  s=$(date +%s.%N); "$@"; e=$(date +%s.%N)
+  echo "$e - $s" | bc -l
+}
+
+start_sensor() {
+  DRIFTWATCH_LOG=info "$BIN" run -c "$WORK/pipeline.toml" >/dev/null 2>"$WORK/dw.log" &
+  DW_PID=$!
+  for _ in $(seq 600); do
+    grep -q "kernel sensor attached" "$WORK/dw.log" && return 0
+    kill -0 "$DW_PID" 2>/dev/null || { cat "$WORK/dw.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench: sensor did not start" >&2; exit 1
+}
+stop_sensor() {
+  kill -TERM "$DW_PID"; wait "$DW_PID" || true; DW_PID=
+}
+start_auditd() {
+  systemctl start auditd 2>/dev/null || service auditd start 2>/dev/null || auditd 2>/dev/null || true
+  auditctl -D >/dev/null
+  auditctl -a always,exit -F arch=b64 -S execve -S execveat -k dw_exec >/dev/null
+  auditctl -a always,exit -F arch=b64 -S openat -F 'a2&0x243' -k dw_write >/dev/null
+  auditctl -a always,exit -F arch=b64 -S open -F 'a1&0x243' -k dw_write >/dev/null
+  auditctl -a always,exit -F arch=b64 -S creat -k dw_write >/dev/null
+  auditctl -e 1 >/dev/null
+}
+stop_auditd() { auditctl -D >/dev/null; }
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A T
+for mode in off sensor auditd; do
+  for w in exec_storm write_storm; do : > "$WORK/$mode.$w"; done
+done
+lost_line=
+for rep in $(seq "$REPS"); do
+  for mode in off sensor auditd; do
+    case $mode in sensor) start_sensor ;; auditd) start_auditd ;; esac
+    for w in exec_storm write_storm; do
+      seconds "$w" >>"$WORK/$mode.$w"
+    done
+    case $mode in
+      sensor)
+        stop_sensor
+        lost_line=$(grep -o '"kernel_lost":[0-9]*' "$WORK/dw.log" | tail -1)
+        execs_seen=$(grep -o '"exec":[0-9]*' "$WORK/dw.log" | tail -1)
+        writes_seen=$(grep -o '"open_write":[0-9]*' "$WORK/dw.log" | tail -1)
+        echo "rep $rep sensor: $lost_line $execs_seen $writes_seen (expected >= $EXECS execs, $WRITES writes)" ;;
+      auditd) stop_auditd ;;
+    esac
+  done
+done
+for mode in off sensor auditd; do
+  for w in exec_storm write_storm; do
+    T[$mode.$w]=$(median <"$WORK/$mode.$w")
+  done
+done
+printf '\n%-12s %12s %12s %12s %14s %14s\n' workload off sensor auditd sensor/off auditd/off
+for w in exec_storm write_storm; do
+  printf '%-12s %11.2fs %11.2fs %11.2fs %14.3f %14.3f\n' "$w" "${T[off.$w]}" "${T[sensor.$w]}" "${T[auditd.$w]}" \
+    "$(echo "${T[sensor.$w]} / ${T[off.$w]}" | bc -l)" "$(echo "${T[auditd.$w]} / ${T[off.$w]}" | bc -l)"
+done
+echo "(EXECS=$EXECS WRITES=$WRITES REPS=$REPS, medians; last sensor run: $lost_line)"

@@ -1,0 +1,496 @@
+//! The kernel sensor: loads driftwatch's eBPF programs (tracepoints only),
+//! attaches them, and turns their ring-buffer records into events.
+//!
+//! Start-up ([`EbpfSensor::start`]) is synchronous so `driftwatch run` fails
+//! before anything else starts when the kernel cannot do it: not root, no
+//! BTF, a missing tracepoint, a verifier rejection. Running
+//! ([`Source::run`]) drains the ring buffer on the tokio runtime with a
+//! bounded amount of work per wake-up.
+
+pub mod btf;
+pub mod record;
+pub mod sys;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader, Pod};
+use driftwatch_common::{Filter, Offsets, op};
+use driftwatch_sdk::{Event, EventKind};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use super::{BoxFuture, Source, SourceContext, SourceError};
+use crate::config::{EbpfConfig, Scope};
+use crate::stats::Stats;
+use record::Clock;
+
+/// The compiled programs, built by collector/build.rs with aya-build.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/driftwatch-ebpf"));
+
+/// Ring-buffer items handled per wake-up before yielding to the runtime.
+const DRAIN_BUDGET: usize = 512;
+/// How often the in-kernel loss counter is read.
+const LOSS_POLL: Duration = Duration::from_secs(1);
+/// At most one loss warning per this interval.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "the kernel sensor needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load \
+         tracepoint programs and mount tracefs); run `driftwatch run` as root"
+    )]
+    NotRoot,
+    #[error(
+        "this kernel has no BTF type information ({0} is missing): driftwatch reads kernel \
+         struct offsets from it; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf(PathBuf),
+    #[error("kernel BTF: {0}")]
+    Btf(String),
+    #[error("mounting {what} at {path}: {source}")]
+    Mount {
+        what: &'static str,
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error(
+        "tracepoint {0} does not exist on this kernel (is CONFIG_FTRACE_SYSCALLS enabled, \
+         and tracefs mounted?)"
+    )]
+    MissingTracepoint(String),
+    #[error("tracepoint {name}: unexpected record layout in {path}: {detail}")]
+    Layout {
+        name: String,
+        path: String,
+        detail: String,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {detail}")]
+    Map { name: &'static str, detail: String },
+    #[error("ring buffer polling: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// `Pod` wrappers: the shared types live in a crate that cannot depend on aya.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PodOffsets(Offsets);
+// SAFETY: repr(C) struct of u32s, no padding, every bit pattern valid.
+unsafe impl Pod for PodOffsets {}
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct PodFilter(Filter);
+// SAFETY: as above.
+unsafe impl Pod for PodFilter {}
+
+/// Which syscalls feed which kind, and how the program finds their
+/// arguments (see collector-ebpf's `SYSCALLS` codes).
+struct Syscall {
+    name: &'static str,
+    nr: libc::c_long,
+    code: u32,
+    kind: EventKind,
+}
+
+// Layout codes, mirrored from collector-ebpf/src/main.rs.
+const L_PATH: u32 = 1 << 8;
+const L_DFD_PATH: u32 = 2 << 8;
+const L_FD: u32 = 3 << 8;
+const L_PATH_PATH: u32 = 4 << 8;
+const L_DFD_PATH_DFD_PATH: u32 = 5 << 8;
+const V_OPEN: u32 = 1 << 16;
+const V_OPENAT: u32 = 2 << 16;
+const V_OPENAT2: u32 = 3 << 16;
+const V_CREAT: u32 = 4 << 16;
+const V_CHMOD: u32 = 5 << 16;
+
+fn syscalls() -> Vec<Syscall> {
+    let s = |name, nr, code, kind| Syscall {
+        name,
+        nr,
+        code,
+        kind,
+    };
+    use EventKind::*;
+    let mut v = vec![
+        s(
+            "openat",
+            libc::SYS_openat,
+            op::OPEN | L_DFD_PATH | V_OPENAT,
+            OpenWrite,
+        ),
+        s(
+            "openat2",
+            libc::SYS_openat2,
+            op::OPEN | L_DFD_PATH | V_OPENAT2,
+            OpenWrite,
+        ),
+        s(
+            "fchmod",
+            libc::SYS_fchmod,
+            op::CHMOD | L_FD | V_CHMOD,
+            Chmod,
+        ),
+        s(
+            "fchmodat",
+            libc::SYS_fchmodat,
+            op::CHMOD | L_DFD_PATH | V_CHMOD,
+            Chmod,
+        ),
+        s(
+            "unlinkat",
+            libc::SYS_unlinkat,
+            op::UNLINK | L_DFD_PATH,
+            Unlink,
+        ),
+        s(
+            "renameat",
+            libc::SYS_renameat,
+            op::RENAME | L_DFD_PATH_DFD_PATH,
+            Rename,
+        ),
+        s(
+            "renameat2",
+            libc::SYS_renameat2,
+            op::RENAME | L_DFD_PATH_DFD_PATH,
+            Rename,
+        ),
+    ];
+    // The legacy syscalls exist on x86-64 but not on newer architectures.
+    #[cfg(target_arch = "x86_64")]
+    v.extend([
+        s(
+            "open",
+            libc::SYS_open,
+            op::OPEN | L_PATH | V_OPEN,
+            OpenWrite,
+        ),
+        s(
+            "creat",
+            libc::SYS_creat,
+            op::OPEN | L_PATH | V_CREAT,
+            OpenWrite,
+        ),
+        s(
+            "chmod",
+            libc::SYS_chmod,
+            op::CHMOD | L_PATH | V_CHMOD,
+            Chmod,
+        ),
+        s("unlink", libc::SYS_unlink, op::UNLINK | L_PATH, Unlink),
+        s("rename", libc::SYS_rename, op::RENAME | L_PATH_PATH, Rename),
+    ]);
+    v
+}
+
+/// The loaded and attached sensor. Dropping it detaches every program.
+pub struct EbpfSensor {
+    bpf: Ebpf,
+    ring: RingBuf<MapData>,
+    clock: Clock,
+}
+
+impl EbpfSensor {
+    /// Checks privileges, mounts tracefs/bpffs when missing, resolves
+    /// offsets from BTF, loads the programs and attaches the ones that feed
+    /// the `kinds` (an `EventKind::bit` set) the chain asked for.
+    pub fn start(cfg: &EbpfConfig, kinds: u32) -> Result<EbpfSensor, EbpfError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(EbpfError::NotRoot);
+        }
+        let kbtf = btf::KernelBtf::load()?;
+        let offsets = kbtf.offsets()?;
+        tracing::debug!(?offsets, "kernel offsets from BTF");
+        sys::mount_tracefs()?;
+        sys::mount_bpffs();
+        let all = syscalls();
+        let wanted: Vec<&Syscall> = all.iter().filter(|s| kinds & s.kind.bit() != 0).collect();
+        // Check every tracepoint before loading anything, for one clear error.
+        if kinds & EventKind::Exec.bit() != 0 {
+            sys::check_tracepoint("sched", "sched_process_exec")?;
+        }
+        for s in &wanted {
+            sys::check_syscall_layout(s.name)?;
+        }
+
+        let filter = Filter {
+            self_tgid: std::process::id(),
+            containers_only: u32::from(cfg.scope == Scope::Containers),
+            kinds,
+            fmode_created: sys::FMODE_CREATED,
+        };
+        let ring_bytes = ring_size(cfg.ring_buffer_kib);
+        let offsets = PodOffsets(offsets);
+        let filter = PodFilter(filter);
+        let mut bpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("FILTER", &filter, true)
+            .map_max_entries("EVENTS", ring_bytes)
+            .load(PROGRAMS)
+            .map_err(EbpfError::Load)?;
+
+        {
+            let map = bpf.map_mut("SYSCALLS").ok_or(EbpfError::Map {
+                name: "SYSCALLS",
+                detail: "missing from the object".into(),
+            })?;
+            let mut table: BpfHashMap<_, u32, u32> =
+                BpfHashMap::try_from(map).map_err(|e| EbpfError::Map {
+                    name: "SYSCALLS",
+                    detail: e.to_string(),
+                })?;
+            for s in &wanted {
+                table
+                    .insert(s.nr as u32, s.code, 0)
+                    .map_err(|e| EbpfError::Map {
+                        name: "SYSCALLS",
+                        detail: e.to_string(),
+                    })?;
+            }
+        }
+
+        if kinds & EventKind::Exec.bit() != 0 {
+            attach(
+                &mut bpf,
+                "sched_process_exec",
+                &[("sched", "sched_process_exec")],
+            )?;
+        }
+        if !wanted.is_empty() {
+            let enters: Vec<(&str, String)> = wanted
+                .iter()
+                .map(|s| ("syscalls", format!("sys_enter_{}", s.name)))
+                .collect();
+            let exits: Vec<(&str, String)> = wanted
+                .iter()
+                .map(|s| ("syscalls", format!("sys_exit_{}", s.name)))
+                .collect();
+            // Exits first: an enter without its exit would only leave a
+            // stale map entry, an exit without its enter does nothing.
+            attach_owned(&mut bpf, "sys_exit_file", &exits)?;
+            attach_owned(&mut bpf, "sys_enter_file", &enters)?;
+        }
+
+        let ring = RingBuf::try_from(bpf.take_map("EVENTS").ok_or(EbpfError::Map {
+            name: "EVENTS",
+            detail: "missing from the object".into(),
+        })?)
+        .map_err(|e| EbpfError::Map {
+            name: "EVENTS",
+            detail: e.to_string(),
+        })?;
+        tracing::info!(
+            scope = ?cfg.scope,
+            ring_buffer_bytes = ring_bytes,
+            syscalls = wanted.len(),
+            exec = kinds & EventKind::Exec.bit() != 0,
+            "kernel sensor attached"
+        );
+        Ok(EbpfSensor {
+            bpf,
+            ring,
+            clock: Clock::now(),
+        })
+    }
+}
+
+/// The ring buffer size: a power of two number of pages, at least one page.
+fn ring_size(kib: u32) -> u32 {
+    let bytes = (kib as u64 * 1024).clamp(4096, 1 << 30);
+    bytes.next_power_of_two() as u32
+}
+
+fn attach(bpf: &mut Ebpf, prog: &str, points: &[(&str, &str)]) -> Result<(), EbpfError> {
+    let owned: Vec<(&str, String)> = points.iter().map(|(c, n)| (*c, n.to_string())).collect();
+    attach_owned(bpf, prog, &owned)
+}
+
+fn attach_owned(bpf: &mut Ebpf, prog: &str, points: &[(&str, String)]) -> Result<(), EbpfError> {
+    let perr = |source| EbpfError::Program {
+        name: prog.to_string(),
+        source,
+    };
+    let p: &mut TracePoint = bpf
+        .program_mut(prog)
+        .ok_or_else(|| EbpfError::Map {
+            name: "programs",
+            detail: format!("program {prog} missing from the object"),
+        })?
+        .try_into()
+        .map_err(perr)?;
+    p.load().map_err(perr)?;
+    for (cat, name) in points {
+        p.attach(cat, name).map_err(|source| EbpfError::Program {
+            name: format!("{prog} on {cat}:{name}"),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The kernel sensor as a pipeline source.
+pub struct EbpfSource {
+    sensor: EbpfSensor,
+}
+
+impl EbpfSource {
+    pub fn new(sensor: EbpfSensor) -> EbpfSource {
+        EbpfSource { sensor }
+    }
+}
+
+impl Source for EbpfSource {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
+        Box::pin(async move {
+            drain(self.sensor, ctx)
+                .await
+                .map_err(|e| SourceError::Failed {
+                    source_name: "ebpf",
+                    message: e.to_string(),
+                })
+        })
+    }
+}
+
+struct LossReport {
+    last_total: u64,
+    logged_total: u64,
+    last_log: Option<Instant>,
+}
+
+impl LossReport {
+    fn update(&mut self, total: u64, stats: &Stats) {
+        if total == self.last_total {
+            return;
+        }
+        self.last_total = total;
+        stats.kernel_lost.store(total, Ordering::Relaxed);
+        if self.last_log.is_none_or(|t| t.elapsed() >= LOSS_LOG_EVERY) {
+            tracing::warn!(
+                lost = total - self.logged_total,
+                total,
+                "kernel ring buffer full: records lost (raise sources.ebpf.ring_buffer_kib)"
+            );
+            self.logged_total = total;
+            self.last_log = Some(Instant::now());
+        }
+    }
+}
+
+async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfError> {
+    let EbpfSensor { bpf, ring, clock } = sensor;
+    let sensor_maps = bpf;
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| EbpfError::Poll(std::io::Error::from(e)))?;
+    let hostname: Arc<str> = ctx.hostname.clone();
+    let mut losses = LossReport {
+        last_total: 0,
+        logged_total: 0,
+        last_log: None,
+    };
+    let lost_of = |bpf: &Ebpf| -> u64 {
+        bpf.map("LOST")
+            .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+            .and_then(|a| a.get(&0, 0).ok())
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    };
+    let mut tick = tokio::time::interval(LOSS_POLL);
+    let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BUDGET);
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.shutdown.changed() => break,
+            _ = tick.tick() => losses.update(lost_of(&sensor_maps), &ctx.stats),
+            guard = afd.readable_mut() => {
+                let mut guard = guard.map_err(EbpfError::Poll)?;
+                let ring = guard.get_inner_mut();
+                let mut n = 0;
+                while n < DRAIN_BUDGET {
+                    let Some(item) = ring.next() else { break };
+                    n += 1;
+                    if let Some(ev) = record::decode(&item, &clock, &hostname) {
+                        batch.push(ev);
+                    }
+                }
+                if n < DRAIN_BUDGET {
+                    // Empty: wait for the next wake-up. With budget left
+                    // over we come back without clearing.
+                    guard.clear_ready();
+                }
+                drop(guard);
+                for ev in batch.drain(..) {
+                    ctx.stats.event_in(ev.kind);
+                    if ctx.events.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                if n == DRAIN_BUDGET {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        if *ctx.shutdown.borrow() {
+            break;
+        }
+    }
+    // Detach first so nothing new arrives, then flush what is queued.
+    drop(sensor_maps);
+    let ring = afd.get_mut();
+    while let Some(item) = ring.next() {
+        if let Some(ev) = record::decode(&item, &clock, &hostname) {
+            ctx.stats.event_in(ev.kind);
+            if ctx.events.send(ev).await.is_err() {
+                break;
+            }
+        }
+    }
+    tracing::info!("kernel sensor detached");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_pages() {
+        assert_eq!(ring_size(0), 4096);
+        assert_eq!(ring_size(1), 4096);
+        assert_eq!(ring_size(8192), 8 << 20);
+        assert_eq!(ring_size(5000), 8 << 20);
+    }
+
+    #[test]
+    fn every_syscall_has_a_kind_and_distinct_number() {
+        let all = syscalls();
+        let mut nrs: Vec<_> = all.iter().map(|s| s.nr).collect();
+        nrs.sort();
+        nrs.dedup();
+        assert_eq!(nrs.len(), all.len());
+        for s in &all {
+            assert_ne!(s.code & 0xff, 0, "{}", s.name);
+            assert_ne!(s.code & 0xff00, 0, "{}", s.name);
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! The kernel sensor end to end: `driftwatch run` against the real kernel
+//! and real podman containers, asserting on the findings and events it
+//! prints.
+//!
+//! Needs root, podman and the busybox-static package (scripts/setup.sh
+//! installs them). Without root every test says SKIPPED loudly and passes:
+//! CI runs as root. The tests share the podman daemon and the kernel, so
+//! they run one at a time (`SERIAL`).
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const IMAGE: &str = "localhost/driftwatch-sensor-test:1";
+const SHELL_RULE: &str = "Container Shell Spawned";
+const PKG_RULE: &str = "Package Manager Execution in Container";
+const DRIFT_RULE: &str = "Drift Detected (Container Image Modified Binary)";
+const WRITE_RULE: &str = "Container File System Write";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!(
+                "\n*** SKIPPED {}: the kernel sensor tests need root (CI runs them as root) ***\n",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman {args:?}: {e} (is podman installed? scripts/setup.sh)"));
+    assert!(
+        out.status.success(),
+        "podman {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A busybox image built from the host's busybox-static: applets as
+/// symlinks, plus two real copies (`/usr/bin/uname`, `/usr/bin/id`) that
+/// tests overwrite or run unchanged.
+fn build_image() {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if *built {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("rootfs");
+    for d in ["bin", "usr/bin", "etc", "tmp", "var/log", "usr/local/bin"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox is not installed (apt-get install busybox-static)");
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "ls", "cp", "cat", "sleep", "echo", "chmod", "rm", "mv", "mkdir", "true", "printf",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    for real in ["usr/bin/uname", "usr/bin/id"] {
+        std::fs::copy(busybox, root.join(real)).expect("copy");
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    let tar = dir.path().join("rootfs.tar");
+    let out = sh(&format!(
+        "tar -C {} -cf {} . && podman import -q {} {IMAGE}",
+        root.display(),
+        tar.display(),
+        tar.display()
+    ));
+    assert!(
+        out.status.success(),
+        "building the test image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *built = true;
+}
+
+/// A running container, removed on drop.
+struct Container {
+    name: String,
+    id: String,
+}
+
+impl Container {
+    /// Started with a shell as its main process (the entrypoint).
+    fn start(tag: &str) -> Container {
+        let name = format!("dw-sensor-{tag}-{}", std::process::id());
+        let _ = Command::new("podman").args(["rm", "-f", &name]).output();
+        let id = podman(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            IMAGE,
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        ]);
+        Container { name, id }
+    }
+
+    fn exec(&self, script: &str) -> String {
+        podman(&["exec", &self.name, "sh", "-c", script])
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", "-t", "0", &self.name])
+            .output();
+    }
+}
+
+/// `driftwatch run` with a private config; its stdout lines collected.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(events: bool) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = format!(
+            r#"[sources.ebpf]
+scope = "containers"
+ring_buffer_kib = 8192
+
+[[plugins]]
+name = "shell"
+builtin = "shell"
+
+[[plugins]]
+name = "package-manager"
+builtin = "package-manager"
+
+[[plugins]]
+name = "drift-binary"
+builtin = "drift-binary"
+
+[[plugins]]
+name = "write-filter"
+builtin = "write-filter"
+
+[outputs.stdout]
+events = {events}
+"#
+        );
+        let cfg = support::config(dir.path(), &body);
+        let mut child = support::bin()
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("DRIFTWATCH_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting driftwatch run");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                }
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("driftwatch: {line}");
+                if !sent && line.contains("kernel sensor attached") {
+                    let _ = tx.send(Ok(()));
+                    sent = true;
+                }
+                if !sent && line.contains("error") {
+                    let _ = tx.send(Err(line.clone()));
+                    sent = true;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("driftwatch run failed to start: {e}"),
+            Err(_) => panic!("driftwatch run did not attach within 120 s"),
+        }
+        Daemon {
+            child,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until a line satisfies `pred`; returns it.
+    fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = self.snapshot().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            if Instant::now() > end {
+                let all = self.snapshot();
+                let tail: Vec<String> = all.iter().rev().take(40).map(|v| v.to_string()).collect();
+                panic!(
+                    "timed out waiting for {what}; last lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Value> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("driftwatch did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn rule(v: &Value) -> &str {
+    v["rule"].as_str().unwrap_or("")
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a str {
+    v["output_fields"][name].as_str().unwrap_or("")
+}
+
+/// A finding of `rule_name` in container `c`, whose fields satisfy `extra`.
+fn finding_in(c: &Container, rule_name: &str, v: &Value) -> bool {
+    rule(v) == rule_name
+        && c.id.starts_with(field(v, "container.id"))
+        && field(v, "container.id").len() >= 12
+}
+
+fn event_in<'a>(c: &Container, v: &'a Value, kind: &str) -> Option<&'a Value> {
+    (v["kind"] == kind && v["container"]["id"] == c.id.as_str()).then_some(v)
+}
+
+fn assert_identity(c: &Container, v: &Value) {
+    assert_eq!(field(v, "container.name"), c.name, "{v}");
+    assert_eq!(
+        field(v, "container.image.repository"),
+        "localhost/driftwatch-sensor-test",
+        "{v}"
+    );
+    assert_eq!(field(v, "container.image.tag"), "1", "{v}");
+}
+
+fn setup() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    build_image();
+    Some(guard)
+}
+
+#[test]
+fn exec_findings_on_real_containers() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(true);
+    let c = Container::start("exec");
+
+    // The entrypoint shell: reported as an event with vpid 1 and a runtime
+    // parent, and exempt from the shell rule.
+    let entry = d.wait_for("the entrypoint's exec event", |v| {
+        event_in(&c, v, "exec").is_some_and(|v| v["process"]["vpid"] == 1)
+    });
+    assert_eq!(entry["process"]["name"], "sh", "{entry}");
+    let pname = entry["process"]["pname"].as_str().unwrap_or("");
+    assert!(
+        driftwatch_sdk::rules::DEFAULT_ENTRYPOINT_PARENTS.contains(&pname),
+        "entrypoint parent {pname:?} is not a runtime process: {entry}"
+    );
+    assert_eq!(entry["container"]["name"], c.name.as_str(), "{entry}");
+    assert_eq!(entry["process"]["exe_path"], "/bin/busybox", "{entry}");
+    assert_eq!(entry["process"]["exe_lower_layer"], true, "{entry}");
+    assert_eq!(entry["process"]["exe_upper_layer"], false, "{entry}");
+    assert_eq!(entry["process"]["cwd"], "/", "{entry}");
+    assert_eq!(
+        entry["process"]["args"],
+        serde_json::json!(["sh", "-c", "while true; do sleep 1; done"]),
+        "{entry}"
+    );
+    assert!(
+        entry["process"]["pid_ns"].as_u64().unwrap_or(0) > 0,
+        "{entry}"
+    );
+
+    // podman exec sh: fires, with identity filled in.
+    c.exec("true");
+    let f = d.wait_for("the podman exec shell finding", |v| {
+        finding_in(&c, SHELL_RULE, v)
+    });
+    assert_identity(&c, &f);
+    let ev = d.wait_for("the podman exec shell event", |v| {
+        event_in(&c, v, "exec")
+            .is_some_and(|v| v["process"]["name"] == "sh" && v["process"]["vpid"] != 1)
+    });
+    assert!(ev["process"]["vpid"].as_u64().unwrap_or(0) > 1, "{ev}");
+
+    // A package manager by name.
+    c.exec("printf '#!/bin/sh\\necho installing\\n' > /tmp/apk && chmod +x /tmp/apk && /tmp/apk add curl");
+    let f = d.wait_for("the package manager finding", |v| {
+        finding_in(&c, PKG_RULE, v)
+    });
+    assert_identity(&c, &f);
+    assert!(field(&f, "proc.cmdline").contains("add curl"), "{f}");
+
+    // A binary copied in at run time, then an image binary overwritten in
+    // place: both drift. An unchanged image binary is not.
+    c.exec("cp /bin/busybox /tmp/echo && /tmp/echo copied");
+    let f = d.wait_for("drift for a copied binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/tmp/echo"
+    });
+    assert_identity(&c, &f);
+    c.exec("/usr/bin/id >/dev/null; cat /bin/busybox > /usr/bin/uname && /usr/bin/uname");
+    d.wait_for("drift for an overwritten image binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/usr/bin/uname"
+    });
+    let id_exec = d.wait_for("the unchanged binary's exec event", |v| {
+        event_in(&c, v, "exec").is_some_and(|v| v["process"]["exe_path"] == "/usr/bin/id")
+    });
+    assert_eq!(id_exec["process"]["exe_lower_layer"], true, "{id_exec}");
+    assert_eq!(id_exec["process"]["exe_upper_layer"], false, "{id_exec}");
+
+    let all = d.snapshot();
+    assert!(
+        !all.iter()
+            .any(|v| finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/usr/bin/id"),
+        "an unchanged image binary was reported as drift"
+    );
+    assert!(
+        !all.iter().any(|v| finding_in(&c, SHELL_RULE, v)
+            && v["output_fields"]["proc.pname"]
+                .as_str()
+                .is_some_and(|p| p == pname)
+            && field(v, "proc.cmdline").contains("while true")),
+        "the entrypoint shell fired the shell rule"
+    );
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
+}
+
+#[test]
+fn file_events_and_write_findings() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(true);
+    let c = Container::start("files");
+
+    c.exec(
+        "echo x > /etc/x; echo y > /usr/local/bin/y; echo t > /tmp/x; echo l > /var/log/x; \
+         cd /etc && echo r > rel.txt",
+    );
+    for path in ["/etc/x", "/usr/local/bin/y", "/etc/rel.txt"] {
+        let f = d.wait_for(&format!("a write finding for {path}"), |v| {
+            finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == path
+        });
+        assert_identity(&c, &f);
+    }
+    let created = d.wait_for("the open_write event of /etc/x", |v| {
+        event_in(&c, v, "open_write").is_some_and(|v| v["file"]["path"] == "/etc/x")
+    });
+    assert_eq!(created["file"]["created"], true, "{created}");
+    assert_eq!(created["file"]["upper_layer"], true, "{created}");
+    assert_eq!(created["file"]["file_type"], "regular", "{created}");
+
+    // An existing file opened for append: not created.
+    c.exec("echo more >> /etc/x");
+    d.wait_for("the append to /etc/x", |v| {
+        event_in(&c, v, "open_write")
+            .is_some_and(|v| v["file"]["path"] == "/etc/x" && v["file"]["created"] == false)
+    });
+
+    c.exec("chmod 600 /etc/x && mv /etc/x /etc/x2 && rm /etc/x2 && cd /etc && chmod 640 rel.txt && mv rel.txt ../usr/rel2 && rm /usr/rel2");
+    let ch = d.wait_for("chmod /etc/x", |v| {
+        event_in(&c, v, "chmod").is_some_and(|v| v["file"]["path"] == "/etc/x")
+    });
+    assert_eq!(ch["file"]["mode"], 0o600, "{ch}");
+    let mv = d.wait_for("rename /etc/x", |v| {
+        event_in(&c, v, "rename").is_some_and(|v| v["file"]["path"] == "/etc/x")
+    });
+    assert_eq!(mv["file"]["target_path"], "/etc/x2", "{mv}");
+    d.wait_for("unlink /etc/x2", |v| {
+        event_in(&c, v, "unlink").is_some_and(|v| v["file"]["path"] == "/etc/x2")
+    });
+    // Relative paths, resolved against the cwd.
+    let ch = d.wait_for("chmod of a relative path", |v| {
+        event_in(&c, v, "chmod").is_some_and(|v| v["file"]["path"] == "/etc/rel.txt")
+    });
+    assert_eq!(ch["file"]["mode"], 0o640, "{ch}");
+    d.wait_for("rename of relative paths", |v| {
+        event_in(&c, v, "rename").is_some_and(|v| {
+            v["file"]["path"] == "/etc/rel.txt" && v["file"]["target_path"] == "/usr/rel2"
+        })
+    });
+    d.wait_for("unlink /usr/rel2", |v| {
+        event_in(&c, v, "unlink").is_some_and(|v| v["file"]["path"] == "/usr/rel2")
+    });
+
+    let all = d.snapshot();
+    for excluded in ["/tmp/x", "/var/log/x"] {
+        // The write happened and was seen...
+        assert!(
+            all.iter()
+                .any(|v| event_in(&c, v, "open_write")
+                    .is_some_and(|v| v["file"]["path"] == excluded)),
+            "no open_write event for {excluded}"
+        );
+        // ...and the rule's exclusion held.
+        assert!(
+            !all.iter()
+                .any(|v| finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == excluded),
+            "{excluded} fired the write rule"
+        );
+    }
+    assert!(d.stop().success());
+}
+
+#[test]
+fn host_activity_is_out_of_scope() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(true);
+    let c = Container::start("host");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker: PathBuf = dir.path().join("host-marker");
+    let m = marker.display();
+    // Shells, package-manager names, new binaries and writes, on the host.
+    let out = sh(&format!(
+        "cp $(command -v busybox) {d}/apk && {d}/apk true; sh -c 'echo x > {m}'; \
+         chmod 600 {m}; mv {m} {m}.2; rm {m}.2",
+        d = dir.path().display()
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Then something in the container, so the host's actions had time to arrive.
+    c.exec("echo done > /etc/marker");
+    d.wait_for("the container marker", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/etc/marker"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let dirs = dir.path().display().to_string();
+    for v in d.snapshot() {
+        assert!(
+            !v.to_string().contains(&dirs),
+            "a host action was reported with scope = containers: {v}"
+        );
+        if v.get("rule").is_some() {
+            assert!(field(&v, "container.id").len() >= 12, "host finding: {v}");
+        } else {
+            assert!(v["container"].is_object(), "host event: {v}");
+        }
+    }
+    assert!(d.stop().success());
+}
