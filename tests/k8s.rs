@@ -160,10 +160,8 @@ fn serve(
             Ok(b) => ("200 OK", b),
             Err(_) => (
                 "404 Not Found",
-                format!(
-                    r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{{}},"code":404}}"#
-                )
-                .into_bytes(),
+                br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#
+                    .to_vec(),
             ),
         };
         let head = format!(

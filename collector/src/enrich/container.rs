@@ -310,11 +310,12 @@ impl ContainerEnricher {
             if fresh {
                 return e.meta.clone();
             }
-            if e.meta.is_some() && self.stores.iter_mut().any(|s| s.exists(id)) {
-                if let Some(e) = self.cache.get_mut(id) {
-                    e.checked = now;
-                    return e.meta.clone();
-                }
+            if e.meta.is_some()
+                && self.stores.iter_mut().any(|s| s.exists(id))
+                && let Some(e) = self.cache.get_mut(id)
+            {
+                e.checked = now;
+                return e.meta.clone();
             }
             // Gone (or never known): forget it and ask again.
             self.cache.remove(id);

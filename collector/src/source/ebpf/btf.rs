@@ -130,7 +130,7 @@ impl KernelBtf {
                     .ok_or_else(|| err(format!("{name}.{part} is not a struct")))?;
             }
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return Err(err(format!("{name}.{path} is a bitfield")));
         }
         Ok(bits / 8)
