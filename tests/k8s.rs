@@ -1009,10 +1009,10 @@ async fn enrichment_follows_the_pods_of_this_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_cluster_breaks_nothing() {
-    use driftwatch::config::{K8sConfig, K8sMode};
+    use driftwatch::config::{K8sConfig, Switch};
     // auto without a usable cluster configuration: enrichment is off.
     let cfg = K8sConfig {
-        enabled: K8sMode::Auto,
+        enabled: Switch::Auto,
         node_name: None,
         kubeconfig: Some("/nonexistent/kubeconfig".into()),
     };
@@ -1024,7 +1024,7 @@ async fn no_cluster_breaks_nothing() {
     );
     // Required: the same is an error naming the file.
     let cfg = K8sConfig {
-        enabled: K8sMode::On,
+        enabled: Switch::On,
         ..cfg
     };
     let e = driftwatch::k8s::enrich::start(&cfg).await.err().unwrap();
@@ -1052,7 +1052,7 @@ fn the_shipped_configmap_holds_a_valid_pipeline() {
     let docs = driftwatch::k8s::manifest::load_file(&path).unwrap();
     let toml = docs[0].value["data"]["pipeline.toml"].as_str().unwrap();
     let cfg = driftwatch::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cfg.k8s.enabled, driftwatch::config::K8sMode::On);
+    assert_eq!(cfg.k8s.enabled, driftwatch::config::Switch::On);
     assert_eq!(
         cfg.daemon.cache_dir,
         Path::new("/var/cache/driftwatch/plugins")

@@ -141,6 +141,9 @@ pub struct DaemonConfig {
     pub stats_interval_secs: u64,
     /// Re-read pipeline.toml when it changes (plugin chain only).
     pub hot_reload: bool,
+    /// Unix socket where `driftwatch stats` reads the live counters; empty
+    /// turns it off.
+    pub control_socket: PathBuf,
 }
 
 impl Default for DaemonConfig {
@@ -150,6 +153,7 @@ impl Default for DaemonConfig {
             cache_dir: PathBuf::from("/var/cache/driftwatch"),
             stats_interval_secs: 60,
             hot_reload: true,
+            control_socket: PathBuf::from("/run/driftwatch/control.sock"),
         }
     }
 }
@@ -484,52 +488,148 @@ fn plugin(r: RawPlugin) -> Result<Option<PluginConfig>, String> {
 #[serde(default, deny_unknown_fields)]
 pub struct OutputsConfig {
     pub stdout: StdoutConfig,
+    pub otlp: OtlpConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StdoutConfig {
-    pub enabled: bool,
+    /// `"auto"` (default): on unless OTLP export is on.
+    pub enabled: Switch,
     /// Also print every event that passed the chain (schema JSON lines).
     pub events: bool,
 }
 
-impl Default for StdoutConfig {
+/// `[outputs.otlp]`. Unset keys fall back to the standard
+/// `OTEL_EXPORTER_OTLP_LOGS_*` then `OTEL_EXPORTER_OTLP_*` variables, then
+/// to the OTLP defaults (see `sink::otlp::settings`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// `"auto"` (default): on when an endpoint is set here or in the environment.
+    pub enabled: Switch,
+    /// Base URL of the receiver (`http://host:4317` for gRPC,
+    /// `http://host:4318` for HTTP, where `/v1/logs` is appended).
+    pub endpoint: Option<String>,
+    /// `"grpc"` or `"http/protobuf"`.
+    pub protocol: Option<String>,
+    /// `"gzip"` or `"none"`.
+    pub compression: Option<String>,
+    /// Per-request timeout.
+    pub timeout_ms: Option<u64>,
+    /// Extra request headers (gRPC metadata), e.g. for authentication.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub tls: OtlpTlsConfig,
+    /// Also export every event that passed the chain, not only findings.
+    pub events: bool,
+    /// Most records in one export request.
+    pub batch_size: usize,
+    /// How long a record may wait for its batch to fill.
+    pub batch_timeout_ms: u64,
+    /// Retries after a failed export: exponential backoff with jitter
+    /// between these bounds, for as long as the backend stays down.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// At shutdown, how long to keep exporting before leaving the rest in
+    /// the spool for the next start.
+    pub shutdown_timeout_ms: u64,
+    pub spool: SpoolConfig,
+    pub metrics: MetricsConfig,
+}
+
+impl Default for OtlpConfig {
     fn default() -> Self {
-        StdoutConfig {
-            enabled: true,
+        OtlpConfig {
+            enabled: Switch::Auto,
+            endpoint: None,
+            protocol: None,
+            compression: None,
+            timeout_ms: None,
+            headers: Default::default(),
+            tls: OtlpTlsConfig::default(),
             events: false,
+            batch_size: 512,
+            batch_timeout_ms: 100,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            shutdown_timeout_ms: 5_000,
+            spool: SpoolConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
 
-/// Whether the daemon enriches events with pod metadata.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpTlsConfig {
+    /// PEM CA bundle to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// The on-disk queue in front of the exporter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// When the spool holds this many KiB, new records are refused (and counted).
+    pub max_kib: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            dir: PathBuf::from("/var/lib/driftwatch/spool"),
+            max_kib: 256 * 1024,
+        }
+    }
+}
+
+/// The daemon's own counters as OTLP metrics, to the same receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub interval_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            interval_secs: 30,
+        }
+    }
+}
+
+/// `true`, `false` or `"auto"`: a feature that turns itself on when what
+/// it needs is there (a cluster, an OTLP endpoint), so the same file works
+/// on a laptop and in a DaemonSet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum K8sMode {
-    /// When a cluster is configured (in-cluster service account or a
-    /// kubeconfig); silently off otherwise, so the same file works on a
-    /// laptop and in a DaemonSet.
+pub enum Switch {
     #[default]
     Auto,
-    /// Required: starting fails without a usable cluster configuration.
+    /// Required: starting fails when what it needs is missing.
     On,
     Off,
 }
 
-impl<'de> Deserialize<'de> for K8sMode {
+impl<'de> Deserialize<'de> for Switch {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl serde::de::Visitor<'_> for V {
-            type Value = K8sMode;
+            type Value = Switch;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("true, false or \"auto\"")
             }
-            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<K8sMode, E> {
-                Ok(if b { K8sMode::On } else { K8sMode::Off })
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Switch, E> {
+                Ok(if b { Switch::On } else { Switch::Off })
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<K8sMode, E> {
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Switch, E> {
                 match s {
-                    "auto" => Ok(K8sMode::Auto),
+                    "auto" => Ok(Switch::Auto),
                     _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
                 }
             }
@@ -542,7 +642,7 @@ impl<'de> Deserialize<'de> for K8sMode {
 #[serde(default, deny_unknown_fields)]
 pub struct K8sConfig {
     /// `true`, `false` or `"auto"` (the default).
-    pub enabled: K8sMode,
+    pub enabled: Switch,
     /// Whose pods to watch; default: the `NODE_NAME` environment variable.
     pub node_name: Option<String>,
     /// A kubeconfig to use instead of the in-cluster service account /
@@ -632,16 +732,16 @@ mod tests {
     #[test]
     fn k8s_table() {
         let c = Config::parse("[k8s]\nenabled = \"auto\"\nnode_name = \"n1\"\n").unwrap();
-        assert_eq!(c.k8s.enabled, K8sMode::Auto);
+        assert_eq!(c.k8s.enabled, Switch::Auto);
         assert_eq!(c.k8s.node_name.as_deref(), Some("n1"));
         assert_eq!(
             Config::parse("[k8s]\nenabled = false\n")
                 .unwrap()
                 .k8s
                 .enabled,
-            K8sMode::Off
+            Switch::Off
         );
-        assert_eq!(Config::parse("").unwrap().k8s.enabled, K8sMode::Auto);
+        assert_eq!(Config::parse("").unwrap().k8s.enabled, Switch::Auto);
         let e = err("[k8s]\nenabled = \"yes\"\n");
         assert!(e.contains("line 2") && e.contains("\"auto\""), "{e}");
         let e = err("[k8s]\nnodename = \"x\"\n");

@@ -5,6 +5,7 @@
 //! [`sink`] delivers what comes out. [`config`] shapes all of it.
 
 pub mod config;
+pub mod control;
 pub mod enrich;
 pub mod fsdiff;
 pub mod k8s;

@@ -15,7 +15,6 @@ use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::plugin::host::Limits;
 use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::Sink;
-use driftwatch::sink::stdout::JsonLines;
 use driftwatch::source::Source;
 use driftwatch::source::ebpf::{EbpfSensor, EbpfSource};
 use driftwatch::source::replay::Replay;
@@ -107,6 +106,21 @@ enum Command {
         /// Worker threads (default: CPUs, at most 4).
         #[arg(long)]
         jobs: Option<usize>,
+    },
+    /// Print a running daemon's counters: events per kind, kernel losses, plugin drops,
+    /// failures and call latency, findings per rule and priority, export and spool state.
+    Stats {
+        /// The daemon's pipeline configuration (for `daemon.control_socket`).
+        #[arg(
+            short,
+            long,
+            default_value = "pipeline.toml",
+            env = "DRIFTWATCH_CONFIG"
+        )]
+        config: PathBuf,
+        /// Connect to this socket instead of the configured one.
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Check a pipeline configuration: parse it, load and initialize every plugin.
     Check {
@@ -216,6 +230,16 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             command: PluginCommand::Inspect { file, config_json },
         } => inspect(&file, &config_json),
         Command::Check { config } => check(&config),
+        Command::Stats { config, socket } => {
+            let path = match socket {
+                Some(p) => p,
+                None => Config::load(&config)?.daemon.control_socket,
+            };
+            let snapshot = driftwatch::control::read(&path)
+                .context("is the daemon running? `driftwatch run` serves its counters there")?;
+            println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Diff {
             container,
             json,
@@ -256,10 +280,11 @@ fn verify_digests(a: VerifyDigestsArgs) -> Result<ExitCode> {
     use driftwatch::k8s::commands::{Format, VerifyContext, VerifyOptions, verify_digests};
     let (sinks, hostname, report_to_stderr) = if a.export {
         let cfg = Config::load(&a.config)?;
+        let stats = Arc::new(Stats::default());
         (
-            sinks(&cfg, false),
+            sinks(&cfg, false, &stats)?,
             runtime::hostname(&cfg),
-            cfg.outputs.stdout.enabled,
+            driftwatch::sink::stdout_active(&cfg),
         )
     } else {
         (Vec::new(), runtime::hostname(&Config::default()), false)
@@ -298,14 +323,8 @@ fn load(config: &Path) -> Result<(Config, Engine, Chain, Arc<Stats>)> {
     Ok((cfg, engine, chain, stats))
 }
 
-fn sinks(cfg: &Config, force_events: bool) -> Vec<Box<dyn Sink>> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-    if cfg.outputs.stdout.enabled {
-        sinks.push(Box::new(JsonLines::stdout(
-            cfg.outputs.stdout.events || force_events,
-        )));
-    }
-    sinks
+fn sinks(cfg: &Config, force_events: bool, stats: &Arc<Stats>) -> Result<Vec<Box<dyn Sink>>> {
+    driftwatch::sink::build(cfg, force_events, stats).context("starting the outputs")
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -346,7 +365,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         // it stops the start with the reason. Printing raw events asks for
         // every kind the kernel can see, not only the ones plugins want.
         let mut kinds = chain.kinds();
-        if cfg.outputs.stdout.enabled && cfg.outputs.stdout.events {
+        if driftwatch::sink::stdout_active(&cfg) && cfg.outputs.stdout.events {
             kinds |= EventKind::ALL.iter().fold(0, |m, k| m | k.bit());
         }
         let sensor =
@@ -364,7 +383,7 @@ fn run(config: &Path) -> Result<ExitCode> {
     }
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
-    let sinks = sinks(&cfg, false);
+    let sinks = sinks(&cfg, false, &stats)?;
     let mut enrichers: Vec<Box<dyn Enricher>> =
         vec![Box::new(ContainerEnricher::with_default_stores())];
     // The pod watch runs on the runtime for as long as the daemon does.
@@ -399,13 +418,15 @@ fn run(config: &Path) -> Result<ExitCode> {
 
 fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result<ExitCode> {
     let (mut cfg, engine, chain, stats) = load(config)?;
-    // A replay is a one-shot run: no reloads, no periodic counters.
+    // A replay is a one-shot run: no reloads, no periodic counters, and no
+    // control socket to take from a running daemon.
     cfg.daemon.hot_reload = false;
     cfg.daemon.stats_interval_secs = 0;
+    cfg.daemon.control_socket = PathBuf::new();
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sources: Vec<Box<dyn Source>> = vec![Box::new(Replay::new(file.to_path_buf()))];
-    let sinks = sinks(&cfg, events);
+    let sinks = sinks(&cfg, events, &stats)?;
     let report = rt.block_on(runtime::run(Setup {
         cfg,
         config_path: None,

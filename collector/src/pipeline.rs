@@ -251,7 +251,10 @@ impl Stage {
                 for &i in idx {
                     batch.extend_from_slice(&encoded[i]);
                 }
-                inst.process_batch(&batch, idx.len())
+                let started = Instant::now();
+                let r = inst.process_batch(&batch, idx.len());
+                stats.plugin_call(self.plugin.name(), started.elapsed());
+                r
             }
         };
         match result {

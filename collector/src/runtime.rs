@@ -190,6 +190,17 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         })
     });
 
+    let control = (!cfg.daemon.control_socket.as_os_str().is_empty()).then(|| {
+        let path = cfg.daemon.control_socket.clone();
+        match crate::control::bind(&path) {
+            Ok(l) => Some((path, tokio::spawn(crate::control::serve(l, stats.clone())))),
+            Err(e) => {
+                tracing::warn!("`driftwatch stats` will not work: {e}");
+                None
+            }
+        }
+    });
+
     let mut source_errors = Vec::new();
     for h in handles {
         match h.await {
@@ -212,6 +223,10 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         .map_err(|_| RuntimeError::Panicked("batcher"))?;
     if let Some(t) = ticker {
         t.abort();
+    }
+    if let Some(Some((path, task))) = control {
+        task.abort();
+        let _ = std::fs::remove_file(path);
     }
     tokio::task::spawn_blocking(move || {
         pipeline

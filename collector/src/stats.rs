@@ -2,11 +2,12 @@
 //! paths (atomics, or a short lock on rare events such as findings).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use driftwatch_sdk::{EventKind, Priority};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Default)]
 pub struct Stats {
@@ -16,7 +17,42 @@ pub struct Stats {
     pub kernel_lost: AtomicU64,
     /// Events lost to a full stage; stays 0 unless a policy says otherwise.
     pub queue_dropped: AtomicU64,
+    pub export: ExportCounters,
     rare: Mutex<Rare>,
+    /// Set when OTLP metrics are on: plugin call latencies also go there.
+    call_histogram: OnceLock<opentelemetry::metrics::Histogram<f64>>,
+}
+
+/// The OTLP exporter and its spool.
+#[derive(Default)]
+pub struct ExportCounters {
+    /// Records the backend acknowledged.
+    pub exported: AtomicU64,
+    /// Export requests that failed (each is retried).
+    pub failed_requests: AtomicU64,
+    /// Records the backend refused as invalid (kept in the spool's
+    /// `rejected` file, not retried).
+    pub rejected: AtomicU64,
+    /// Records that could not be kept because the spool was full.
+    pub spool_refused: AtomicU64,
+    /// Records re-sent after a restart that may already have been
+    /// delivered (at-least-once duplicates).
+    pub redelivered: AtomicU64,
+    pub spool_records: AtomicU64,
+    pub spool_bytes: AtomicU64,
+}
+
+/// Bucket bounds of plugin call latency, in microseconds.
+pub const CALL_BUCKETS_US: [u64; 10] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000,
+];
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CallLatency {
+    pub calls: u64,
+    pub total_us: u64,
+    /// Calls at or under each bound of [`CALL_BUCKETS_US`], then over the last.
+    pub buckets: Vec<u64>,
 }
 
 #[derive(Default, Clone, Serialize)]
@@ -27,10 +63,11 @@ struct Rare {
     findings: BTreeMap<String, u64>,
     findings_by_priority: BTreeMap<String, u64>,
     sink_errors: BTreeMap<String, u64>,
+    plugin_calls: BTreeMap<String, CallLatency>,
 }
 
 /// A point-in-time copy, for `driftwatch stats`, log lines and metrics.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Snapshot {
     pub events_in: BTreeMap<String, u64>,
     pub events_out: u64,
@@ -42,6 +79,19 @@ pub struct Snapshot {
     pub findings: BTreeMap<String, u64>,
     pub findings_by_priority: BTreeMap<String, u64>,
     pub sink_errors: BTreeMap<String, u64>,
+    pub plugin_calls: BTreeMap<String, CallLatency>,
+    pub export: ExportSnapshot,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExportSnapshot {
+    pub exported: u64,
+    pub failed_requests: u64,
+    pub rejected: u64,
+    pub spool_refused: u64,
+    pub redelivered: u64,
+    pub spool_records: u64,
+    pub spool_bytes: u64,
 }
 
 impl Stats {
@@ -86,6 +136,35 @@ impl Stats {
         });
     }
 
+    /// One plugin call (a batch) took `d`.
+    pub fn plugin_call(&self, plugin: &str, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.with(|r| {
+            let c = r.plugin_calls.entry(plugin.to_string()).or_default();
+            if c.buckets.is_empty() {
+                c.buckets = vec![0; CALL_BUCKETS_US.len() + 1];
+            }
+            c.calls += 1;
+            c.total_us += us;
+            let i = CALL_BUCKETS_US
+                .iter()
+                .position(|b| us <= *b)
+                .unwrap_or(CALL_BUCKETS_US.len());
+            c.buckets[i] += 1;
+        });
+        if let Some(h) = self.call_histogram.get() {
+            h.record(
+                d.as_secs_f64(),
+                &[opentelemetry::KeyValue::new("plugin", plugin.to_string())],
+            );
+        }
+    }
+
+    /// Plugin call latencies also go to this OTel histogram from now on.
+    pub fn set_call_histogram(&self, h: opentelemetry::metrics::Histogram<f64>) {
+        let _ = self.call_histogram.set(h);
+    }
+
     pub fn sink_error(&self, sink: &str) {
         self.with(|r| *r.sink_errors.entry(sink.to_string()).or_default() += 1);
     }
@@ -112,6 +191,16 @@ impl Stats {
             findings: rare.findings,
             findings_by_priority: rare.findings_by_priority,
             sink_errors: rare.sink_errors,
+            plugin_calls: rare.plugin_calls,
+            export: ExportSnapshot {
+                exported: self.export.exported.load(Ordering::Relaxed),
+                failed_requests: self.export.failed_requests.load(Ordering::Relaxed),
+                rejected: self.export.rejected.load(Ordering::Relaxed),
+                spool_refused: self.export.spool_refused.load(Ordering::Relaxed),
+                redelivered: self.export.redelivered.load(Ordering::Relaxed),
+                spool_records: self.export.spool_records.load(Ordering::Relaxed),
+                spool_bytes: self.export.spool_bytes.load(Ordering::Relaxed),
+            },
         }
     }
 }

@@ -18,7 +18,7 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 use super::image::{self, ImageRef};
-use crate::config::{K8sConfig, K8sMode};
+use crate::config::{K8sConfig, Switch};
 use crate::enrich::Enricher;
 
 /// What a container id maps to.
@@ -234,12 +234,12 @@ pub fn node_name(cfg: &K8sConfig) -> Option<String> {
 pub async fn start(
     cfg: &K8sConfig,
 ) -> Result<Option<(PodEnricher, tokio::task::JoinHandle<()>)>, super::K8sError> {
-    if cfg.enabled == K8sMode::Off {
+    if cfg.enabled == Switch::Off {
         return Ok(None);
     }
     let client = match super::client::connect(cfg.kubeconfig.as_deref()).await {
         Ok(c) => c,
-        Err(e) if cfg.enabled == K8sMode::Auto => {
+        Err(e) if cfg.enabled == Switch::Auto => {
             tracing::info!("Kubernetes enrichment off: {e}");
             return Ok(None);
         }

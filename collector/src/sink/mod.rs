@@ -2,9 +2,15 @@
 //! somewhere; sinks run on the output thread, in configuration order.
 
 pub mod falco;
+pub mod otlp;
+pub mod spool;
 pub mod stdout;
 
+use std::sync::Arc;
+
+use crate::config::{Config, Switch};
 use crate::pipeline::Processed;
+use crate::stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -20,4 +26,51 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+}
+
+/// Whether OTLP export is on for this configuration and environment.
+pub fn otlp_active(cfg: &Config) -> bool {
+    otlp::settings::active(&cfg.outputs.otlp, &otlp::settings::process_env)
+}
+
+/// Whether JSON lines go to stdout: on request, or (`"auto"`) when no OTLP
+/// backend is set.
+pub fn stdout_active(cfg: &Config) -> bool {
+    match cfg.outputs.stdout.enabled {
+        Switch::On => true,
+        Switch::Off => false,
+        Switch::Auto => !otlp_active(cfg),
+    }
+}
+
+/// The configured outputs, in a fixed order: stdout, then OTLP.
+/// `force_events` prints every passing event on stdout too.
+pub fn build(
+    cfg: &Config,
+    force_events: bool,
+    stats: &Arc<Stats>,
+) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if stdout_active(cfg) || force_events {
+        sinks.push(Box::new(stdout::JsonLines::stdout(
+            cfg.outputs.stdout.events || force_events,
+        )));
+    }
+    if otlp_active(cfg) {
+        let origin = otlp::Origin {
+            host_name: crate::runtime::hostname(cfg),
+            node_name: cfg
+                .k8s
+                .node_name
+                .clone()
+                .or_else(|| otlp::settings::process_env("NODE_NAME")),
+        };
+        sinks.push(Box::new(otlp::OtlpSink::start(
+            &cfg.outputs.otlp,
+            &cfg.base_dir,
+            &origin,
+            stats.clone(),
+        )?));
+    }
+    Ok(sinks)
 }

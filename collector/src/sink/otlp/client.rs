@@ -1,0 +1,185 @@
+//! Builds opentelemetry-otlp exporters (logs and metrics) from resolved
+//! [`Settings`]: transport, compression, headers, TLS, retry policy.
+//!
+//! Must be called inside a tokio runtime: tonic channels spawn their
+//! connection tasks there.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
+use opentelemetry_otlp::{
+    Compression, LogExporter, MetricExporter, RetryPolicy, WithExportConfig, WithHttpConfig,
+    WithTonicConfig,
+};
+
+use super::settings::{Protocol, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("OTLP exporter for {endpoint}: {message}")]
+    Build { endpoint: String, message: String },
+}
+
+fn build_err(s: &Settings, message: impl std::fmt::Display) -> ClientError {
+    ClientError::Build {
+        endpoint: s.endpoint.clone(),
+        message: message.to_string(),
+    }
+}
+
+/// The exporter's own retries are short (it retries what the OTLP spec
+/// calls retryable, honouring Retry-After / RetryInfo); the spool's loop
+/// retries for as long as the backend stays down.
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::recommended().with_max_retries(2)
+}
+
+fn metadata(s: &Settings) -> Result<MetadataMap, ClientError> {
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &s.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| build_err(s, format!("header {k:?}: {e}")))?;
+        let value = http::HeaderValue::from_str(v)
+            .map_err(|e| build_err(s, format!("header {k:?}: {e}")))?;
+        headers.insert(name, value);
+    }
+    Ok(MetadataMap::from_headers(headers))
+}
+
+fn tonic_tls(s: &Settings) -> ClientTlsConfig {
+    let mut tls = ClientTlsConfig::new();
+    tls = match &s.tls.ca_pem {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+        None => tls.with_native_roots(),
+    };
+    if let Some((cert, key)) = &s.tls.client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    tls
+}
+
+/// A rustls configuration for OTLP/HTTP: the CA file or the system roots,
+/// and the client certificate when set.
+fn rustls_config(s: &Settings) -> Result<rustls::ClientConfig, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &s.tls.ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| build_err(s, format!("TLS CA file: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| build_err(s, format!("TLS CA file: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // One unparsable system certificate must not disable TLS.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(build_err(s, "no trusted CA certificates"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| build_err(s, e))?
+        .with_root_certificates(roots);
+    match &s.tls.client {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| build_err(s, format!("TLS client certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| build_err(s, format!("TLS client key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| build_err(s, format!("TLS client certificate: {e}")))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn http_client(s: &Settings) -> Result<reqwest::Client, ClientError> {
+    let mut b = reqwest::Client::builder().timeout(s.timeout);
+    if s.is_https() {
+        b = b.tls_backend_preconfigured(rustls_config(s)?);
+    }
+    b.build().map_err(|e| build_err(s, e))
+}
+
+pub fn log_exporter(s: &Settings) -> Result<LogExporter, ClientError> {
+    let compression = s.gzip.then_some(Compression::Gzip);
+    let exporter = match s.protocol {
+        Protocol::Grpc => {
+            let mut b = LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_metadata(metadata(s)?)
+                .with_retry_policy(retry_policy());
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            if s.is_https() {
+                b = b.with_tls_config(tonic_tls(s));
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = LogExporter::builder()
+                .with_http()
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(http_client(s)?)
+                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .with_retry_policy(retry_policy());
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+    };
+    exporter.map_err(|e| build_err(s, e))
+}
+
+pub fn metric_exporter(s: &Settings) -> Result<MetricExporter, ClientError> {
+    let compression = s.gzip.then_some(Compression::Gzip);
+    let exporter = match s.protocol {
+        Protocol::Grpc => {
+            let mut b = MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_metadata(metadata(s)?);
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            if s.is_https() {
+                b = b.with_tls_config(tonic_tls(s));
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = MetricExporter::builder()
+                .with_http()
+                .with_endpoint(s.endpoint.clone())
+                .with_timeout(s.timeout)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(http_client(s)?)
+                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>());
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build()
+        }
+    };
+    exporter.map_err(|e| build_err(s, e))
+}

@@ -1,0 +1,375 @@
+//! The export loop: takes batches from the head of the spool, sends them
+//! as OTLP logs, and removes them only once the backend acknowledged them.
+//!
+//! Failure policy. The exporter itself retries what the OTLP spec calls
+//! retryable, honouring Retry-After / RetryInfo. When it gives up, this loop
+//! keeps the batch and tries again with exponential backoff and jitter, for
+//! as long as it takes: a down backend, an unreachable host, a bad endpoint
+//! or an unreadable TLS file (re-read on every attempt) all just keep
+//! findings in the spool. Only a backend that refuses the data itself
+//! (gRPC `InvalidArgument`, HTTP 400) gets its batch moved to
+//! `rejected.jsonl` beside the spool, so one malformed batch cannot block
+//! every finding behind it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use opentelemetry::InstrumentationScope;
+use opentelemetry::logs::{Logger as _, LoggerProvider as _};
+use opentelemetry_otlp::LogExporter;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
+use tokio::sync::Notify;
+
+use super::record::{self, Entry};
+use super::settings::{self, Settings, Signal};
+use super::{client, metrics};
+use crate::config::OtlpConfig;
+use crate::sink::spool::Spool;
+use crate::stats::Stats;
+
+/// Shared between the sink (outputs thread) and the export loop.
+#[derive(Default)]
+pub struct Control {
+    pub wake: Notify,
+    /// Shutdown: export what is there without waiting for batches to fill,
+    /// then stop.
+    pub draining: AtomicBool,
+    /// Stop now; what is left stays in the spool.
+    pub stop: AtomicBool,
+}
+
+pub struct Worker {
+    pub cfg: OtlpConfig,
+    pub base_dir: PathBuf,
+    pub spool: Arc<Spool>,
+    pub stats: Arc<Stats>,
+    pub resource: Resource,
+    pub control: Arc<Control>,
+}
+
+enum Outcome {
+    Delivered,
+    /// The backend refused the data itself.
+    Rejected(String),
+    Failed(String),
+}
+
+/// How often a persisting failure is logged again.
+const REPEAT_LOG: Duration = Duration::from_secs(30);
+
+impl Worker {
+    fn settings(&self, signal: Signal) -> Result<Settings, String> {
+        settings::resolve(&self.cfg, &self.base_dir, signal, &settings::process_env)
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn run(self) {
+        let provider = SdkLoggerProvider::builder().build();
+        let logger = provider.logger("driftwatch");
+        let scope = InstrumentationScope::builder("driftwatch")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let batch_size = self.cfg.batch_size.max(1);
+        let batch_timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
+        let initial = Duration::from_millis(self.cfg.retry_initial_ms.max(10));
+        let max = Duration::from_millis(self.cfg.retry_max_ms).max(initial);
+        let mut backoff = initial;
+        let mut exporter: Option<LogExporter> = None;
+        let mut failing_since: Option<Instant> = None;
+        let mut last_log: Option<Instant> = None;
+        let mut rng = Jitter::new();
+        let meters = if self.cfg.metrics.enabled {
+            match self.settings(Signal::Metrics) {
+                Ok(s) => metrics::start(&s, &self.cfg.metrics, &self.resource, &self.stats)
+                    .map_err(|e| tracing::error!("self-telemetry metrics are off: {e}"))
+                    .ok(),
+                Err(e) => {
+                    tracing::error!("self-telemetry metrics are off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        loop {
+            if self.control.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let draining = self.control.draining.load(Ordering::Acquire);
+            let (pending, _) = self.spool.depth();
+            if pending == 0 {
+                if draining {
+                    break;
+                }
+                self.sleep_or_wake(Duration::from_secs(1)).await;
+                continue;
+            }
+            if (pending as usize) < batch_size && !draining {
+                // Let the batch fill, up to the batch timeout.
+                let deadline = tokio::time::Instant::now() + batch_timeout;
+                while (self.spool.depth().0 as usize) < batch_size
+                    && !self.control.draining.load(Ordering::Acquire)
+                {
+                    if tokio::time::timeout_at(deadline, self.control.wake.notified())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+
+            let outcome = match &mut exporter {
+                Some(e) => self.export_one(e, &logger, &scope, batch_size).await,
+                None => match self.settings(Signal::Logs).and_then(|s| {
+                    let mut e = client::log_exporter(&s).map_err(|e| e.to_string())?;
+                    opentelemetry_sdk::logs::LogExporter::set_resource(&mut e, &self.resource);
+                    Ok(e)
+                }) {
+                    Ok(mut e) => {
+                        let r = self.export_one(&mut e, &logger, &scope, batch_size).await;
+                        exporter = Some(e);
+                        r
+                    }
+                    Err(e) => Outcome::Failed(e),
+                },
+            };
+            match outcome {
+                Outcome::Delivered => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(
+                            "OTLP export works again after {:.1}s; {} records still spooled",
+                            since.elapsed().as_secs_f64(),
+                            self.spool.depth().0
+                        );
+                    }
+                    backoff = initial;
+                    last_log = None;
+                }
+                Outcome::Rejected(message) => {
+                    tracing::error!(
+                        "the OTLP backend rejected a batch (moved to rejected.jsonl): {message}"
+                    );
+                    backoff = initial;
+                }
+                Outcome::Failed(message) => {
+                    self.stats
+                        .export
+                        .failed_requests
+                        .fetch_add(1, Ordering::Relaxed);
+                    failing_since.get_or_insert_with(Instant::now);
+                    if last_log.is_none_or(|t| t.elapsed() >= REPEAT_LOG) {
+                        let (records, bytes) = self.spool.depth();
+                        tracing::error!(
+                            spooled_records = records,
+                            spooled_bytes = bytes,
+                            "OTLP export failed, keeping findings in the spool and retrying: {message}"
+                        );
+                        last_log = Some(Instant::now());
+                    }
+                    // A failed build is retried from scratch (settings and
+                    // TLS files are re-read); a built exporter is kept.
+                    let wait = backoff + rng.up_to(backoff / 2);
+                    backoff = (backoff * 2).min(max);
+                    // Also while draining: the shutdown deadline (which sets
+                    // `stop`) decides when to give up, not one failure.
+                    self.sleep_unless_stopped(wait).await;
+                }
+            }
+        }
+        if let Some(m) = meters {
+            m.shutdown().await;
+        }
+    }
+
+    async fn sleep_or_wake(&self, d: Duration) {
+        let _ = tokio::time::timeout(d, self.control.wake.notified()).await;
+    }
+
+    async fn sleep_unless_stopped(&self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < deadline {
+            if self.control.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline, self.control.wake.notified()).await;
+        }
+    }
+
+    async fn export_one(
+        &self,
+        exporter: &mut LogExporter,
+        logger: &opentelemetry_sdk::logs::SdkLogger,
+        scope: &InstrumentationScope,
+        batch_size: usize,
+    ) -> Outcome {
+        let batch = match self.spool.peek(batch_size) {
+            Ok(b) => b,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if batch.records.is_empty() {
+            return Outcome::Delivered;
+        }
+        let n = batch.records.len();
+        let mut entries = Vec::with_capacity(n);
+        let mut records: Vec<SdkLogRecord> = Vec::with_capacity(n);
+        for bytes in &batch.records {
+            match rmp_serde::from_slice::<Entry>(bytes) {
+                Ok(entry) => {
+                    let mut r = logger.create_log_record();
+                    record::fill(entry.clone(), &mut r);
+                    records.push(r);
+                    entries.push(entry);
+                }
+                // Passed its checksum but does not decode: written by an
+                // incompatible version. Keep it aside with the rejects.
+                Err(e) => {
+                    tracing::error!("spooled record does not decode ({e}); moved aside");
+                    self.reject_raw(bytes);
+                }
+            }
+        }
+        if let Err(e) = self.spool.mark_inflight(batch.end) {
+            return Outcome::Failed(e.to_string());
+        }
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            records.iter().map(|r| (r, scope)).collect();
+        let result = exporter.export(LogBatch::new(&refs)).await;
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.spool.ack(batch.end, n) {
+                    return Outcome::Failed(e.to_string());
+                }
+                self.stats
+                    .export
+                    .exported
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                self.publish_depth();
+                Outcome::Delivered
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if is_rejection(&message) {
+                    for entry in &entries {
+                        self.reject(entry);
+                    }
+                    self.stats
+                        .export
+                        .rejected
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = self.spool.ack(batch.end, n) {
+                        return Outcome::Failed(e.to_string());
+                    }
+                    self.publish_depth();
+                    Outcome::Rejected(message)
+                } else {
+                    Outcome::Failed(message)
+                }
+            }
+        }
+    }
+
+    fn publish_depth(&self) {
+        let (records, bytes) = self.spool.depth();
+        self.stats
+            .export
+            .spool_records
+            .store(records, Ordering::Relaxed);
+        self.stats
+            .export
+            .spool_bytes
+            .store(bytes, Ordering::Relaxed);
+    }
+
+    fn reject(&self, entry: &Entry) {
+        if let Ok(line) = serde_json::to_vec(entry) {
+            self.append_rejected(&line);
+        }
+    }
+
+    fn reject_raw(&self, bytes: &[u8]) {
+        let line = serde_json::json!({ "undecodable_msgpack_hex": hex::encode(bytes) });
+        self.append_rejected(line.to_string().as_bytes());
+    }
+
+    fn append_rejected(&self, line: &[u8]) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.spool.dir().join("rejected.jsonl");
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| {
+                let mut buf = line.to_vec();
+                buf.push(b'\n');
+                f.write_all(&buf)
+            });
+        if let Err(e) = r {
+            tracing::error!(path = %path.display(), "cannot keep a rejected record: {e}");
+        }
+    }
+}
+
+/// Whether an export error means the backend refused the data itself, as
+/// opposed to being unreachable, overloaded or misconfigured (all of which
+/// can heal, so those records wait in the spool).
+fn is_rejection(message: &str) -> bool {
+    message.contains("gRPC code: InvalidArgument") || message.contains("status code: 400")
+}
+
+/// Cheap jitter; the point is to de-synchronize a fleet of nodes, not
+/// cryptography.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15)
+            ^ u64::from(std::process::id());
+        Jitter(seed | 1)
+    }
+
+    fn up_to(&mut self, d: Duration) -> Duration {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let ms = d.as_millis() as u64;
+        Duration::from_millis(if ms == 0 { 0 } else { self.0 % ms })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_data_refusals_are_rejections() {
+        assert!(is_rejection(
+            "TonicLogsClient export failed with gRPC code: InvalidArgument"
+        ));
+        assert!(is_rejection("HTTP export failed with status code: 400"));
+        assert!(!is_rejection(
+            "TonicLogsClient export failed with gRPC code: Unavailable: tcp connect error"
+        ));
+        assert!(!is_rejection("HTTP export failed with status code: 503"));
+        assert!(!is_rejection("HTTP export failed with status code: 401"));
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let mut j = Jitter::new();
+        for _ in 0..1000 {
+            assert!(j.up_to(Duration::from_millis(250)) < Duration::from_millis(250));
+        }
+        assert_eq!(j.up_to(Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -1,0 +1,284 @@
+//! OTLP logs export that loses nothing.
+//!
+//! `send` maps each finding (and, when asked, each passing event) to a log
+//! record with semantic-convention attributes ([`record`]) and appends it to
+//! the on-disk [`Spool`]; an export loop on its own thread and runtime
+//! ([`export`]) sends batches and removes them once acknowledged. Where the
+//! receiver is and how to reach it: [`settings`]; building the
+//! opentelemetry-otlp exporters: [`client`]; self-telemetry: [`metrics`].
+
+pub mod client;
+pub mod export;
+pub mod metrics;
+pub mod record;
+pub mod settings;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::Resource;
+
+use super::spool::Spool;
+use super::{Sink, SinkError};
+use crate::config::OtlpConfig;
+use crate::pipeline::Processed;
+use crate::stats::Stats;
+use export::{Control, Worker};
+
+/// Who is sending: the OTLP resource of every record and metric.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub host_name: String,
+    pub node_name: Option<String>,
+}
+
+impl Origin {
+    fn resource(&self) -> Resource {
+        let mut attrs = vec![
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("host.name", self.host_name.clone()),
+            KeyValue::new("os.type", "linux"),
+        ];
+        // The machine id is the stable host identity semconv asks for.
+        if let Ok(id) = std::fs::read_to_string("/etc/machine-id") {
+            let id = id.trim();
+            if !id.is_empty() {
+                attrs.push(KeyValue::new("host.id", id.to_string()));
+            }
+        }
+        if let Some(n) = &self.node_name {
+            attrs.push(KeyValue::new("k8s.node.name", n.clone()));
+        }
+        Resource::builder_empty()
+            .with_service_name("driftwatch")
+            .with_attributes(attrs)
+            .build()
+    }
+}
+
+pub struct OtlpSink {
+    spool: Arc<Spool>,
+    events: bool,
+    stats: Arc<Stats>,
+    control: Arc<Control>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    shutdown_timeout: Duration,
+    last_full_log: Option<Instant>,
+}
+
+impl OtlpSink {
+    /// Opens the spool (records left by an earlier run are sent first) and
+    /// starts the export loop. Only an unusable spool stops the start; a bad
+    /// endpoint or TLS file is logged by the loop, which keeps spooling.
+    pub fn start(
+        cfg: &OtlpConfig,
+        base_dir: &Path,
+        origin: &Origin,
+        stats: Arc<Stats>,
+    ) -> Result<OtlpSink, SinkError> {
+        let io = |message: String| SinkError::Io {
+            sink: "otlp",
+            message,
+        };
+        // reqwest and tonic are built without a default crypto provider;
+        // ring is the one kube already uses. Already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Err(e) = settings::resolve(
+            cfg,
+            base_dir,
+            settings::Signal::Logs,
+            &settings::process_env,
+        ) {
+            tracing::error!("OTLP export is misconfigured, findings will wait in the spool: {e}");
+        }
+        let dir = if cfg.spool.dir.is_absolute() {
+            cfg.spool.dir.clone()
+        } else {
+            base_dir.join(&cfg.spool.dir)
+        };
+        let (spool, recovered) =
+            Spool::open(&dir, cfg.spool.max_kib.max(1) << 10).map_err(|e| io(e.to_string()))?;
+        if recovered.pending > 0 {
+            tracing::info!(
+                records = recovered.pending,
+                maybe_already_delivered = recovered.maybe_delivered,
+                spool = %dir.display(),
+                "resuming export of spooled records"
+            );
+        }
+        if recovered.truncated_bytes > 0 {
+            tracing::warn!(
+                bytes = recovered.truncated_bytes,
+                "spool ended in a partly written record (the daemon was killed mid-write); cut it off"
+            );
+        }
+        stats
+            .export
+            .redelivered
+            .fetch_add(recovered.maybe_delivered, Ordering::Relaxed);
+        let (records, bytes) = spool.depth();
+        stats.export.spool_records.store(records, Ordering::Relaxed);
+        stats.export.spool_bytes.store(bytes, Ordering::Relaxed);
+
+        let spool = Arc::new(spool);
+        let control = Arc::new(Control::default());
+        let worker = Worker {
+            cfg: cfg.clone(),
+            base_dir: base_dir.to_path_buf(),
+            spool: spool.clone(),
+            stats: stats.clone(),
+            resource: origin.resource(),
+            control: control.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("otlp-export".into())
+            .spawn(move || {
+                // Its own runtime: exports never compete with the sources
+                // for the daemon's runtime, and a slow backend stalls nothing.
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("otlp-io")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("OTLP export cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(worker.run());
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(|e| io(format!("starting the export thread: {e}")))?;
+        Ok(OtlpSink {
+            spool,
+            events: cfg.events,
+            stats,
+            control,
+            worker: Some(handle),
+            shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms),
+            last_full_log: None,
+        })
+    }
+
+    fn encode(&self, batch: &[Processed]) -> (Vec<Vec<u8>>, usize) {
+        let mut out = Vec::new();
+        let mut unencodable = 0;
+        for p in batch {
+            let entries = p
+                .findings
+                .iter()
+                .map(|rec| record::finding_entry(p, rec))
+                .chain(self.events.then(|| record::event_entry(p)));
+            for e in entries {
+                match rmp_serde::to_vec(&e) {
+                    Ok(b) => out.push(b),
+                    Err(err) => {
+                        unencodable += 1;
+                        tracing::error!("cannot encode a log record for the spool: {err}");
+                    }
+                }
+            }
+        }
+        (out, unencodable)
+    }
+}
+
+impl Sink for OtlpSink {
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn send(&mut self, batch: &[Processed]) -> Result<(), SinkError> {
+        let (records, unencodable) = self.encode(batch);
+        if records.is_empty() && unencodable == 0 {
+            return Ok(());
+        }
+        let result = self.spool.append(records.iter().map(Vec::as_slice));
+        let kept = *result.as_ref().unwrap_or(&0);
+        let lost = (records.len() - kept + unencodable) as u64;
+        let (depth, bytes) = self.spool.depth();
+        self.stats
+            .export
+            .spool_records
+            .store(depth, Ordering::Relaxed);
+        self.stats
+            .export
+            .spool_bytes
+            .store(bytes, Ordering::Relaxed);
+        if kept > 0 {
+            self.control.wake.notify_one();
+        }
+        if lost > 0 {
+            let total = self
+                .stats
+                .export
+                .spool_refused
+                .fetch_add(lost, Ordering::Relaxed)
+                + lost;
+            // Loud, but not one line per batch while the backend is away.
+            if self
+                .last_full_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            {
+                tracing::error!(
+                    refused_now = lost,
+                    refused_total = total,
+                    spooled_bytes = bytes,
+                    spool = %self.spool.dir().display(),
+                    "OTLP spool is FULL: findings are being LOST until the backend takes them"
+                );
+                self.last_full_log = Some(Instant::now());
+            }
+        }
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SinkError::Io {
+                sink: "otlp",
+                message: format!("{e} ({lost} records not kept)"),
+            }),
+        }
+    }
+
+    /// Exports what is spooled until the shutdown deadline; the rest waits
+    /// in the spool for the next start.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.control.draining.store(true, Ordering::Release);
+        self.control.wake.notify_one();
+        let Some(handle) = self.worker.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + self.shutdown_timeout;
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.spool.depth().0;
+        if handle.is_finished() {
+            let _ = handle.join();
+        } else {
+            self.control.stop.store(true, Ordering::Release);
+            self.control.wake.notify_one();
+            // An export in flight may outlive us; it is marked in-flight in
+            // the spool and counted as a possible duplicate on restart.
+        }
+        if left > 0 {
+            tracing::warn!(
+                records = left,
+                spool = %self.spool.dir().display(),
+                "shutdown deadline reached; records stay in the spool for the next start"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        self.control.stop.store(true, Ordering::Release);
+        self.control.wake.notify_one();
+    }
+}

@@ -1,0 +1,566 @@
+//! A bounded on-disk queue between the outputs and a remote exporter.
+//!
+//! Records are appended to numbered segment files and leave only when the
+//! exporter acknowledges them, so a backend outage or a `kill -9` loses
+//! nothing: after a restart the exporter resumes from the last
+//! acknowledged record (at-least-once). Each record is framed as
+//! `len: u32 LE, crc32: u32 LE, bytes`; a torn record at the tail (the
+//! process died mid-write) fails its check and is cut off at open.
+//!
+//! The `cursor` file holds two positions: everything before `acked` was
+//! delivered; records between `acked` and `inflight` were being exported
+//! when the process last stopped, so re-sending them may duplicate. They
+//! are counted as such.
+//!
+//! Writes go to the page cache, which survives the process; segments are
+//! fsynced when they are closed, so a power loss can lose at most the
+//! unsynced tail of the open segment. The cursor is replaced by rename and
+//! not fsynced: losing an update to it can only cause re-delivery.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const HEADER: u64 = 8;
+/// A record larger than this is corruption, not data.
+const MAX_RECORD: u32 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "spool {path} is not private to the daemon (mode {mode:o}); findings in it could be read or forged"
+    )]
+    Insecure { path: PathBuf, mode: u32 },
+}
+
+/// A position in the spool: segment number and byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// What opening an existing spool found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Records waiting for export.
+    pub pending: u64,
+    /// Of those, records that were in flight when the process stopped and
+    /// may have reached the backend already.
+    pub maybe_delivered: u64,
+    /// Bytes cut off a torn tail.
+    pub truncated_bytes: u64,
+}
+
+/// A batch read from the head of the spool.
+pub struct Batch {
+    pub records: Vec<Vec<u8>>,
+    /// Acknowledging this position removes the batch.
+    pub end: Pos,
+}
+
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    state: Mutex<State>,
+}
+
+struct State {
+    acked: Pos,
+    inflight: Pos,
+    /// Segment being appended to, and its length.
+    head: u64,
+    head_len: u64,
+    writer: File,
+    pending_records: u64,
+    /// Bytes on disk not yet acknowledged (including framing).
+    pending_bytes: u64,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, holding at most `max_bytes`.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Recovered), SpoolError> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+        let mode = std::fs::metadata(dir)
+            .map_err(io(dir))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(SpoolError::Insecure {
+                path: dir.to_path_buf(),
+                mode: mode & 0o777,
+            });
+        }
+        let mut segments = list_segments(dir)?;
+        let (mut acked, mut inflight) = read_cursor(dir);
+        // A cursor from before a segment was removed (or no cursor) starts
+        // at the oldest segment still there.
+        if let Some(first) = segments.first()
+            && acked.segment < *first
+        {
+            acked = Pos {
+                segment: *first,
+                offset: 0,
+            };
+        }
+        inflight = inflight.max(acked);
+
+        let mut rec = Recovered::default();
+        let mut pending_bytes = 0;
+        for &seg in &segments {
+            if seg < acked.segment {
+                continue;
+            }
+            let path = segment_path(dir, seg);
+            let start = if seg == acked.segment {
+                acked.offset
+            } else {
+                0
+            };
+            let (good_len, offsets) = scan(&path, start)?;
+            let file_len = std::fs::metadata(&path).map_err(io(&path))?.len();
+            if good_len < file_len {
+                // Torn tail: cut it off so appends continue from a record boundary.
+                rec.truncated_bytes += file_len - good_len;
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(good_len))
+                    .map_err(io(&path))?;
+            }
+            for off in &offsets {
+                rec.pending += 1;
+                if (Pos {
+                    segment: seg,
+                    offset: *off,
+                }) < inflight
+                {
+                    rec.maybe_delivered += 1;
+                }
+            }
+            pending_bytes += good_len - start.min(good_len);
+        }
+        // Segments wholly acknowledged but not yet removed.
+        for &seg in segments.iter().filter(|s| **s < acked.segment) {
+            let _ = std::fs::remove_file(segment_path(dir, seg));
+        }
+        segments.retain(|s| *s >= acked.segment);
+
+        let head = segments.last().copied().unwrap_or(acked.segment.max(1));
+        if acked.segment == 0 {
+            acked.segment = head;
+        }
+        let path = segment_path(dir, head);
+        let writer = open_append(&path)?;
+        let head_len = writer.metadata().map_err(io(&path))?.len();
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes: (max_bytes / 16).clamp(64 << 10, 16 << 20),
+            state: Mutex::new(State {
+                acked,
+                inflight: acked,
+                head,
+                head_len,
+                writer,
+                pending_records: rec.pending,
+                pending_bytes,
+            }),
+        };
+        Ok((spool, rec))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends records in order until the spool is full; returns how many
+    /// were kept (the rest were refused and are the caller's to count).
+    pub fn append<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<usize, SpoolError> {
+        let mut st = self.lock();
+        let mut buf = Vec::new();
+        let mut kept = 0;
+        for r in records {
+            let framed = HEADER + r.len() as u64;
+            if st.pending_bytes + buf.len() as u64 + framed > self.max_bytes {
+                break;
+            }
+            buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(r).to_le_bytes());
+            buf.extend_from_slice(r);
+            kept += 1;
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if st.head_len >= self.segment_bytes {
+            self.roll(&mut st)?;
+        }
+        let path = segment_path(&self.dir, st.head);
+        st.writer.write_all(&buf).map_err(io(&path))?;
+        st.head_len += buf.len() as u64;
+        st.pending_bytes += buf.len() as u64;
+        st.pending_records += kept as u64;
+        Ok(kept)
+    }
+
+    /// Closes the head segment durably and starts the next one.
+    fn roll(&self, st: &mut State) -> Result<(), SpoolError> {
+        let path = segment_path(&self.dir, st.head);
+        st.writer.sync_data().map_err(io(&path))?;
+        st.head += 1;
+        let next = segment_path(&self.dir, st.head);
+        st.writer = open_append(&next)?;
+        st.head_len = 0;
+        Ok(())
+    }
+
+    /// Up to `max` records from the oldest unacknowledged one on.
+    pub fn peek(&self, max: usize) -> Result<Batch, SpoolError> {
+        let st = self.lock();
+        let mut pos = st.acked;
+        let mut records = Vec::new();
+        while records.len() < max && pos.segment <= st.head {
+            let path = segment_path(&self.dir, pos.segment);
+            let len = if pos.segment == st.head {
+                st.head_len
+            } else {
+                match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                }
+            };
+            if pos.offset >= len {
+                if pos.segment == st.head {
+                    break;
+                }
+                pos = Pos {
+                    segment: pos.segment + 1,
+                    offset: 0,
+                };
+                continue;
+            }
+            let mut f = File::open(&path).map_err(io(&path))?;
+            f.seek(SeekFrom::Start(pos.offset)).map_err(io(&path))?;
+            let mut r = BufReader::new(f.take(len - pos.offset));
+            while records.len() < max {
+                match read_record(&mut r).map_err(io(&path))? {
+                    Some(bytes) => {
+                        pos.offset += HEADER + bytes.len() as u64;
+                        records.push(bytes);
+                    }
+                    None => break,
+                }
+            }
+            if pos.offset < len && records.len() < max {
+                // A bad record inside a closed segment: skip the rest of
+                // it rather than stall the queue forever.
+                tracing::error!(
+                    segment = %path.display(),
+                    offset = pos.offset,
+                    "spool record fails its checksum; skipping the rest of the segment"
+                );
+                pos.offset = len;
+            }
+        }
+        Ok(Batch { records, end: pos })
+    }
+
+    /// Records that a batch ending at `end` is being exported.
+    pub fn mark_inflight(&self, end: Pos) -> Result<(), SpoolError> {
+        let mut st = self.lock();
+        st.inflight = end;
+        write_cursor(&self.dir, st.acked, st.inflight)
+    }
+
+    /// The backend has everything before `end`: forget it.
+    pub fn ack(&self, end: Pos, records: usize) -> Result<(), SpoolError> {
+        let mut st = self.lock();
+        let bytes = bytes_between(&self.dir, st.acked, end, st.head, st.head_len);
+        st.pending_bytes = st.pending_bytes.saturating_sub(bytes);
+        st.pending_records = st.pending_records.saturating_sub(records as u64);
+        let old = st.acked.segment;
+        st.acked = end;
+        st.inflight = st.inflight.max(end);
+        write_cursor(&self.dir, st.acked, st.inflight)?;
+        for seg in old..st.acked.segment {
+            let _ = std::fs::remove_file(segment_path(&self.dir, seg));
+        }
+        Ok(())
+    }
+
+    /// (records, bytes) waiting for export.
+    pub fn depth(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.pending_records, st.pending_bytes)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn bytes_between(dir: &Path, from: Pos, to: Pos, head: u64, head_len: u64) -> u64 {
+    if from.segment == to.segment {
+        return to.offset.saturating_sub(from.offset);
+    }
+    let len_of = |seg: u64| {
+        if seg == head {
+            head_len
+        } else {
+            std::fs::metadata(segment_path(dir, seg))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        }
+    };
+    let mut total = len_of(from.segment).saturating_sub(from.offset);
+    for seg in from.segment + 1..to.segment {
+        total += len_of(seg);
+    }
+    total + to.offset
+}
+
+fn segment_path(dir: &Path, seg: u64) -> PathBuf {
+    dir.join(format!("{seg:016}.seg"))
+}
+
+fn open_append(path: &Path) -> Result<File, SpoolError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        if let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".seg"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Valid records from `start`: the end of the last good one, and each one's offset.
+fn scan(path: &Path, start: u64) -> Result<(u64, Vec<u64>), SpoolError> {
+    let mut f = File::open(path).map_err(io(path))?;
+    f.seek(SeekFrom::Start(start)).map_err(io(path))?;
+    let mut r = BufReader::new(f);
+    let mut pos = start;
+    let mut offsets = Vec::new();
+    loop {
+        match read_record(&mut r) {
+            Ok(Some(bytes)) => {
+                offsets.push(pos);
+                pos += HEADER + bytes.len() as u64;
+            }
+            Ok(None) => break,
+            Err(e) => return Err(io(path)(e)),
+        }
+    }
+    Ok((pos, offsets))
+}
+
+/// The next record, or `None` at the end or at a torn/corrupt record.
+fn read_record(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER as usize];
+    match r.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    match r.read_exact(&mut bytes) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if crc32fast::hash(&bytes) != crc {
+        return Ok(None);
+    }
+    Ok(Some(bytes))
+}
+
+fn read_cursor(dir: &Path) -> (Pos, Pos) {
+    let text = std::fs::read_to_string(dir.join("cursor")).unwrap_or_default();
+    let nums: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match nums[..] {
+        [s, o, is, io] => (
+            Pos {
+                segment: s,
+                offset: o,
+            },
+            Pos {
+                segment: is,
+                offset: io,
+            },
+        ),
+        _ => Default::default(),
+    }
+}
+
+fn write_cursor(dir: &Path, acked: Pos, inflight: Pos) -> Result<(), SpoolError> {
+    let tmp = dir.join("cursor.tmp");
+    let text = format!(
+        "{} {} {} {}\n",
+        acked.segment, acked.offset, inflight.segment, inflight.offset
+    );
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    let dst = dir.join("cursor");
+    std::fs::rename(&tmp, &dst).map_err(io(&dst))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recs(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+        range.map(|i| format!("record {i}").into_bytes()).collect()
+    }
+
+    fn open(dir: &Path, max: u64) -> (Spool, Recovered) {
+        Spool::open(dir, max).unwrap()
+    }
+
+    #[test]
+    fn records_stay_until_acknowledged_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, rec) = open(dir.path(), 1 << 20);
+        assert_eq!(rec, Recovered::default());
+        let r = recs(0..10);
+        assert_eq!(s.append(r.iter().map(Vec::as_slice)).unwrap(), 10);
+        let b = s.peek(4).unwrap();
+        assert_eq!(b.records, r[..4]);
+        s.mark_inflight(b.end).unwrap();
+        s.ack(b.end, 4).unwrap();
+        let b = s.peek(3).unwrap();
+        assert_eq!(b.records, r[4..7]);
+        s.mark_inflight(b.end).unwrap();
+        drop(s); // as if killed while 4..7 were in flight
+
+        let (s, rec) = open(dir.path(), 1 << 20);
+        assert_eq!(rec.pending, 6);
+        assert_eq!(rec.maybe_delivered, 3);
+        assert_eq!(s.depth().0, 6);
+        let b = s.peek(100).unwrap();
+        assert_eq!(b.records, r[4..]);
+        s.ack(b.end, b.records.len()).unwrap();
+        assert_eq!(s.depth(), (0, 0));
+        assert!(s.peek(10).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20);
+        s.append(recs(0..3).iter().map(Vec::as_slice)).unwrap();
+        drop(s);
+        let seg = list_segments(dir.path()).unwrap()[0];
+        let path = segment_path(dir.path(), seg);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[50, 0, 0, 0, 1, 2, 3, 4, b'x']).unwrap();
+        drop(f);
+        let (s, rec) = open(dir.path(), 1 << 20);
+        assert_eq!(rec.pending, 3);
+        assert_eq!(rec.truncated_bytes, 9);
+        s.append([b"after".as_slice()]).unwrap();
+        let b = s.peek(10).unwrap();
+        assert_eq!(b.records.len(), 4);
+        assert_eq!(b.records[3], b"after");
+    }
+
+    #[test]
+    fn a_full_spool_refuses_and_frees_space_on_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each record: 8 bytes of framing + 8 ("record N").
+        let (s, _) = open(dir.path(), 16 * 5);
+        let r = recs(0..8);
+        assert_eq!(s.append(r.iter().map(Vec::as_slice)).unwrap(), 5);
+        assert_eq!(s.append([r[5].as_slice()]).unwrap(), 0);
+        let b = s.peek(2).unwrap();
+        s.ack(b.end, 2).unwrap();
+        assert_eq!(s.append(r[5..].iter().map(Vec::as_slice)).unwrap(), 2);
+        assert_eq!(s.depth(), (5, 80));
+    }
+
+    #[test]
+    fn segments_roll_and_are_removed_once_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20); // 64 KiB segments
+        let big = vec![7u8; 10_000];
+        for _ in 0..20 {
+            s.append([big.as_slice()]).unwrap();
+        }
+        assert!(list_segments(dir.path()).unwrap().len() >= 3);
+        let mut total = 0;
+        loop {
+            let b = s.peek(7).unwrap();
+            if b.records.is_empty() {
+                break;
+            }
+            total += b.records.len();
+            s.ack(b.end, b.records.len()).unwrap();
+        }
+        assert_eq!(total, 20);
+        // Only the head segment is left.
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        assert_eq!(s.depth(), (0, 0));
+        drop(s);
+        let (_, rec) = open(dir.path(), 1 << 20);
+        assert_eq!(rec.pending, 0);
+    }
+
+    #[test]
+    fn a_shared_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("spool");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            Spool::open(&d, 1 << 20),
+            Err(SpoolError::Insecure { .. })
+        ));
+    }
+}

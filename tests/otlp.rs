@@ -1,0 +1,500 @@
+//! OTLP export against a real OpenTelemetry collector (PyPI `rotel`, which
+//! scripts/setup.sh installs): delivery over gRPC and HTTP with the
+//! semantic-convention attributes, a receiver that is down for a while, a
+//! `kill -9` of the daemon while it is down, and bad endpoints and TLS files.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The golden replay produces this many findings (tests/replay.rs checks which).
+const GOLDEN_FINDINGS: usize = 19;
+
+fn rotel_agent() -> PathBuf {
+    let venv = std::env::var("DRIFTWATCH_VENV").unwrap_or_else(|_| "/opt/driftwatch-venv".into());
+    let lib = Path::new(&venv).join("lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "rotel-agent not found under {}: run scripts/setup.sh",
+                lib.display()
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A rotel collector on loopback printing every log record it receives.
+struct Receiver {
+    child: Child,
+    out: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    fn start(grpc: u16, http: u16, debug: &str) -> Receiver {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(rotel_agent())
+            .args(["start", "--otlp-grpc-endpoint"])
+            .arg(format!("127.0.0.1:{grpc}"))
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{http}"))
+            .args(["--exporter", "blackhole", "--debug-log", debug])
+            .args(["--debug-log-verbosity", "detailed", "--pid-file"])
+            .arg(dir.path().join("rotel.pid"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting rotel-agent");
+        let out = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "rotel did not listen: {}",
+                out.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Receiver {
+            child,
+            out,
+            _dir: dir,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Distinct (rule, pid) pairs received; every golden finding has its own.
+    fn findings(&self) -> std::collections::BTreeSet<(String, String)> {
+        parse_findings(&self.text())
+    }
+
+    fn wait_for_findings(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> std::collections::BTreeSet<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let f = self.findings();
+            if f.len() >= n || Instant::now() >= deadline {
+                return f;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// rotel's detailed debug log prints each record's attributes one per line
+/// (`-> key: Type(value)`); records are separated by `LogRecord #n`.
+fn parse_findings(text: &str) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for record in text.split("LogRecord #").skip(1) {
+        let value = |key: &str| {
+            record.lines().find_map(|l| {
+                let l = l.trim().trim_start_matches("-> ");
+                let rest = l.strip_prefix(key)?.strip_prefix(": ")?;
+                let inner = rest.split_once('(').map(|(_, v)| v).unwrap_or(rest);
+                Some(inner.trim_end_matches(')').to_string())
+            })
+        };
+        if let (Some(rule), Some(pid)) = (value("security_rule.name"), value("process.pid")) {
+            out.insert((rule, pid));
+        }
+    }
+    out
+}
+
+/// The shipped pipeline with a private cache and spool, exporting to `otlp`.
+fn pipeline(dir: &Path, otlp: &str) -> PathBuf {
+    let shipped = std::fs::read_to_string(support::root().join("pipeline.toml")).unwrap();
+    let body = shipped
+        .split("[sources.ebpf]")
+        .nth(1)
+        .map(|rest| format!("[sources.ebpf]{rest}"))
+        .unwrap();
+    let spool = dir.join("spool");
+    support::config(
+        dir,
+        &format!(
+            "{body}\n[outputs.otlp]\nenabled = true\n{otlp}\n[outputs.otlp.spool]\ndir = \"{}\"\n",
+            spool.display()
+        ),
+    )
+}
+
+fn replay(cfg: &Path, events: &Path) -> std::process::Output {
+    support::bin()
+        .env("DRIFTWATCH_LOG", "info")
+        .arg("replay")
+        .arg(events)
+        .arg("--config")
+        .arg(cfg)
+        .arg("--stats")
+        .output()
+        .unwrap()
+}
+
+fn golden() -> PathBuf {
+    support::root().join("tests/data/golden.jsonl")
+}
+
+fn stats_of(out: &std::process::Output) -> serde_json::Value {
+    let err = support::stderr(out);
+    let start = err.rfind("\n{").map(|i| i + 1).unwrap_or(0);
+    serde_json::from_str(&err[start..])
+        .unwrap_or_else(|e| panic!("no stats in stderr ({e}): {err}"))
+}
+
+fn delivers_over(protocol: &str) {
+    let (grpc, http) = (free_port(), free_port());
+    let rx = Receiver::start(grpc, http, "logs");
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = match protocol {
+        "grpc" => format!("http://127.0.0.1:{grpc}"),
+        _ => format!("http://127.0.0.1:{http}"),
+    };
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"{endpoint}\"\nprotocol = \"{protocol}\"\n\
+             headers = {{ authorization = \"Bearer test\" }}\n[outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let out = replay(&cfg, &golden());
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    // With OTLP on, stdout stays quiet unless asked.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
+    assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}\n{}", rx.text());
+    let stats = stats_of(&out);
+    assert_eq!(
+        stats["export"]["exported"], GOLDEN_FINDINGS as u64,
+        "{stats}"
+    );
+    assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
+
+    let text = rx.text();
+    for needle in [
+        "security_rule.name",
+        "security_rule.category",
+        "security_rule.ruleset.name",
+        "security_rule.version",
+        "process.pid",
+        "process.parent_pid",
+        "process.executable.path",
+        "process.executable.name",
+        "process.command_line",
+        "process.command_args",
+        "process.user.id",
+        "process.working_directory",
+        "container.id",
+        "container.name",
+        "container.image.name",
+        "container.image.tags",
+        "container.runtime.name",
+        "file.path",
+        "file.directory",
+        "file.name",
+        "driftwatch.process.exe_upper_layer",
+        "driftwatch.tags",
+        "driftwatch.remediation.steps",
+        "driftwatch.alert_type",
+        "driftwatch.finding",
+        "service.name",
+        "driftwatch",
+        "host.name",
+        "os.type",
+        // Body: the rule's output message.
+        "Shell spawned in container",
+        // Severity from the priority.
+        "Warning",
+    ] {
+        assert!(
+            text.contains(needle),
+            "receiver output lacks {needle:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn grpc_delivers_every_finding_with_semantic_conventions() {
+    delivers_over("grpc");
+}
+
+#[test]
+fn http_delivers_every_finding_with_semantic_conventions() {
+    delivers_over("http/protobuf");
+}
+
+#[test]
+fn a_receiver_down_for_a_while_loses_nothing() {
+    let (grpc, http) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{grpc}\"\nprotocol = \"grpc\"\n\
+             retry_initial_ms = 100\nretry_max_ms = 500\nshutdown_timeout_ms = 60000\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    // The daemon runs and fails to export for a while, then the receiver comes.
+    let child = support::bin()
+        .env("DRIFTWATCH_LOG", "info")
+        .args(["replay"])
+        .arg(golden())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--stats")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let rx = Receiver::start(grpc, http, "logs");
+    let out = child.wait_with_output().unwrap();
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("OTLP export failed, keeping findings in the spool"),
+        "{err}"
+    );
+    assert!(err.contains("OTLP export works again"), "{err}");
+    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
+    assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}");
+    let stats = stats_of(&out);
+    assert!(
+        stats["export"]["failed_requests"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
+}
+
+#[test]
+fn kill_9_while_the_receiver_is_down_loses_nothing() {
+    let (grpc, http) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{http}\"\nprotocol = \"http/protobuf\"\n\
+             retry_initial_ms = 100\nretry_max_ms = 500\nshutdown_timeout_ms = 600000\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let mut child = support::bin()
+        .env("DRIFTWATCH_LOG", "info")
+        .args(["replay"])
+        .arg(golden())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = log2.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    // Once the replay is done the daemon sits in its (long) shutdown flush,
+    // still failing to export: everything is in the spool. Kill it there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.lock().unwrap().contains("OTLP export failed") {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let rx = Receiver::start(grpc, http, "logs");
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = replay(&cfg, &empty);
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming export of spooled records"), "{err}");
+    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
+    assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}\n{err}");
+    let stats = stats_of(&out);
+    assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
+    assert!(
+        stats["export"]["exported"].as_u64().unwrap() >= GOLDEN_FINDINGS as u64,
+        "{stats}"
+    );
+}
+
+/// A config that cannot reach any receiver: the run reports why, keeps
+/// running, and every finding stays in the spool.
+fn spools_with(keys: &str, tables: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "{keys}\nretry_initial_ms = 50\nshutdown_timeout_ms = 1500\n{tables}\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let out = replay(&cfg, &golden());
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for e in expect {
+        assert!(err.contains(e), "stderr lacks {e:?}:\n{err}");
+    }
+    let stats = stats_of(&out);
+    assert_eq!(
+        stats["export"]["spool_records"], GOLDEN_FINDINGS as u64,
+        "{stats}"
+    );
+    assert_eq!(stats["export"]["exported"], 0, "{stats}");
+    assert_eq!(stats["export"]["spool_refused"], 0, "{stats}");
+    assert!(
+        err.contains("records stay in the spool for the next start"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_endpoint_is_reported_and_findings_are_kept() {
+    spools_with(
+        "endpoint = \"collector:4317\"",
+        "",
+        &["outputs.otlp.endpoint", "needs a scheme"],
+    );
+}
+
+#[test]
+fn an_unreachable_host_is_reported_and_findings_are_kept() {
+    let port = free_port(); // nothing listens there
+    spools_with(
+        &format!("endpoint = \"http://127.0.0.1:{port}\"\nprotocol = \"grpc\""),
+        "",
+        &["OTLP export failed", "Unavailable"],
+    );
+}
+
+#[test]
+fn a_bad_tls_file_is_reported_and_findings_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "this is not a certificate").unwrap();
+    spools_with(
+        &format!(
+            "endpoint = \"https://127.0.0.1:{}\"\nprotocol = \"grpc\"",
+            free_port()
+        ),
+        &format!("[outputs.otlp.tls]\nca_file = \"{}\"", bad.display()),
+        &["TLS CA file", "ca.pem", "not a PEM file"],
+    );
+}
+
+#[test]
+fn a_full_spool_says_so_and_counts_what_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    // No receiver and a tiny spool: a few findings fit, the rest are refused.
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{}\"\nshutdown_timeout_ms = 500\n\
+             [outputs.otlp.metrics]\nenabled = false\n",
+            free_port()
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "\n[outputs.otlp.spool]\ndir",
+        "\n[outputs.otlp.spool]\nmax_kib = 8\ndir",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let out = replay(&cfg, &golden());
+    let err = support::stderr(&out);
+    let stats = stats_of(&out);
+    let kept = stats["export"]["spool_records"].as_u64().unwrap();
+    let refused = stats["export"]["spool_refused"].as_u64().unwrap();
+    assert!(err.contains("OTLP spool is FULL"), "{err}");
+    assert!(refused > 0, "{stats}");
+    assert_eq!(kept + refused, GOLDEN_FINDINGS as u64, "{stats}");
+}
+
+#[test]
+fn self_telemetry_reaches_the_receiver_as_metrics() {
+    let (grpc, http) = (free_port(), free_port());
+    let rx = Receiver::start(grpc, http, "metrics");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{grpc}\"\nprotocol = \"grpc\"\n\
+             [outputs.otlp.metrics]\nenabled = true\ninterval_secs = 1\n"
+        ),
+    );
+    let out = replay(&cfg, &golden());
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wanted = [
+        "driftwatch.events.received",
+        "driftwatch.findings",
+        "driftwatch.plugin.call.duration",
+        "driftwatch.export.records",
+        "driftwatch.spool.depth",
+    ];
+    loop {
+        let text = rx.text();
+        if wanted.iter().all(|w| text.contains(w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "missing metrics in:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
