@@ -498,3 +498,67 @@ fn self_telemetry_reaches_the_receiver_as_metrics() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn driftwatch_stats_reads_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run/control.sock");
+    // A live daemon with only the periodic scan (of a container that does
+    // not exist), so it idles until told to stop.
+    let cfg = support::config(
+        dir.path(),
+        "[sources.ebpf]\nenabled = false\n[sources.scan]\nenabled = true\ninterval_secs = 3600\n\
+         containers = [\"no-such-container\"]\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[daemon]\n",
+        &format!("[daemon]\ncontrol_socket = \"{}\"\n", socket.display()),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = support::bin()
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no control socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = support::bin()
+        .args(["stats", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "events_in",
+        "kernel_lost",
+        "findings",
+        "plugin_calls",
+        "export",
+    ] {
+        assert!(stats.get(key).is_some(), "{key} missing: {stats}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "socket mode {mode:o}");
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "socket left behind");
+    // And with no daemon, a clear error.
+    let out = support::bin()
+        .args(["stats", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = support::stderr(&out);
+    assert!(err.contains("is the daemon running"), "{err}");
+}
