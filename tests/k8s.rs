@@ -470,6 +470,7 @@ fn audit_of_the_shipped_daemonset_finds_only_what_a_node_sensor_needs() {
     let want: BTreeSet<_> = [
         s("DW003", "DaemonSet/driftwatch/driftwatch", "driftwatch"),
         s("DW004", "DaemonSet/driftwatch/driftwatch", "driftwatch"),
+        s("DW008", "DaemonSet/driftwatch/driftwatch", "driftwatch"),
         s("DW009", "Namespace/driftwatch", "-"),
     ]
     .into();
