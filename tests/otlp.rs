@@ -562,3 +562,46 @@ fn driftwatch_stats_reads_a_running_daemon() {
     let err = support::stderr(&out);
     assert!(err.contains("is the daemon running"), "{err}");
 }
+
+#[test]
+fn events_can_be_exported_too_and_stdout_can_run_beside_otlp() {
+    let (grpc, http) = (free_port(), free_port());
+    let rx = Receiver::start(grpc, http, "logs");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{grpc}\"\nprotocol = \"grpc\"\nevents = true\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("enabled = \"auto\"\n# Also print", "enabled = true\n# Also print");
+    std::fs::write(&cfg, text).unwrap();
+    let out = replay(&cfg, &golden());
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    // stdout: the findings as Falco JSON lines, as without OTLP.
+    let lines = support::json_lines(&out);
+    assert_eq!(lines.len(), GOLDEN_FINDINGS, "{lines:?}");
+    // The receiver: every finding, and every event that passed the chain.
+    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
+    assert_eq!(got.len(), GOLDEN_FINDINGS);
+    let stats = stats_of(&out);
+    let passed = stats["events_out"].as_u64().unwrap();
+    assert!(passed > 0, "{stats}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = rx.text().matches("EventName: driftwatch.event\n").count() as u64;
+        if events == passed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events} of {passed} events arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        stats["export"]["exported"].as_u64().unwrap(),
+        passed + GOLDEN_FINDINGS as u64,
+        "{stats}"
+    );
+}
