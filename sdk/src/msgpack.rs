@@ -55,16 +55,19 @@ impl<'de> Deserializer<'de> {
         self.input
     }
 
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8> {
         let (&b, rest) = self.input.split_first().ok_or_else(eof)?;
         self.input = rest;
         Ok(b)
     }
 
+    #[inline(always)]
     fn peek(&self) -> Result<u8> {
         self.input.first().copied().ok_or_else(eof)
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
         if n > self.input.len() {
             return Err(eof());
@@ -74,29 +77,35 @@ impl<'de> Deserializer<'de> {
         Ok(head)
     }
 
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut a = [0; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
 
+    #[inline(always)]
     fn u8(&mut self) -> Result<u8> {
         self.byte()
     }
 
+    #[inline(always)]
     fn u16(&mut self) -> Result<u16> {
         self.array().map(u16::from_be_bytes)
     }
 
+    #[inline(always)]
     fn u32(&mut self) -> Result<u32> {
         self.array().map(u32::from_be_bytes)
     }
 
+    #[inline(always)]
     fn u64(&mut self) -> Result<u64> {
         self.array().map(u64::from_be_bytes)
     }
 
     /// The length of a string whose marker was just read, if it is one.
+    #[inline(always)]
     fn str_len(&mut self, marker: u8) -> Result<Option<usize>> {
         Ok(Some(match marker {
             0xa0..=0xbf => (marker & 0x1f) as usize,
@@ -107,6 +116,7 @@ impl<'de> Deserializer<'de> {
         }))
     }
 
+    #[inline(always)]
     fn str_data(&mut self, len: usize) -> Result<&'de str> {
         let bytes = self.take(len)?;
         // Names and most values are ASCII; the check is cheaper than full
@@ -118,6 +128,7 @@ impl<'de> Deserializer<'de> {
         std::str::from_utf8(bytes).map_err(|e| Error(format!("invalid UTF-8 in string: {e}")))
     }
 
+    #[inline]
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         if self.depth >= MAX_DEPTH {
             return Err(Error("MessagePack nested too deeply".into()));
@@ -249,6 +260,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         }
     }
 
+    #[inline]
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         if self.peek()? == 0xc0 {
             self.input = &self.input[1..];
@@ -297,9 +309,67 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         visitor.visit_unit()
     }
 
+    // Fast paths for what events are made of: short strings (field names
+    // and values), small integers, booleans. Anything else goes the
+    // general way.
+
+    #[inline]
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.peek()? {
+            m @ 0xa0..=0xbf => {
+                self.input = &self.input[1..];
+                visitor.visit_borrowed_str(self.str_data((m & 0x1f) as usize)?)
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    #[inline]
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_str(visitor)
+    }
+
+    #[inline]
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_str(visitor)
+    }
+
+    #[inline]
+    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.peek()? {
+            m @ 0x00..=0x7f => {
+                self.input = &self.input[1..];
+                visitor.visit_u32(m as u32)
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    #[inline]
+    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.peek()? {
+            m @ 0x00..=0x7f => {
+                self.input = &self.input[1..];
+                visitor.visit_u64(m as u64)
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    #[inline]
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.peek()? {
+            m @ (0xc2 | 0xc3) => {
+                self.input = &self.input[1..];
+                visitor.visit_bool(m == 0xc3)
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+        i8 i16 i32 i64 i128 u8 u16 u128 f32 f64 char
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
     }
 }
 
