@@ -65,7 +65,7 @@ where
     let mut items = ArrayDecoder::new(bytes)?;
     let len = items.len();
     for _ in 0..len {
-        f(items.next()?);
+        f(items.item()?);
     }
     items.finish()?;
     Ok(len)
@@ -100,7 +100,7 @@ impl<'de> ArrayDecoder<'de> {
     }
 
     /// Decodes the next item. The caller reads at most [`Self::len`] items.
-    pub fn next<T: Deserialize<'de>>(&mut self) -> Result<T, CodecError> {
+    pub fn item<T: Deserialize<'de>>(&mut self) -> Result<T, CodecError> {
         Ok(T::deserialize(&mut self.de)?)
     }
 

@@ -44,7 +44,7 @@ pub fn process_batch<P: Plugin>(plugin: &mut P, events: &[u8]) -> Result<Vec<u8>
     let mut items = ArrayDecoder::new(events)?;
     codec::write_array_header(&mut out, items.len());
     for _ in 0..items.len() {
-        let ev: EventRef<'_> = items.next()?;
+        let ev: EventRef<'_> = items.item()?;
         let verdict = plugin.process(&ev);
         codec::encode_verdict(&mut out, &verdict)?;
     }
