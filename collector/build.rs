@@ -4,7 +4,8 @@
 //! with wit-component, so a fresh clone needs no manual step.
 //!
 //! Guests are crates with `[package.metadata.driftwatch] guest = true`. They
-//! build in their own target directory (`target/guests`) so the nested cargo
+//! build with the workspace's `guest` profile (fat LTO, one codegen unit) in
+//! their own target directory (`target/guests`) so the nested cargo
 //! does not wait on the outer one's lock. Components land in
 //! `target/guests/components/` for users and tests, and the built-ins are
 //! embedded in the binary from `OUT_DIR`.
@@ -15,6 +16,8 @@ use std::{env, fs};
 
 const GUEST_DIRS: &[&str] = &["plugins", "examples", "tests/plugins"];
 const TARGET: &str = "wasm32-unknown-unknown";
+/// The cargo profile guests build with (workspace Cargo.toml).
+const PROFILE: &str = "guest";
 
 fn main() {
     if let Err(e) = build_ebpf() {
@@ -91,7 +94,14 @@ fn run() -> Result<(), String> {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            PROFILE,
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for g in &guests {
         cmd.args(["-p", g]);
@@ -123,7 +133,7 @@ fn run() -> Result<(), String> {
     fs::create_dir_all(&embedded).map_err(|e| e.to_string())?;
     for g in &guests {
         let file = format!("{}.wasm", g.replace('-', "_"));
-        let module_path = target_dir.join(TARGET).join("release").join(&file);
+        let module_path = target_dir.join(TARGET).join(PROFILE).join(&file);
         let module =
             fs::read(&module_path).map_err(|e| format!("{}: {e}", module_path.display()))?;
         let component = wit_component::ComponentEncoder::default()

@@ -101,15 +101,23 @@ impl Native {
     }
 
     fn process(&mut self, events: &[Event]) -> usize {
-        let encoded: Vec<Vec<u8>> = events.iter().map(|e| codec::encode(e).unwrap()).collect();
+        // Like the chain: every event encoded once, back to back, and each
+        // plugin's batch copied together from the slices it takes.
+        let mut encoded = Vec::with_capacity(events.len() * 512);
+        let mut ranges = Vec::with_capacity(events.len());
+        for e in events {
+            let start = encoded.len();
+            codec::encode_into(&mut encoded, e).unwrap();
+            ranges.push(start..encoded.len());
+        }
         let batch = |kind: EventKind| {
-            let sel: Vec<&Vec<u8>> = events
+            let sel: Vec<&[u8]> = events
                 .iter()
-                .zip(&encoded)
+                .zip(&ranges)
                 .filter(|(e, _)| e.kind == kind)
-                .map(|(_, b)| b)
+                .map(|(_, r)| &encoded[r.clone()])
                 .collect();
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(sel.iter().map(|b| b.len()).sum::<usize>() + 5);
             codec::write_array_header(&mut out, sel.len());
             sel.iter().for_each(|b| out.extend_from_slice(b));
             out

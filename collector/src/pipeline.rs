@@ -141,14 +141,11 @@ impl Chain {
     }
 
     pub fn process(&mut self, events: Vec<Event>) -> Vec<Processed> {
-        let encoded: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| {
-                self.stats.event_in(e.kind);
-                // Encoding our own schema types into a Vec cannot fail.
-                codec::encode(e).unwrap_or_default()
-            })
-            .collect();
+        let mut encoded = Encoded::with_capacity(events.len());
+        for e in &events {
+            self.stats.event_in(e.kind);
+            encoded.push(e);
+        }
         let mut items: Vec<Option<Processed>> = events
             .into_iter()
             .map(|event| {
@@ -212,13 +209,45 @@ impl Chain {
     }
 }
 
+/// Every event of a batch encoded once, back to back; each plugin's batch is
+/// assembled from the slices of the events it takes.
+struct Encoded {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    fn with_capacity(events: usize) -> Encoded {
+        Encoded {
+            // Typical events encode to a few hundred bytes.
+            bytes: Vec::with_capacity(events * 512),
+            ends: Vec::with_capacity(events),
+        }
+    }
+
+    fn push(&mut self, e: &Event) {
+        let start = self.bytes.len();
+        // Encoding our own schema types into a Vec cannot fail; if it ever
+        // did, the plugin gets an empty item and fails the event (on_error).
+        if codec::encode_into(&mut self.bytes, e).is_err() {
+            self.bytes.truncate(start);
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
 impl Stage {
     /// Fills `out[i]` with the verdict for event `idx[i]`, or leaves it None
     /// when the plugin could not decide. Returns whether every call worked.
     fn run(
         &mut self,
         idx: &[usize],
-        encoded: &[Vec<u8>],
+        encoded: &Encoded,
         out: &mut [Option<Verdict>],
         stats: &Stats,
     ) -> bool {
@@ -237,7 +266,7 @@ impl Stage {
     fn call_span(
         &mut self,
         idx: &[usize],
-        encoded: &[Vec<u8>],
+        encoded: &Encoded,
         out: &mut [Option<Verdict>],
         budget: &mut u32,
         stats: &Stats,
@@ -245,11 +274,12 @@ impl Stage {
         let result = match self.instance() {
             Err(e) => Err(e),
             Ok(inst) => {
-                let mut batch =
-                    Vec::with_capacity(idx.iter().map(|&i| encoded[i].len()).sum::<usize>() + 5);
+                let mut batch = Vec::with_capacity(
+                    idx.iter().map(|&i| encoded.get(i).len()).sum::<usize>() + 5,
+                );
                 codec::write_array_header(&mut batch, idx.len());
                 for &i in idx {
-                    batch.extend_from_slice(&encoded[i]);
+                    batch.extend_from_slice(encoded.get(i));
                 }
                 let started = Instant::now();
                 let r = inst.process_batch(&batch, idx.len());

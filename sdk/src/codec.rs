@@ -4,8 +4,10 @@
 //! so plugins in any language read fields by name and old plugins skip new
 //! fields. A batch is a MessagePack array of items.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::msgpack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -15,6 +17,8 @@ pub enum CodecError {
     Decode(#[from] rmp_serde::decode::Error),
     #[error("decoding MessagePack array header: {0}")]
     Header(String),
+    #[error("decoding MessagePack: {0}")]
+    Msgpack(#[from] msgpack::Error),
     #[error("{0} trailing bytes after the last item")]
     Trailing(usize),
 }
@@ -30,6 +34,16 @@ pub fn encode_into<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Resul
     Ok(())
 }
 
+/// Appends one verdict; "pass, nothing to say" is the one byte `0x80`
+/// without going through the serializer.
+pub fn encode_verdict(buf: &mut Vec<u8>, v: &crate::Verdict) -> Result<(), CodecError> {
+    if v.is_pass() {
+        buf.push(0x80);
+        return Ok(());
+    }
+    encode_into(buf, v)
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(rmp_serde::from_slice(bytes)?)
 }
@@ -41,24 +55,62 @@ pub fn write_array_header(buf: &mut Vec<u8>, len: usize) {
 }
 
 /// Decodes a MessagePack array item by item, handing each to `f`, without
-/// materializing a `Vec` of the whole batch.
-pub fn decode_array<T, F>(bytes: &[u8], mut f: F) -> Result<usize, CodecError>
+/// materializing a `Vec` of the whole batch. Items may borrow from `bytes`
+/// (e.g. [`crate::EventRef`]): strings are not copied.
+pub fn decode_array<'de, T, F>(bytes: &'de [u8], mut f: F) -> Result<usize, CodecError>
 where
-    T: DeserializeOwned,
+    T: Deserialize<'de>,
     F: FnMut(T),
 {
-    let mut rd = bytes;
-    let len =
-        rmp::decode::read_array_len(&mut rd).map_err(|e| CodecError::Header(e.to_string()))?;
-    let mut de = rmp_serde::Deserializer::new(rd);
+    let mut items = ArrayDecoder::new(bytes)?;
+    let len = items.len();
     for _ in 0..len {
-        f(T::deserialize(&mut de)?);
+        f(items.item()?);
     }
-    let rest = de.into_inner();
-    if !rest.is_empty() {
-        return Err(CodecError::Trailing(rest.len()));
+    items.finish()?;
+    Ok(len)
+}
+
+/// Reads a MessagePack array one item at a time, borrowing from the input
+/// (with [`crate::msgpack`], the fast path every plugin batch takes).
+pub struct ArrayDecoder<'de> {
+    de: msgpack::Deserializer<'de>,
+    len: usize,
+}
+
+impl<'de> ArrayDecoder<'de> {
+    /// Reads the array header.
+    pub fn new(bytes: &'de [u8]) -> Result<ArrayDecoder<'de>, CodecError> {
+        let mut rd = bytes;
+        let len =
+            rmp::decode::read_array_len(&mut rd).map_err(|e| CodecError::Header(e.to_string()))?;
+        Ok(ArrayDecoder {
+            de: msgpack::Deserializer::new(rd),
+            len: len as usize,
+        })
     }
-    Ok(len as usize)
+
+    /// The number of items the header announced.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Decodes the next item. The caller reads at most [`Self::len`] items.
+    pub fn item<T: Deserialize<'de>>(&mut self) -> Result<T, CodecError> {
+        Ok(T::deserialize(&mut self.de)?)
+    }
+
+    /// Checks that nothing follows the last item.
+    pub fn finish(self) -> Result<(), CodecError> {
+        match self.de.remaining().len() {
+            0 => Ok(()),
+            n => Err(CodecError::Trailing(n)),
+        }
+    }
 }
 
 /// Encodes a slice as a MessagePack array.
@@ -107,6 +159,31 @@ mod tests {
             decode_array::<Verdict, _>(&bytes, |_| {}),
             Err(CodecError::Trailing(1))
         ));
+        // Not even valid MessagePack after the last item.
+        bytes.pop();
+        bytes.push(0xc1);
+        assert!(matches!(
+            decode_array::<Verdict, _>(&bytes, |_| {}),
+            Err(CodecError::Trailing(1))
+        ));
+        // Too few items is an error too.
+        bytes.pop();
+        bytes.pop();
+        assert!(decode_array::<Verdict, _>(&bytes, |_| {}).is_err());
+    }
+
+    #[test]
+    fn events_decode_borrowed() {
+        let ev = Event {
+            hostname: "node-1".into(),
+            ..Event::default()
+        };
+        let bytes = encode_array(&[ev.clone(), ev.clone()]).unwrap();
+        let mut out = Vec::new();
+        decode_array::<crate::EventRef<'_>, _>(&bytes, |e| out.push(e)).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].hostname, "node-1");
+        assert_eq!(out[0].to_event(), ev);
     }
 
     #[test]

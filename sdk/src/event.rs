@@ -2,43 +2,223 @@
 //!
 //! Every field has a default so that replay files and plugins written against
 //! an older schema keep working; "unknown" is `None` or empty, never invented.
+//!
+//! Each struct is defined once, generic over its string type `S`: the owned
+//! form ([`Event`] = `EventOf<String>`) is what the collector builds and
+//! stores; the borrowed form ([`EventRef`] = `EventOf<&str>`) is what plugins
+//! get, decoded straight out of the MessagePack batch without copying or
+//! allocating a string. Both have the same fields, names and wire format
+//! because they are the same definition.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// One observation: a process exec or a change to a file.
+/// One observation, owning its strings: what sources produce and outputs get.
+pub type Event = EventOf<String>;
+/// One observation borrowing its strings from a decoded buffer: what
+/// plugins see.
+pub type EventRef<'a> = EventOf<&'a str>;
+pub type Process = ProcessOf<String>;
+pub type ProcessRef<'a> = ProcessOf<&'a str>;
+pub type Container = ContainerOf<String>;
+pub type ContainerRef<'a> = ContainerOf<&'a str>;
+pub type K8s = K8sOf<String>;
+pub type K8sRef<'a> = K8sOf<&'a str>;
+pub type FileInfo = FileInfoOf<String>;
+pub type FileInfoRef<'a> = FileInfoOf<&'a str>;
+
+/// One observation: a process exec or a change to a file. `S` is the string
+/// type; see [`Event`] and [`EventRef`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Event {
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct EventOf<S> {
     pub schema_version: u32,
     /// Wall-clock time of the observation, nanoseconds since the Unix epoch.
     pub time_ns: u64,
     pub kind: EventKind,
     /// Host name of the machine the sensor runs on.
-    pub hostname: String,
+    pub hostname: S,
     /// The process that did it.
-    pub process: Process,
+    pub process: ProcessOf<S>,
     /// `None` for a process outside any container.
-    pub container: Option<Container>,
+    pub container: Option<ContainerOf<S>>,
     /// Kubernetes metadata, when the container belongs to a pod.
-    pub k8s: Option<K8s>,
+    pub k8s: Option<K8sOf<S>>,
     /// The file concerned, for every kind but `exec`.
-    pub file: Option<FileInfo>,
+    pub file: Option<FileInfoOf<S>>,
 }
 
-impl Default for Event {
+impl<S: Default> Default for EventOf<S> {
     fn default() -> Self {
-        Event {
+        EventOf {
             schema_version: crate::SCHEMA_VERSION,
             time_ns: 0,
             kind: EventKind::Exec,
-            hostname: String::new(),
-            process: Process::default(),
+            hostname: S::default(),
+            process: ProcessOf::default(),
             container: None,
             k8s: None,
             file: None,
         }
+    }
+}
+
+impl<S> EventOf<S> {
+    /// The same event with every string mapped through `f`. Every field is
+    /// listed (no `..`), so a field added to the schema cannot be missed.
+    pub fn map_strings<'a, T: Ord>(&'a self, f: &impl Fn(&'a S) -> T) -> EventOf<T> {
+        let EventOf {
+            schema_version,
+            time_ns,
+            kind,
+            hostname,
+            process: p,
+            container,
+            k8s,
+            file,
+        } = self;
+        let o = |s: &'a Option<S>| s.as_ref().map(f);
+        EventOf {
+            schema_version: *schema_version,
+            time_ns: *time_ns,
+            kind: *kind,
+            hostname: f(hostname),
+            process: {
+                let ProcessOf {
+                    pid,
+                    tid,
+                    ppid,
+                    vpid,
+                    uid,
+                    gid,
+                    euid,
+                    user_name,
+                    name,
+                    exe_path,
+                    args,
+                    args_truncated,
+                    cwd,
+                    tty,
+                    pname,
+                    pexe_path,
+                    exe_upper_layer,
+                    exe_lower_layer,
+                    exe_from_memfd,
+                    cgroup_id,
+                    pid_ns,
+                    mnt_ns,
+                } = p;
+                ProcessOf {
+                    pid: *pid,
+                    tid: *tid,
+                    ppid: *ppid,
+                    vpid: *vpid,
+                    uid: *uid,
+                    gid: *gid,
+                    euid: *euid,
+                    user_name: o(user_name),
+                    name: f(name),
+                    exe_path: f(exe_path),
+                    args: args.iter().map(f).collect(),
+                    args_truncated: *args_truncated,
+                    cwd: f(cwd),
+                    tty: *tty,
+                    pname: f(pname),
+                    pexe_path: f(pexe_path),
+                    exe_upper_layer: *exe_upper_layer,
+                    exe_lower_layer: *exe_lower_layer,
+                    exe_from_memfd: *exe_from_memfd,
+                    cgroup_id: *cgroup_id,
+                    pid_ns: *pid_ns,
+                    mnt_ns: *mnt_ns,
+                }
+            },
+            container: container.as_ref().map(|c| {
+                let ContainerOf {
+                    id,
+                    name,
+                    runtime,
+                    image_repository,
+                    image_tag,
+                    image_digest,
+                    image_id,
+                } = c;
+                ContainerOf {
+                    id: f(id),
+                    name: o(name),
+                    runtime: o(runtime),
+                    image_repository: o(image_repository),
+                    image_tag: o(image_tag),
+                    image_digest: o(image_digest),
+                    image_id: o(image_id),
+                }
+            }),
+            k8s: k8s.as_ref().map(|k| {
+                let K8sOf {
+                    namespace,
+                    pod_name,
+                    pod_uid,
+                    container_name,
+                    labels,
+                } = k;
+                K8sOf {
+                    namespace: o(namespace),
+                    pod_name: o(pod_name),
+                    pod_uid: o(pod_uid),
+                    container_name: o(container_name),
+                    labels: labels.iter().map(|(k, v)| (f(k), f(v))).collect(),
+                }
+            }),
+            file: file.as_ref().map(|x| {
+                let FileInfoOf {
+                    path,
+                    target_path,
+                    flags,
+                    mode,
+                    file_type,
+                    created,
+                    upper_layer,
+                    change,
+                    sha256,
+                    size,
+                    uid,
+                    gid,
+                    executable,
+                    elf,
+                } = x;
+                FileInfoOf {
+                    path: f(path),
+                    target_path: o(target_path),
+                    flags: *flags,
+                    mode: *mode,
+                    file_type: *file_type,
+                    created: *created,
+                    upper_layer: *upper_layer,
+                    change: o(change),
+                    sha256: o(sha256),
+                    size: *size,
+                    uid: *uid,
+                    gid: *gid,
+                    executable: *executable,
+                    elf: *elf,
+                }
+            }),
+        }
+    }
+}
+
+impl Event {
+    /// A borrowed view of this event, as a plugin would see it.
+    pub fn as_event_ref(&self) -> EventRef<'_> {
+        self.map_strings(&|s: &String| s.as_str())
+    }
+}
+
+impl EventRef<'_> {
+    /// An owned copy of this event.
+    pub fn to_event(&self) -> Event {
+        self.map_strings(&|s: &&str| s.to_string())
     }
 }
 
@@ -96,8 +276,8 @@ impl std::fmt::Display for EventKind {
 
 /// The acting process, after the exec for `exec` events.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Process {
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct ProcessOf<S> {
     /// Thread-group id as the host sees it.
     pub pid: u32,
     pub tid: u32,
@@ -108,21 +288,21 @@ pub struct Process {
     pub uid: u32,
     pub gid: u32,
     pub euid: u32,
-    pub user_name: Option<String>,
+    pub user_name: Option<S>,
     /// The kernel's `comm` (at most 15 bytes), Falco's `proc.name`.
-    pub name: String,
+    pub name: S,
     /// Absolute path of the executable, as seen inside the container.
-    pub exe_path: String,
+    pub exe_path: S,
     /// Full argv, argv[0] included. See `args_truncated`.
-    pub args: Vec<String>,
+    pub args: Vec<S>,
     /// The sensor hit its argv bound; `args` holds a prefix.
     pub args_truncated: bool,
-    pub cwd: String,
+    pub cwd: S,
     /// Controlling terminal (`tty_nr`), 0 when none.
     pub tty: u32,
     /// Parent's `comm`.
-    pub pname: String,
-    pub pexe_path: String,
+    pub pname: S,
+    pub pexe_path: S,
     /// The executable's inode is an overlayfs inode with an upper dentry:
     /// added to, or copied up and modified in, the container's writable layer.
     pub exe_upper_layer: bool,
@@ -135,60 +315,67 @@ pub struct Process {
     pub mnt_ns: u64,
 }
 
-impl Process {
+impl<S: AsRef<str>> ProcessOf<S> {
     /// Falco's `proc.cmdline`: the name followed by the arguments after argv[0].
     pub fn cmdline(&self) -> String {
-        let mut s = self.name.clone();
-        for a in self.args.iter().skip(1) {
-            s.push(' ');
-            s.push_str(a);
-        }
+        let mut s = String::new();
+        self.write_cmdline(&mut s);
         s
+    }
+
+    /// Appends [`Self::cmdline`] to `out`.
+    pub fn write_cmdline(&self, out: &mut String) {
+        out.push_str(self.name.as_ref());
+        for a in self.args.iter().skip(1) {
+            out.push(' ');
+            out.push_str(a.as_ref());
+        }
     }
 }
 
 /// The container the process runs in. Metadata the runtime did not give is `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Container {
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct ContainerOf<S> {
     /// Full 64-hex id.
-    pub id: String,
-    pub name: Option<String>,
+    pub id: S,
+    pub name: Option<S>,
     /// `podman`, `docker`, `containerd`, `cri-o`.
-    pub runtime: Option<String>,
-    pub image_repository: Option<String>,
-    pub image_tag: Option<String>,
+    pub runtime: Option<S>,
+    pub image_repository: Option<S>,
+    pub image_tag: Option<S>,
     /// `sha256:...` digest of the image as pulled (repo digest).
-    pub image_digest: Option<String>,
+    pub image_digest: Option<S>,
     /// The runtime's local image id.
-    pub image_id: Option<String>,
+    pub image_id: Option<S>,
 }
 
-impl Container {
+impl<S: AsRef<str>> ContainerOf<S> {
     /// The 12-character id people see in `podman ps`.
     pub fn short_id(&self) -> &str {
-        self.id.get(..12).unwrap_or(&self.id)
+        let id = self.id.as_ref();
+        id.get(..12).unwrap_or(id)
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct K8s {
-    pub namespace: Option<String>,
-    pub pod_name: Option<String>,
-    pub pod_uid: Option<String>,
-    pub container_name: Option<String>,
-    pub labels: BTreeMap<String, String>,
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct K8sOf<S> {
+    pub namespace: Option<S>,
+    pub pod_name: Option<S>,
+    pub pod_uid: Option<S>,
+    pub container_name: Option<S>,
+    pub labels: BTreeMap<S, S>,
 }
 
 /// The file an event is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FileInfo {
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct FileInfoOf<S> {
     /// Absolute path as seen inside the container (relative paths resolved).
-    pub path: String,
+    pub path: S,
     /// Destination of a rename.
-    pub target_path: Option<String>,
+    pub target_path: Option<S>,
     /// open(2) flags.
     pub flags: u32,
     /// Permission bits: requested mode for creations, new mode for chmod.
@@ -200,9 +387,9 @@ pub struct FileInfo {
     pub upper_layer: bool,
     /// For `file_drift`: what kind of difference (`added`, `modified`,
     /// `metadata`, `removed`).
-    pub change: Option<String>,
+    pub change: Option<S>,
     /// For `file_drift` of regular files: sha256 of the content, hex.
-    pub sha256: Option<String>,
+    pub sha256: Option<S>,
     /// For `file_drift`: size in bytes (for `removed`, the image's file).
     pub size: Option<u64>,
     /// For `file_drift`: owning user id (for `removed`, the image's file).

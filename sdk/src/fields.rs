@@ -6,108 +6,182 @@
 
 use std::collections::BTreeMap;
 
-use crate::Event;
+use crate::EventOf;
 
 /// The value Falco prints for a field with no value.
 pub const NA: &str = "<NA>";
 
-/// Every field name [`field`] knows, in documentation order.
-pub const FIELD_NAMES: &[&str] = &[
-    "evt.type",
-    "evt.hostname",
-    "proc.name",
-    "proc.pid",
-    "proc.vpid",
-    "proc.ppid",
-    "proc.exe",
-    "proc.exepath",
-    "proc.args",
-    "proc.cmdline",
-    "proc.cwd",
-    "proc.tty",
-    "proc.pname",
-    "proc.pexepath",
-    "proc.is_exe_upper_layer",
-    "proc.is_exe_lower_layer",
-    "proc.is_exe_from_memfd",
-    "user.uid",
-    "user.name",
-    "group.gid",
-    "container.id",
-    "container.full_id",
-    "container.name",
-    "container.type",
-    "container.image.repository",
-    "container.image.tag",
-    "container.image.digest",
-    "container.image.id",
-    "k8s.ns.name",
-    "k8s.pod.name",
-    "k8s.pod.uid",
-    "k8s.container.name",
-    "fd.name",
-    "fd.directory",
-    "fd.filename",
-    "fd.typechar",
-    "fs.path.target",
-    "evt.is_open_create",
-    "fd.is_upper_layer",
-];
+macro_rules! field_names {
+    ($($name:literal => $id:ident,)*) => {
+        /// Every field name [`field`] knows, in documentation order.
+        pub const FIELD_NAMES: &[&str] = &[$($name),*];
+
+        /// A field name, resolved once (templates keep these, not strings).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum FieldId {
+            $($id),*
+        }
+
+        impl FieldId {
+            fn from_name(name: &str) -> Option<FieldId> {
+                match name {
+                    $($name => Some(FieldId::$id),)*
+                    _ => None,
+                }
+            }
+
+            fn name(self) -> &'static str {
+                FIELD_NAMES[self as usize]
+            }
+        }
+    };
+}
+
+field_names! {
+    "evt.type" => EvtType,
+    "evt.hostname" => EvtHostname,
+    "proc.name" => ProcName,
+    "proc.pid" => ProcPid,
+    "proc.vpid" => ProcVpid,
+    "proc.ppid" => ProcPpid,
+    "proc.exe" => ProcExe,
+    "proc.exepath" => ProcExepath,
+    "proc.args" => ProcArgs,
+    "proc.cmdline" => ProcCmdline,
+    "proc.cwd" => ProcCwd,
+    "proc.tty" => ProcTty,
+    "proc.pname" => ProcPname,
+    "proc.pexepath" => ProcPexepath,
+    "proc.is_exe_upper_layer" => ProcIsExeUpperLayer,
+    "proc.is_exe_lower_layer" => ProcIsExeLowerLayer,
+    "proc.is_exe_from_memfd" => ProcIsExeFromMemfd,
+    "user.uid" => UserUid,
+    "user.name" => UserName,
+    "group.gid" => GroupGid,
+    "container.id" => ContainerId,
+    "container.full_id" => ContainerFullId,
+    "container.name" => ContainerName,
+    "container.type" => ContainerType,
+    "container.image.repository" => ContainerImageRepository,
+    "container.image.tag" => ContainerImageTag,
+    "container.image.digest" => ContainerImageDigest,
+    "container.image.id" => ContainerImageId,
+    "k8s.ns.name" => K8sNsName,
+    "k8s.pod.name" => K8sPodName,
+    "k8s.pod.uid" => K8sPodUid,
+    "k8s.container.name" => K8sContainerName,
+    "fd.name" => FdName,
+    "fd.directory" => FdDirectory,
+    "fd.filename" => FdFilename,
+    "fd.typechar" => FdTypechar,
+    "fs.path.target" => FsPathTarget,
+    "evt.is_open_create" => EvtIsOpenCreate,
+    "fd.is_upper_layer" => FdIsUpperLayer,
+}
 
 /// The value of a Falco field for `ev`, `None` when the event has no value
-/// for it (or the name is unknown).
-pub fn field(ev: &Event, name: &str) -> Option<String> {
+/// for it (or the name is unknown). Works on owned and borrowed events.
+pub fn field<S: AsRef<str>>(ev: &EventOf<S>, name: &str) -> Option<String> {
+    let id = FieldId::from_name(name)?;
+    let mut out = String::new();
+    write_field(ev, id, &mut out).then_some(out)
+}
+
+/// Appends the value of field `id` to `out`. Returns false, leaving `out`
+/// alone, when the event has no value for it.
+fn write_field<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId, out: &mut String) -> bool {
+    use FieldId::*;
+    use std::fmt::Write;
     let p = &ev.process;
     let c = ev.container.as_ref();
     let k = ev.k8s.as_ref();
     let f = ev.file.as_ref();
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Some(match name {
-        "evt.type" => ev.kind.as_str().to_string(),
-        "evt.hostname" => return non_empty(&ev.hostname),
-        "proc.name" => return non_empty(&p.name),
-        "proc.pid" => p.pid.to_string(),
-        "proc.vpid" => p.vpid.to_string(),
-        "proc.ppid" => p.ppid.to_string(),
-        "proc.exe" => return p.args.first().cloned(),
-        "proc.exepath" => return non_empty(&p.exe_path),
-        "proc.args" => p.args.iter().skip(1).cloned().collect::<Vec<_>>().join(" "),
-        "proc.cmdline" => p.cmdline(),
-        "proc.cwd" => return non_empty(&p.cwd),
-        "proc.tty" => p.tty.to_string(),
-        "proc.pname" => return non_empty(&p.pname),
-        "proc.pexepath" => return non_empty(&p.pexe_path),
-        "proc.is_exe_upper_layer" => p.exe_upper_layer.to_string(),
-        "proc.is_exe_lower_layer" => p.exe_lower_layer.to_string(),
-        "proc.is_exe_from_memfd" => p.exe_from_memfd.to_string(),
-        "user.uid" => p.uid.to_string(),
-        "user.name" => return p.user_name.clone(),
-        "group.gid" => p.gid.to_string(),
+    let value: Option<&str> = match id {
+        EvtType => Some(ev.kind.as_str()),
+        EvtHostname => non_empty(&ev.hostname),
+        ProcName => non_empty(&p.name),
+        ProcPid | ProcVpid | ProcPpid | ProcTty | UserUid | GroupGid => {
+            let n = match id {
+                ProcPid => p.pid,
+                ProcVpid => p.vpid,
+                ProcPpid => p.ppid,
+                ProcTty => p.tty,
+                UserUid => p.uid,
+                _ => p.gid,
+            };
+            // Writing into a String cannot fail.
+            let _ = write!(out, "{n}");
+            return true;
+        }
+        ProcExe => opt(p.args.first()),
+        ProcExepath => non_empty(&p.exe_path),
+        ProcArgs => {
+            for (i, a) in p.args.iter().skip(1).enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                out.push_str(a.as_ref());
+            }
+            return true;
+        }
+        ProcCmdline => {
+            p.write_cmdline(out);
+            return true;
+        }
+        ProcCwd => non_empty(&p.cwd),
+        ProcPname => non_empty(&p.pname),
+        ProcPexepath => non_empty(&p.pexe_path),
+        ProcIsExeUpperLayer => Some(bool_str(p.exe_upper_layer)),
+        ProcIsExeLowerLayer => Some(bool_str(p.exe_lower_layer)),
+        ProcIsExeFromMemfd => Some(bool_str(p.exe_from_memfd)),
+        UserName => opt(p.user_name.as_ref()),
         // Falco reports host processes as container "host".
-        "container.id" => c.map_or("host", |c| c.short_id()).to_string(),
-        "container.full_id" => c.map_or("host", |c| c.id.as_str()).to_string(),
-        "container.name" => match c {
-            None => "host".to_string(),
-            Some(c) => return c.name.clone(),
+        ContainerId => Some(c.map_or("host", |c| c.short_id())),
+        ContainerFullId => Some(c.map_or("host", |c| c.id.as_ref())),
+        ContainerName => match c {
+            None => Some("host"),
+            Some(c) => opt(c.name.as_ref()),
         },
-        "container.type" => return c.and_then(|c| c.runtime.clone()),
-        "container.image.repository" => return c.and_then(|c| c.image_repository.clone()),
-        "container.image.tag" => return c.and_then(|c| c.image_tag.clone()),
-        "container.image.digest" => return c.and_then(|c| c.image_digest.clone()),
-        "container.image.id" => return c.and_then(|c| c.image_id.clone()),
-        "k8s.ns.name" => return k.and_then(|k| k.namespace.clone()),
-        "k8s.pod.name" => return k.and_then(|k| k.pod_name.clone()),
-        "k8s.pod.uid" => return k.and_then(|k| k.pod_uid.clone()),
-        "k8s.container.name" => return k.and_then(|k| k.container_name.clone()),
-        "fd.name" => return f.map(|f| f.path.clone()),
-        "fd.directory" => return f.map(|f| parent_dir(&f.path).to_string()),
-        "fd.filename" => return f.map(|f| file_name(&f.path).to_string()),
-        "fd.typechar" => return f.map(|f| f.file_type.typechar().to_string()),
-        "fs.path.target" => return f.and_then(|f| f.target_path.clone()),
-        "evt.is_open_create" => return f.map(|f| f.created.to_string()),
-        "fd.is_upper_layer" => return f.map(|f| f.upper_layer.to_string()),
-        _ => return None,
-    })
+        ContainerType => opt(c.and_then(|c| c.runtime.as_ref())),
+        ContainerImageRepository => opt(c.and_then(|c| c.image_repository.as_ref())),
+        ContainerImageTag => opt(c.and_then(|c| c.image_tag.as_ref())),
+        ContainerImageDigest => opt(c.and_then(|c| c.image_digest.as_ref())),
+        ContainerImageId => opt(c.and_then(|c| c.image_id.as_ref())),
+        K8sNsName => opt(k.and_then(|k| k.namespace.as_ref())),
+        K8sPodName => opt(k.and_then(|k| k.pod_name.as_ref())),
+        K8sPodUid => opt(k.and_then(|k| k.pod_uid.as_ref())),
+        K8sContainerName => opt(k.and_then(|k| k.container_name.as_ref())),
+        FdName => f.map(|f| f.path.as_ref()),
+        FdDirectory => f.map(|f| parent_dir(f.path.as_ref())),
+        FdFilename => f.map(|f| file_name(f.path.as_ref())),
+        FdTypechar => {
+            let Some(f) = f else { return false };
+            out.push(f.file_type.typechar());
+            return true;
+        }
+        FsPathTarget => opt(f.and_then(|f| f.target_path.as_ref())),
+        EvtIsOpenCreate => f.map(|f| bool_str(f.created)),
+        FdIsUpperLayer => f.map(|f| bool_str(f.upper_layer)),
+    };
+    match value {
+        Some(v) => {
+            out.push_str(v);
+            true
+        }
+        None => false,
+    }
+}
+
+fn non_empty<S: AsRef<str>>(v: &S) -> Option<&str> {
+    Some(v.as_ref()).filter(|v| !v.is_empty())
+}
+
+fn opt<S: AsRef<str>>(v: Option<&S>) -> Option<&str> {
+    v.map(|v| v.as_ref())
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b { "true" } else { "false" }
 }
 
 /// `/usr/bin/sh` → `/usr/bin`; `/sh` → `/`.
@@ -134,7 +208,7 @@ pub struct Template {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Field(String),
+    Field(FieldId),
 }
 
 impl Template {
@@ -157,13 +231,13 @@ impl Template {
                 rest = after;
                 continue;
             }
-            if !FIELD_NAMES.contains(&name) {
+            let Some(id) = FieldId::from_name(name) else {
                 return Err(format!("unknown field %{name} in output template"));
-            }
+            };
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));
             }
-            parts.push(Part::Field(name.to_string()));
+            parts.push(Part::Field(id));
             rest = &after[name.len()..];
         }
         text.push_str(rest);
@@ -173,26 +247,33 @@ impl Template {
         Ok(Template { parts })
     }
 
-    pub fn render(&self, ev: &Event) -> String {
-        let mut out = String::new();
+    pub fn render<S: AsRef<str>>(&self, ev: &EventOf<S>) -> String {
+        let mut out = String::with_capacity(128);
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(name) => out.push_str(field(ev, name).as_deref().unwrap_or(NA)),
+                Part::Field(id) => {
+                    if !write_field(ev, *id, &mut out) {
+                        out.push_str(NA);
+                    }
+                }
             }
         }
         out
     }
 
     /// The fields the template uses, with their values for `ev`.
-    pub fn fields(&self, ev: &Event) -> BTreeMap<String, String> {
+    pub fn fields<S: AsRef<str>>(&self, ev: &EventOf<S>) -> BTreeMap<String, String> {
         self.parts
             .iter()
             .filter_map(|p| match p {
-                Part::Field(name) => Some((
-                    name.clone(),
-                    field(ev, name).unwrap_or_else(|| NA.to_string()),
-                )),
+                Part::Field(id) => {
+                    let mut value = String::new();
+                    if !write_field(ev, *id, &mut value) {
+                        value.push_str(NA);
+                    }
+                    Some((id.name().to_string(), value))
+                }
                 Part::Text(_) => None,
             })
             .collect()
@@ -202,7 +283,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Container, Process};
+    use crate::{Container, Event, Process};
 
     fn ev() -> Event {
         Event {
@@ -264,6 +345,31 @@ mod tests {
             let _ = field(&e, name);
             assert!(Template::parse(&format!("%{name}")).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn borrowed_and_owned_events_give_the_same_fields() {
+        let mut e = ev();
+        e.file = Some(crate::FileInfo {
+            path: "/etc/app/x.conf".into(),
+            target_path: Some("/etc/app/y.conf".into()),
+            ..crate::FileInfo::default()
+        });
+        e.k8s = Some(crate::K8s {
+            namespace: Some("prod".into()),
+            ..crate::K8s::default()
+        });
+        let r = e.as_event_ref();
+        for name in FIELD_NAMES {
+            assert_eq!(field(&e, name), field(&r, name), "{name}");
+        }
+        assert_eq!(field(&e, "proc.args").as_deref(), Some("-c id"));
+        assert_eq!(field(&e, "proc.exe").as_deref(), Some("/bin/sh"));
+        assert_eq!(field(&e, "fd.directory").as_deref(), Some("/etc/app"));
+        assert_eq!(field(&e, "fd.typechar").as_deref(), Some("?"));
+        assert_eq!(field(&e, "proc.pid").as_deref(), Some("0"));
+        assert_eq!(field(&e, "evt.hostname"), None);
+        assert_eq!(r.to_event(), e);
     }
 
     #[test]

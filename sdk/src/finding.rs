@@ -114,6 +114,14 @@ impl Verdict {
         }
     }
 
+    /// Pass, with no findings, tags or fields: what [`Verdict::pass`] makes.
+    pub fn is_pass(&self) -> bool {
+        self.action == Action::Pass
+            && self.findings.is_empty()
+            && self.tags.is_empty()
+            && self.fields.is_empty()
+    }
+
     pub fn with_finding(finding: Finding) -> Verdict {
         Verdict {
             findings: vec![finding],

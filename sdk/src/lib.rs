@@ -12,13 +12,17 @@ pub mod event;
 pub mod fields;
 pub mod finding;
 pub mod manifest;
+pub mod msgpack;
 pub mod plugin;
 pub mod rules;
 
 #[cfg(feature = "guest")]
 pub mod guest;
 
-pub use event::{Container, Event, EventKind, FileInfo, FileType, K8s, Process};
+pub use event::{
+    Container, ContainerOf, ContainerRef, Event, EventKind, EventOf, EventRef, FileInfo,
+    FileInfoOf, FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef,
+};
 pub use finding::{Action, Finding, Priority, Remediation, Verdict};
 pub use manifest::Manifest;
 pub use plugin::Plugin;

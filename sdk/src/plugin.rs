@@ -6,8 +6,8 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::codec::{self, CodecError};
-use crate::{Event, Manifest, Verdict};
+use crate::codec::{self, ArrayDecoder, CodecError};
+use crate::{EventRef, Manifest, Verdict};
 
 /// A detection plugin. One value lives per plugin instance; the host calls
 /// [`Plugin::process`] for each event it sends, in order.
@@ -22,7 +22,10 @@ pub trait Plugin: Sized + 'static {
 
     /// Decides about one event. Return [`Verdict::pass`] when there is
     /// nothing to say; it costs one byte on the wire.
-    fn process(&mut self, event: &Event) -> Verdict;
+    ///
+    /// The event's strings borrow from the batch the host sent (no copies);
+    /// an owned [`crate::Event`] gives one with `as_event_ref()`.
+    fn process(&mut self, event: &EventRef<'_>) -> Verdict;
 }
 
 /// Decodes a plugin config map; an empty payload means "no table".
@@ -38,19 +41,13 @@ pub fn decode_config<C: DeserializeOwned + Default>(bytes: &[u8]) -> Result<C, S
 pub fn process_batch<P: Plugin>(plugin: &mut P, events: &[u8]) -> Result<Vec<u8>, CodecError> {
     // Pass verdicts encode to one byte; reserve for the common case.
     let mut out = Vec::with_capacity(events.len() / 64 + 8);
-    let mut rd = events;
-    let len =
-        rmp::decode::read_array_len(&mut rd).map_err(|e| CodecError::Header(e.to_string()))?;
-    codec::write_array_header(&mut out, len as usize);
-    let mut de = rmp_serde::Deserializer::new(rd);
-    for _ in 0..len {
-        let ev: Event = serde::Deserialize::deserialize(&mut de)?;
+    let mut items = ArrayDecoder::new(events)?;
+    codec::write_array_header(&mut out, items.len());
+    for _ in 0..items.len() {
+        let ev: EventRef<'_> = items.item()?;
         let verdict = plugin.process(&ev);
-        codec::encode_into(&mut out, &verdict)?;
+        codec::encode_verdict(&mut out, &verdict)?;
     }
-    let rest = de.into_inner();
-    if !rest.is_empty() {
-        return Err(CodecError::Trailing(rest.len()));
-    }
+    items.finish()?;
     Ok(out)
 }

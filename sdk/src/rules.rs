@@ -1,6 +1,6 @@
 //! Conditions shared by several detections, defined once.
 
-use crate::Event;
+use crate::EventOf;
 
 /// Parent process names (`comm`, so at most 15 bytes) of the runtime
 /// processes that launch a container's main process.
@@ -44,8 +44,10 @@ impl EntrypointExemption {
             .collect()
     }
 
-    pub fn exempts(&self, ev: &Event) -> bool {
-        ev.container.is_some() && ev.process.vpid == 1 && self.parents.contains(&ev.process.pname)
+    pub fn exempts<S: AsRef<str>>(&self, ev: &EventOf<S>) -> bool {
+        ev.container.is_some()
+            && ev.process.vpid == 1
+            && self.parents.iter().any(|p| p == ev.process.pname.as_ref())
     }
 }
 
@@ -69,7 +71,7 @@ pub fn is_under(path: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Container, Process};
+    use crate::{Container, Event, Process};
 
     fn ev(vpid: u32, pname: &str, container: bool) -> Event {
         Event {

@@ -101,6 +101,11 @@ impl Engine {
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // For profiling plugins with `perf`: names the JIT code in
+        // /tmp/perf-PID.map.
+        if std::env::var_os("DRIFTWATCH_WASM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let inner = wasmtime::Engine::new(&cfg).map_err(|e| PluginError::Link {
             plugin: "<engine>".into(),
             message: e.to_string(),

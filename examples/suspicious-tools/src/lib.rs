@@ -6,7 +6,7 @@
 //! `target/guests/`.
 
 use driftwatch_sdk::fields::Template;
-use driftwatch_sdk::{Event, EventKind, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -55,8 +55,8 @@ impl Plugin for SuspiciousTools {
         )
     }
 
-    fn process(&mut self, ev: &Event) -> Verdict {
-        if ev.container.is_none() || !self.cfg.tools.contains(&ev.process.name) {
+    fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
+        if ev.container.is_none() || !self.cfg.tools.iter().any(|t| t == ev.process.name) {
             return Verdict::pass();
         }
         let mut v = Verdict::pass();

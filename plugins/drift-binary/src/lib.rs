@@ -5,7 +5,9 @@
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::EntrypointExemption;
-use driftwatch_sdk::{Event, EventKind, Finding, Manifest, Plugin, Priority, Remediation, Verdict};
+use driftwatch_sdk::{
+    EventKind, EventRef, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
+};
 use serde::Deserialize;
 
 pub const RULE: &str = "Drift Detected (Container Image Modified Binary)";
@@ -92,7 +94,7 @@ impl Plugin for DriftBinaryDetector {
         )
     }
 
-    fn process(&mut self, ev: &Event) -> Verdict {
+    fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
         if ev.kind != EventKind::Exec || ev.container.is_none() || self.entrypoint.exempts(ev) {
             return Verdict::pass();
         }
@@ -112,7 +114,7 @@ impl Plugin for DriftBinaryDetector {
                 remediation: Some(self.remediation.clone()),
             });
         }
-        if self.memfd && p.exe_from_memfd && !self.memfd_allowed.contains(&p.exe_path) {
+        if self.memfd && p.exe_from_memfd && !self.memfd_allowed.iter().any(|a| a == p.exe_path) {
             verdict.findings.push(Finding {
                 rule: MEMFD_RULE.to_string(),
                 priority: self.memfd_priority,

@@ -9,7 +9,7 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
 use driftwatch_sdk::{
-    Event, EventKind, FileType, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
+    EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
 };
 use serde::Deserialize;
 
@@ -100,30 +100,30 @@ impl Plugin for FileDrift {
         )
     }
 
-    fn process(&mut self, ev: &Event) -> Verdict {
+    fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
         let Some(file) = ev.file.as_ref() else {
             return Verdict::pass();
         };
-        let change = file.change.as_deref().unwrap_or("");
+        let change = file.change.unwrap_or("");
         if ev.kind != EventKind::FileDrift
             || ev.container.is_none()
             || file.file_type != FileType::Regular
             || !(file.executable || file.elf)
             || !self.changes.iter().any(|c| c == change)
-            || self.exclude.iter().any(|p| is_under(&file.path, p))
+            || self.exclude.iter().any(|p| is_under(file.path, p))
         {
             return Verdict::pass();
         }
         let mut fields = self.output.fields(ev);
         fields.insert("drift.change".into(), change.to_string());
         if let Some(h) = &file.sha256 {
-            fields.insert("drift.sha256".into(), h.clone());
+            fields.insert("drift.sha256".into(), h.to_string());
         }
         fields.insert("drift.elf".into(), file.elf.to_string());
         let mut output = self.output.render(ev);
         output.push_str(&format!(
             " change={change} sha256={} elf={}",
-            file.sha256.as_deref().unwrap_or("<NA>"),
+            file.sha256.unwrap_or("<NA>"),
             file.elf
         ));
         Verdict::with_finding(Finding {
@@ -148,7 +148,7 @@ driftwatch_sdk::export_plugin!(FileDrift);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftwatch_sdk::{Container, FileInfo};
+    use driftwatch_sdk::{Container, Event, FileInfo};
 
     fn drift(path: &str, change: &str, executable: bool, elf: bool) -> Event {
         Event {
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn added_or_modified_executables_fire() {
         let mut p = plugin(Config::default());
-        let v = p.process(&drift("/usr/local/bin/x", "added", true, true));
+        let v = p.process(&drift("/usr/local/bin/x", "added", true, true).as_event_ref());
         assert_eq!(v.findings.len(), 1);
         assert_eq!(v.findings[0].rule, RULE);
         assert!(v.findings[0].output.contains("file=/usr/local/bin/x"));
@@ -186,13 +186,13 @@ mod tests {
         assert_eq!(v.findings[0].fields["drift.sha256"], "ab".repeat(32));
         // ELF without an execute bit still counts: chmod later is one call.
         assert_eq!(
-            p.process(&drift("/tmp/x", "modified", false, true))
+            p.process(&drift("/tmp/x", "modified", false, true).as_event_ref())
                 .findings
                 .len(),
             1
         );
         assert_eq!(
-            p.process(&drift("/tmp/s.sh", "added", true, false))
+            p.process(&drift("/tmp/s.sh", "added", true, false).as_event_ref())
                 .findings
                 .len(),
             1
@@ -203,31 +203,31 @@ mod tests {
     fn everything_else_passes() {
         let mut p = plugin(Config::default());
         assert!(
-            p.process(&drift("/etc/x", "added", false, false))
+            p.process(&drift("/etc/x", "added", false, false).as_event_ref())
                 .findings
                 .is_empty()
         );
         assert!(
-            p.process(&drift("/bin/x", "removed", true, true))
+            p.process(&drift("/bin/x", "removed", true, true).as_event_ref())
                 .findings
                 .is_empty()
         );
         assert!(
-            p.process(&drift("/bin/x", "metadata", true, true))
+            p.process(&drift("/bin/x", "metadata", true, true).as_event_ref())
                 .findings
                 .is_empty()
         );
         let mut ev = drift("/bin/x", "added", true, true);
         ev.kind = EventKind::OpenWrite;
-        assert!(p.process(&ev).findings.is_empty());
+        assert!(p.process(&ev.as_event_ref()).findings.is_empty());
         let mut ev = drift("/bin/x", "added", true, true);
         ev.container = None;
-        assert!(p.process(&ev).findings.is_empty());
+        assert!(p.process(&ev.as_event_ref()).findings.is_empty());
         let mut ev = drift("/bin", "added", true, false);
         if let Some(f) = ev.file.as_mut() {
             f.file_type = FileType::Directory;
         }
-        assert!(p.process(&ev).findings.is_empty());
+        assert!(p.process(&ev.as_event_ref()).findings.is_empty());
     }
 
     #[test]
@@ -238,13 +238,13 @@ mod tests {
             ..Config::default()
         });
         assert_eq!(
-            p.process(&drift("/bin/x", "metadata", true, true))
+            p.process(&drift("/bin/x", "metadata", true, true).as_event_ref())
                 .findings
                 .len(),
             1
         );
         assert!(
-            p.process(&drift("/opt/x", "metadata", true, true))
+            p.process(&drift("/opt/x", "metadata", true, true).as_event_ref())
                 .findings
                 .is_empty()
         );

@@ -2,7 +2,7 @@
 //! running container is drift by definition.
 
 use driftwatch_sdk::fields::Template;
-use driftwatch_sdk::{Event, EventKind, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict};
 use serde::Deserialize;
 
 pub const RULE: &str = "Package Manager Execution in Container";
@@ -57,12 +57,12 @@ impl Plugin for PackageManagerDetector {
         .with_description("Detect use of package managers indicating drift")
     }
 
-    fn process(&mut self, ev: &Event) -> Verdict {
+    fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
         // The seed's rule has no entrypoint exception: a container whose main
         // process is a package manager is installing software at run time.
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || !self.names.contains(&ev.process.name)
+            || !self.names.iter().any(|n| n == ev.process.name)
         {
             return Verdict::pass();
         }

@@ -3,7 +3,7 @@
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::EntrypointExemption;
-use driftwatch_sdk::{Event, EventKind, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict};
 use serde::Deserialize;
 
 pub const RULE: &str = "Container Shell Spawned";
@@ -57,10 +57,10 @@ impl Plugin for ShellDetector {
             .with_description("Detect interactive shell in a container that should be immutable")
     }
 
-    fn process(&mut self, ev: &Event) -> Verdict {
+    fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || !self.shells.contains(&ev.process.name)
+            || !self.shells.iter().any(|s| s == ev.process.name)
             || self.entrypoint.exempts(ev)
         {
             return Verdict::pass();

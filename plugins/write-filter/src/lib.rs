@@ -3,7 +3,7 @@
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
-use driftwatch_sdk::{Event, EventKind, FileType, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Verdict};
 use serde::Deserialize;
 
 pub const RULE: &str = "Container File System Write";
@@ -59,14 +59,14 @@ impl Plugin for WriteFilter {
         .with_description("Detect writes to container upper layer filesystem")
     }
 
-    fn process(&mut self, ev: &Event) -> Verdict {
+    fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
         let Some(file) = ev.file.as_ref() else {
             return Verdict::pass();
         };
         if ev.kind != EventKind::OpenWrite
             || ev.container.is_none()
             || file.file_type != FileType::Regular
-            || self.exclude.iter().any(|p| is_under(&file.path, p))
+            || self.exclude.iter().any(|p| is_under(file.path, p))
         {
             return Verdict::pass();
         }
