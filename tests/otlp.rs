@@ -575,9 +575,10 @@ fn events_can_be_exported_too_and_stdout_can_run_beside_otlp() {
              [outputs.otlp.metrics]\nenabled = false\n"
         ),
     );
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("enabled = \"auto\"\n# Also print", "enabled = true\n# Also print");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "enabled = \"auto\"\n# Also print",
+        "enabled = true\n# Also print",
+    );
     std::fs::write(&cfg, text).unwrap();
     let out = replay(&cfg, &golden());
     assert!(out.status.success(), "{}", support::stderr(&out));
@@ -596,7 +597,10 @@ fn events_can_be_exported_too_and_stdout_can_run_beside_otlp() {
         if events == passed {
             break;
         }
-        assert!(Instant::now() < deadline, "{events} of {passed} events arrived");
+        assert!(
+            Instant::now() < deadline,
+            "{events} of {passed} events arrived"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(

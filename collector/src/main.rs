@@ -45,14 +45,8 @@ struct Cli {
 enum Command {
     /// Run the sensor daemon with a pipeline configuration (needs root for the kernel sensor).
     Run {
-        /// The pipeline configuration.
-        #[arg(
-            short,
-            long,
-            default_value = "pipeline.toml",
-            env = "DRIFTWATCH_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Run recorded events through the same pipeline and print the findings.
     ///
@@ -62,14 +56,8 @@ enum Command {
     Replay {
         /// The recorded events.
         file: PathBuf,
-        /// The pipeline configuration.
-        #[arg(
-            short,
-            long,
-            default_value = "pipeline.toml",
-            env = "DRIFTWATCH_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Also print every event that passed the chain.
         #[arg(long)]
         events: bool,
@@ -110,14 +98,9 @@ enum Command {
     /// Print a running daemon's counters: events per kind, kernel losses, plugin drops,
     /// failures and call latency, findings per rule and priority, export and spool state.
     Stats {
-        /// The daemon's pipeline configuration (for `daemon.control_socket`).
-        #[arg(
-            short,
-            long,
-            default_value = "pipeline.toml",
-            env = "DRIFTWATCH_CONFIG"
-        )]
-        config: PathBuf,
+        /// The daemon's configuration names its `daemon.control_socket`.
+        #[command(flatten)]
+        config: ConfigArg,
         /// Connect to this socket instead of the configured one.
         #[arg(long)]
         socket: Option<PathBuf>,
@@ -178,10 +161,18 @@ struct VerifyDigestsArgs {
     /// When the stdout output is on, the report moves to stderr.
     #[arg(long)]
     export: bool,
-    /// The pipeline configuration whose outputs --export uses.
+    /// Its outputs are the ones --export uses.
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// `--config`, shared by every command that reads a pipeline.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The pipeline configuration.
     #[arg(
         short,
-        long,
+        long = "config",
         default_value = "pipeline.toml",
         env = "DRIFTWATCH_CONFIG"
     )]
@@ -219,13 +210,13 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config.config),
         Command::Replay {
             file,
             config,
             events,
             stats,
-        } => replay(&file, &config, events, stats),
+        } => replay(&file, &config.config, events, stats),
         Command::Plugin {
             command: PluginCommand::Inspect { file, config_json },
         } => inspect(&file, &config_json),
@@ -233,7 +224,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Stats { config, socket } => {
             let path = match socket {
                 Some(p) => p,
-                None => Config::load(&config)?.daemon.control_socket,
+                None => Config::load(&config.config)?.daemon.control_socket,
             };
             let snapshot = driftwatch::control::read(&path)
                 .context("is the daemon running? `driftwatch run` serves its counters there")?;
@@ -279,7 +270,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
 fn verify_digests(a: VerifyDigestsArgs) -> Result<ExitCode> {
     use driftwatch::k8s::commands::{Format, VerifyContext, VerifyOptions, verify_digests};
     let (sinks, hostname, report_to_stderr) = if a.export {
-        let cfg = Config::load(&a.config)?;
+        let cfg = Config::load(&a.config.config)?;
         let stats = Arc::new(Stats::default());
         (
             sinks(&cfg, false, &stats)?,

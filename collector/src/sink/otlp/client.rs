@@ -114,72 +114,49 @@ fn http_client(s: &Settings) -> Result<reqwest::Client, ClientError> {
     b.build().map_err(|e| build_err(s, e))
 }
 
+/// What every gRPC exporter gets, logs or metrics.
+fn over_grpc<B: WithExportConfig + WithTonicConfig>(b: B, s: &Settings) -> Result<B, ClientError> {
+    let mut b = b
+        .with_endpoint(s.endpoint.clone())
+        .with_timeout(s.timeout)
+        .with_metadata(metadata(s)?)
+        .with_retry_policy(retry_policy());
+    if s.gzip {
+        b = b.with_compression(Compression::Gzip);
+    }
+    if s.is_https() {
+        b = b.with_tls_config(tonic_tls(s));
+    }
+    Ok(b)
+}
+
+/// What every OTLP/HTTP exporter gets, logs or metrics.
+fn over_http<B: WithExportConfig + WithHttpConfig>(b: B, s: &Settings) -> Result<B, ClientError> {
+    let mut b = b
+        .with_endpoint(s.endpoint.clone())
+        .with_timeout(s.timeout)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_http_client(http_client(s)?)
+        .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
+        .with_retry_policy(retry_policy());
+    if s.gzip {
+        b = b.with_compression(Compression::Gzip);
+    }
+    Ok(b)
+}
+
 pub fn log_exporter(s: &Settings) -> Result<LogExporter, ClientError> {
-    let compression = s.gzip.then_some(Compression::Gzip);
-    let exporter = match s.protocol {
-        Protocol::Grpc => {
-            let mut b = LogExporter::builder()
-                .with_tonic()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(s.timeout)
-                .with_metadata(metadata(s)?)
-                .with_retry_policy(retry_policy());
-            if let Some(c) = compression {
-                b = b.with_compression(c);
-            }
-            if s.is_https() {
-                b = b.with_tls_config(tonic_tls(s));
-            }
-            b.build()
-        }
-        Protocol::HttpProtobuf => {
-            let mut b = LogExporter::builder()
-                .with_http()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(s.timeout)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_http_client(http_client(s)?)
-                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .with_retry_policy(retry_policy());
-            if let Some(c) = compression {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-    };
-    exporter.map_err(|e| build_err(s, e))
+    match s.protocol {
+        Protocol::Grpc => over_grpc(LogExporter::builder().with_tonic(), s)?.build(),
+        Protocol::HttpProtobuf => over_http(LogExporter::builder().with_http(), s)?.build(),
+    }
+    .map_err(|e| build_err(s, e))
 }
 
 pub fn metric_exporter(s: &Settings) -> Result<MetricExporter, ClientError> {
-    let compression = s.gzip.then_some(Compression::Gzip);
-    let exporter = match s.protocol {
-        Protocol::Grpc => {
-            let mut b = MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(s.timeout)
-                .with_metadata(metadata(s)?);
-            if let Some(c) = compression {
-                b = b.with_compression(c);
-            }
-            if s.is_https() {
-                b = b.with_tls_config(tonic_tls(s));
-            }
-            b.build()
-        }
-        Protocol::HttpProtobuf => {
-            let mut b = MetricExporter::builder()
-                .with_http()
-                .with_endpoint(s.endpoint.clone())
-                .with_timeout(s.timeout)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_http_client(http_client(s)?)
-                .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>());
-            if let Some(c) = compression {
-                b = b.with_compression(c);
-            }
-            b.build()
-        }
-    };
-    exporter.map_err(|e| build_err(s, e))
+    match s.protocol {
+        Protocol::Grpc => over_grpc(MetricExporter::builder().with_tonic(), s)?.build(),
+        Protocol::HttpProtobuf => over_http(MetricExporter::builder().with_http(), s)?.build(),
+    }
+    .map_err(|e| build_err(s, e))
 }
