@@ -32,6 +32,18 @@ fn rotel_agent() -> PathBuf {
         })
 }
 
+/// Appends every line of `stream` to `into`, on a thread of its own.
+fn collect_lines(stream: impl std::io::Read + Send + 'static, into: &Arc<Mutex<String>>) {
+    let into = into.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut o = into.lock().unwrap();
+            o.push_str(&line);
+            o.push('\n');
+        }
+    });
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -63,19 +75,8 @@ impl Receiver {
             .spawn()
             .expect("starting rotel-agent");
         let out = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = out.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut o = out.lock().unwrap();
-                    o.push_str(&line);
-                    o.push('\n');
-                }
-            });
-        }
+        collect_lines(child.stdout.take().unwrap(), &out);
+        collect_lines(child.stderr.take().unwrap(), &out);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err()
             || std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
@@ -338,16 +339,8 @@ fn kill_9_while_the_receiver_is_down_loses_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
     let log = Arc::new(Mutex::new(String::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = log2.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
+    collect_lines(child.stderr.take().unwrap(), &log);
     // Once the replay is done the daemon sits in its (long) shutdown flush,
     // still failing to export: everything is in the spool. Kill it there.
     let deadline = Instant::now() + Duration::from_secs(60);

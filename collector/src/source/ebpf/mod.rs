@@ -440,7 +440,6 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 }
                 drop(guard);
                 for ev in batch.drain(..) {
-                    ctx.stats.event_in(ev.kind);
                     if ctx.events.send(ev).await.is_err() {
                         return Ok(());
                     }
@@ -458,11 +457,10 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     drop(sensor_maps);
     let ring = afd.get_mut();
     while let Some(item) = ring.next() {
-        if let Some(ev) = record::decode(&item, &clock, &hostname) {
-            ctx.stats.event_in(ev.kind);
-            if ctx.events.send(ev).await.is_err() {
-                break;
-            }
+        if let Some(ev) = record::decode(&item, &clock, &hostname)
+            && ctx.events.send(ev).await.is_err()
+        {
+            break;
         }
     }
     tracing::info!("kernel sensor detached");
