@@ -33,7 +33,10 @@ fn rotel_agent() -> PathBuf {
 }
 
 /// Appends every line of `stream` to `into`, on a thread of its own.
-fn collect_lines(stream: impl std::io::Read + Send + 'static, into: &Arc<Mutex<String>>) {
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+    into: &Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     let into = into.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
@@ -41,7 +44,7 @@ fn collect_lines(stream: impl std::io::Read + Send + 'static, into: &Arc<Mutex<S
             o.push_str(&line);
             o.push('\n');
         }
-    });
+    })
 }
 
 fn free_port() -> u16 {
@@ -286,27 +289,41 @@ fn a_receiver_down_for_a_while_loses_nothing() {
         ),
     );
     // The daemon runs and fails to export for a while, then the receiver comes.
-    let child = support::bin()
+    let mut child = support::bin()
         .env("DRIFTWATCH_LOG", "info")
         .args(["replay"])
         .arg(golden())
         .arg("--config")
         .arg(&cfg)
         .arg("--stats")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = collect_lines(child.stderr.take().unwrap(), &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log
+        .lock()
+        .unwrap()
+        .contains("OTLP export failed, keeping findings in the spool")
+    {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Down a little longer: a few retries fail too.
+    std::thread::sleep(Duration::from_secs(1));
     let rx = Receiver::start(grpc, http, "logs");
-    let out = child.wait_with_output().unwrap();
-    let err = support::stderr(&out);
-    assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains("OTLP export failed, keeping findings in the spool"),
-        "{err}"
-    );
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let err = log.lock().unwrap().clone();
+    assert!(status.success(), "{err}");
     assert!(err.contains("OTLP export works again"), "{err}");
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: err.into_bytes(),
+    };
     let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
     assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}");
     let stats = stats_of(&out);
