@@ -168,16 +168,35 @@ fn pipeline(dir: &Path, otlp: &str) -> PathBuf {
     )
 }
 
-fn replay(cfg: &Path, events: &Path) -> std::process::Output {
-    support::bin()
-        .env("DRIFTWATCH_LOG", "info")
+/// `driftwatch replay EVENTS --config CFG --stats`, logging at info.
+fn replay_command(cfg: &Path, events: &Path) -> Command {
+    let mut c = support::bin();
+    c.env("DRIFTWATCH_LOG", "info")
         .arg("replay")
         .arg(events)
         .arg("--config")
         .arg(cfg)
-        .arg("--stats")
-        .output()
-        .unwrap()
+        .arg("--stats");
+    c
+}
+
+fn replay(cfg: &Path, events: &Path) -> std::process::Output {
+    replay_command(cfg, events).output().unwrap()
+}
+
+/// A replay in the background, its stderr collected into the returned log.
+fn spawn_replay(
+    cfg: &Path,
+    events: &Path,
+) -> (Child, Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
+    let mut child = replay_command(cfg, events)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = collect_lines(child.stderr.take().unwrap(), &log);
+    (child, log, reader)
 }
 
 fn golden() -> PathBuf {
@@ -187,8 +206,13 @@ fn golden() -> PathBuf {
 fn stats_of(out: &std::process::Output) -> serde_json::Value {
     let err = support::stderr(out);
     let start = err.rfind("\n{").map(|i| i + 1).unwrap_or(0);
-    serde_json::from_str(&err[start..])
-        .unwrap_or_else(|e| panic!("no stats in stderr ({e}): {err}"))
+    // The export thread may still log a line after the stats once the
+    // shutdown deadline has passed: read the one JSON value only.
+    serde_json::Deserializer::from_str(&err[start..])
+        .into_iter::<serde_json::Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no stats in stderr: {err}"))
 }
 
 fn delivers_over(protocol: &str) {
@@ -289,19 +313,7 @@ fn a_receiver_down_for_a_while_loses_nothing() {
         ),
     );
     // The daemon runs and fails to export for a while, then the receiver comes.
-    let mut child = support::bin()
-        .env("DRIFTWATCH_LOG", "info")
-        .args(["replay"])
-        .arg(golden())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--stats")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = collect_lines(child.stderr.take().unwrap(), &log);
+    let (mut child, log, reader) = spawn_replay(&cfg, &golden());
     let deadline = Instant::now() + Duration::from_secs(60);
     while !log
         .lock()
@@ -346,18 +358,7 @@ fn kill_9_while_the_receiver_is_down_loses_nothing() {
              [outputs.otlp.metrics]\nenabled = false\n"
         ),
     );
-    let mut child = support::bin()
-        .env("DRIFTWATCH_LOG", "info")
-        .args(["replay"])
-        .arg(golden())
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    collect_lines(child.stderr.take().unwrap(), &log);
+    let (mut child, log, _reader) = spawn_replay(&cfg, &golden());
     // Once the replay is done the daemon sits in its (long) shutdown flush,
     // still failing to export: everything is in the spool. Kill it there.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -42,6 +42,14 @@ pub struct ExportCounters {
     pub spool_bytes: AtomicU64,
 }
 
+impl ExportCounters {
+    /// What the spool holds now: (records, bytes).
+    pub fn set_spool_depth(&self, (records, bytes): (u64, u64)) {
+        self.spool_records.store(records, Ordering::Relaxed);
+        self.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+}
+
 /// Bucket bounds of plugin call latency, in microseconds.
 pub const CALL_BUCKETS_US: [u64; 10] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000,

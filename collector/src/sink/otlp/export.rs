@@ -215,15 +215,13 @@ impl Worker {
             return Outcome::Delivered;
         }
         let n = batch.records.len();
-        let mut entries = Vec::with_capacity(n);
         let mut records: Vec<SdkLogRecord> = Vec::with_capacity(n);
         for bytes in &batch.records {
             match rmp_serde::from_slice::<Entry>(bytes) {
                 Ok(entry) => {
                     let mut r = logger.create_log_record();
-                    record::fill(entry.clone(), &mut r);
+                    record::fill(entry, &mut r);
                     records.push(r);
-                    entries.push(entry);
                 }
                 // Passed its checksum but does not decode: written by an
                 // incompatible version. Keep it aside with the rejects.
@@ -248,41 +246,35 @@ impl Worker {
                     .export
                     .exported
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
-                self.publish_depth();
+                self.stats.export.set_spool_depth(self.spool.depth());
                 Outcome::Delivered
             }
             Err(e) => {
                 let message = e.to_string();
                 if is_rejection(&message) {
-                    for entry in &entries {
-                        self.reject(entry);
+                    // Rare: decode again rather than keep a copy of every
+                    // batch on the common path.
+                    for entry in batch
+                        .records
+                        .iter()
+                        .filter_map(|b| rmp_serde::from_slice::<Entry>(b).ok())
+                    {
+                        self.reject(&entry);
                     }
                     self.stats
                         .export
                         .rejected
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
                     if let Err(e) = self.spool.ack(batch.end, n) {
                         return Outcome::Failed(e.to_string());
                     }
-                    self.publish_depth();
+                    self.stats.export.set_spool_depth(self.spool.depth());
                     Outcome::Rejected(message)
                 } else {
                     Outcome::Failed(message)
                 }
             }
         }
-    }
-
-    fn publish_depth(&self) {
-        let (records, bytes) = self.spool.depth();
-        self.stats
-            .export
-            .spool_records
-            .store(records, Ordering::Relaxed);
-        self.stats
-            .export
-            .spool_bytes
-            .store(bytes, Ordering::Relaxed);
     }
 
     fn reject(&self, entry: &Entry) {

@@ -119,9 +119,7 @@ impl OtlpSink {
             .export
             .redelivered
             .fetch_add(recovered.maybe_delivered, Ordering::Relaxed);
-        let (records, bytes) = spool.depth();
-        stats.export.spool_records.store(records, Ordering::Relaxed);
-        stats.export.spool_bytes.store(bytes, Ordering::Relaxed);
+        stats.export.set_spool_depth(spool.depth());
 
         let spool = Arc::new(spool);
         let control = Arc::new(Control::default());
@@ -202,14 +200,7 @@ impl Sink for OtlpSink {
         let kept = *result.as_ref().unwrap_or(&0);
         let lost = (records.len() - kept + unencodable) as u64;
         let (depth, bytes) = self.spool.depth();
-        self.stats
-            .export
-            .spool_records
-            .store(depth, Ordering::Relaxed);
-        self.stats
-            .export
-            .spool_bytes
-            .store(bytes, Ordering::Relaxed);
+        self.stats.export.set_spool_depth((depth, bytes));
         if kept > 0 {
             self.control.wake.notify_one();
         }
