@@ -146,7 +146,7 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn throughput(protocol: &str, dir: &Path) {
+fn throughput(protocol: &str, compression: &str, dir: &Path) {
     let (grpc, http) = (free_port(), free_port());
     let _rx = rotel(grpc, http, false, dir);
     let endpoint = match protocol {
@@ -155,7 +155,8 @@ fn throughput(protocol: &str, dir: &Path) {
     };
     let spool = dir.join(format!("spool-{grpc}"));
     let stats = Arc::new(Stats::default());
-    let cfg = otlp_config(endpoint, protocol, &spool);
+    let mut cfg = otlp_config(endpoint, protocol, &spool);
+    cfg.compression = Some(compression.into());
     let mut sink =
         OtlpSink::start(&cfg, dir, &Origin::default(), stats.clone()).expect("OTLP sink");
     let finding = FindingRecord {
@@ -207,7 +208,7 @@ fn throughput(protocol: &str, dir: &Path) {
     sink.flush().expect("flush");
     let n = THROUGHPUT_RECORDS as f64;
     println!(
-        "throughput {protocol:<14} {THROUGHPUT_RECORDS} findings: {:.2}s wall ({:.0} records/s), \
+        "throughput {protocol:<14} {compression:<5} {THROUGHPUT_RECORDS} findings: {:.2}s wall ({:.0} records/s), \
          {:.2} CPU-s in the daemon ({:.0} records per CPU-second); spooling alone took {:.2}s; \
          failed requests {}",
         wall.as_secs_f64(),
@@ -331,7 +332,10 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    throughput("grpc", dir.path());
-    throughput("http/protobuf", dir.path());
+    for protocol in ["grpc", "http/protobuf"] {
+        for compression in ["gzip", "none"] {
+            throughput(protocol, compression, dir.path());
+        }
+    }
     latency(dir.path());
 }

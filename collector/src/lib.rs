@@ -4,6 +4,11 @@
 //! [`pipeline`] runs it through the plugins ([`plugin::host`]), and
 //! [`sink`] delivers what comes out. [`config`] shapes all of it.
 
+/// One allocator for the daemon and for everything measured against it
+/// (tests, benches): see the note on the dependency in Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod config;
 pub mod control;
 pub mod enrich;

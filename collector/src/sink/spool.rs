@@ -264,7 +264,7 @@ impl Spool {
             }
             let mut f = File::open(&path).map_err(io(&path))?;
             f.seek(SeekFrom::Start(pos.offset)).map_err(io(&path))?;
-            let mut r = BufReader::new(f.take(len - pos.offset));
+            let mut r = BufReader::with_capacity(256 << 10, f.take(len - pos.offset));
             while records.len() < max {
                 match read_record(&mut r).map_err(io(&path))? {
                     Some(bytes) => {
@@ -406,11 +406,11 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     if len > MAX_RECORD {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; len as usize];
-    match r.read_exact(&mut bytes) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    // Not `vec![0; len]`: zeroing every record before overwriting it was a
+    // visible share of export CPU.
+    let mut bytes = Vec::with_capacity(len as usize);
+    if r.take(len.into()).read_to_end(&mut bytes)? < len as usize {
+        return Ok(None);
     }
     if crc32fast::hash(&bytes) != crc {
         return Ok(None);

@@ -23,7 +23,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
 use tokio::sync::Notify;
 
-use super::record::{self, Entry};
+use super::record;
 use super::settings::{self, Settings, Signal};
 use super::{client, metrics};
 use crate::config::OtlpConfig;
@@ -217,16 +217,13 @@ impl Worker {
         let n = batch.records.len();
         let mut records: Vec<SdkLogRecord> = Vec::with_capacity(n);
         for bytes in &batch.records {
-            match rmp_serde::from_slice::<Entry>(bytes) {
-                Ok(entry) => {
-                    let mut r = logger.create_log_record();
-                    record::fill(entry, &mut r);
-                    records.push(r);
-                }
+            let mut r = logger.create_log_record();
+            match record::fill(bytes, &mut r) {
+                Ok(()) => records.push(r),
                 // Passed its checksum but does not decode: written by an
                 // incompatible version. Keep it aside with the rejects.
                 Err(e) => {
-                    tracing::error!("spooled record does not decode ({e}); moved aside");
+                    tracing::error!("{e}; moved aside");
                     self.reject_raw(bytes);
                 }
             }
@@ -254,12 +251,8 @@ impl Worker {
                 if is_rejection(&message) {
                     // Rare: decode again rather than keep a copy of every
                     // batch on the common path.
-                    for entry in batch
-                        .records
-                        .iter()
-                        .filter_map(|b| rmp_serde::from_slice::<Entry>(b).ok())
-                    {
-                        self.reject(&entry);
+                    for bytes in &batch.records {
+                        self.reject(bytes);
                     }
                     self.stats
                         .export
@@ -277,9 +270,10 @@ impl Worker {
         }
     }
 
-    fn reject(&self, entry: &Entry) {
-        if let Ok(line) = serde_json::to_vec(entry) {
-            self.append_rejected(&line);
+    /// Undecodable records were already moved aside when the batch was built.
+    fn reject(&self, bytes: &[u8]) {
+        if let Ok(json) = record::to_json(bytes) {
+            self.append_rejected(json.to_string().as_bytes());
         }
     }
 

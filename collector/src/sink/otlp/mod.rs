@@ -163,26 +163,23 @@ impl OtlpSink {
         })
     }
 
-    fn encode(&self, batch: &[Processed]) -> (Vec<Vec<u8>>, usize) {
+    /// The batch's log records, back to back, and where each one is.
+    fn encode(&self, batch: &[Processed]) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
         let mut out = Vec::new();
-        let mut unencodable = 0;
+        let mut ranges = Vec::new();
         for p in batch {
-            let entries = p
-                .findings
-                .iter()
-                .map(|rec| record::finding_entry(p, rec))
-                .chain(self.events.then(|| record::event_entry(p)));
-            for e in entries {
-                match rmp_serde::to_vec(&e) {
-                    Ok(b) => out.push(b),
-                    Err(err) => {
-                        unencodable += 1;
-                        tracing::error!("cannot encode a log record for the spool: {err}");
-                    }
-                }
+            for rec in &p.findings {
+                let start = out.len();
+                record::write_finding(&mut out, p, rec);
+                ranges.push(start..out.len());
+            }
+            if self.events {
+                let start = out.len();
+                record::write_event(&mut out, p);
+                ranges.push(start..out.len());
             }
         }
-        (out, unencodable)
+        (out, ranges)
     }
 }
 
@@ -192,13 +189,13 @@ impl Sink for OtlpSink {
     }
 
     fn send(&mut self, batch: &[Processed]) -> Result<(), SinkError> {
-        let (records, unencodable) = self.encode(batch);
-        if records.is_empty() && unencodable == 0 {
+        let (bytes, records) = self.encode(batch);
+        if records.is_empty() {
             return Ok(());
         }
-        let result = self.spool.append(records.iter().map(Vec::as_slice));
+        let result = self.spool.append(records.iter().map(|r| &bytes[r.clone()]));
         let kept = *result.as_ref().unwrap_or(&0);
-        let lost = (records.len() - kept + unencodable) as u64;
+        let lost = (records.len() - kept) as u64;
         let (depth, bytes) = self.spool.depth();
         self.stats.export.set_spool_depth((depth, bytes));
         if kept > 0 {

@@ -3,33 +3,86 @@
 //!
 //! The mapping happens before the record enters the spool, so what sits on
 //! disk is exactly what will be sent, whatever version reads it back.
+//!
+//! The spooled form is written and read straight from the event, without an
+//! intermediate owned record: export throughput is bounded by per-attribute
+//! work, so known attribute keys are one byte on disk and come back as
+//! `&'static str` keys the SDK does not copy.
+//!
+//! Spool record, version 1 (MessagePack):
+//! `[1, time_ns, priority | nil, body, [key, value, key, value, ...]]` where a
+//! key is an index into [`KEYS`] or a string (pod labels, plugin fields), and
+//! a value is a string, an integer, a boolean or an array of strings.
 
 use driftwatch_sdk::{Event, EventKind, Priority};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Severity};
 use opentelemetry::{Key, StringValue};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::pipeline::{FindingRecord, Processed};
 
 pub const FINDING_EVENT_NAME: &str = "driftwatch.finding";
 pub const EVENT_EVENT_NAME: &str = "driftwatch.event";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Value {
-    S(String),
-    I(i64),
-    B(bool),
-    L(Vec<String>),
+const FORMAT_VERSION: u8 = 1;
+
+macro_rules! known_keys {
+    ($($name:ident = $key:literal,)*) => {
+        /// Attribute keys the mapping writes, by their on-disk index.
+        #[derive(Debug, Clone, Copy)]
+        #[repr(u8)]
+        enum Attr { $($name,)* }
+
+        /// Append-only: a spooled record names its keys by position here.
+        pub const KEYS: &[&str] = &[$($key,)*];
+    };
 }
 
-/// A log record in the spool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    pub time_ns: u64,
-    /// The Falco priority for findings; `None` for plain events.
-    pub priority: Option<Priority>,
-    pub body: String,
-    pub attributes: Vec<(String, Value)>,
+known_keys! {
+    RuleName = "security_rule.name",
+    RuleCategory = "security_rule.category",
+    RuleDescription = "security_rule.description",
+    RulesetName = "security_rule.ruleset.name",
+    RuleVersion = "security_rule.version",
+    EventKind = "driftwatch.event.kind",
+    Pid = "process.pid",
+    ParentPid = "process.parent_pid",
+    ExePath = "process.executable.path",
+    ExeName = "process.executable.name",
+    CommandLine = "process.command_line",
+    CommandArgs = "process.command_args",
+    UserId = "process.user.id",
+    UserName = "process.user.name",
+    WorkingDirectory = "process.working_directory",
+    ProcName = "driftwatch.process.name",
+    ParentName = "driftwatch.process.parent.name",
+    ParentExePath = "driftwatch.process.parent.executable.path",
+    Vpid = "driftwatch.process.vpid",
+    ExeUpper = "driftwatch.process.exe_upper_layer",
+    ExeLower = "driftwatch.process.exe_lower_layer",
+    ExeMemfd = "driftwatch.process.exe_from_memfd",
+    ContainerId = "container.id",
+    ContainerName = "container.name",
+    RuntimeName = "container.runtime.name",
+    ImageName = "container.image.name",
+    ImageTags = "container.image.tags",
+    ImageRepoDigests = "container.image.repo_digests",
+    ImageId = "container.image.id",
+    Namespace = "k8s.namespace.name",
+    PodName = "k8s.pod.name",
+    PodUid = "k8s.pod.uid",
+    KubeContainerName = "k8s.container.name",
+    FilePath = "file.path",
+    FileDirectory = "file.directory",
+    FileName = "file.name",
+    FileTarget = "driftwatch.file.target_path",
+    FileUpper = "driftwatch.file.upper_layer",
+    FileCreated = "driftwatch.file.created",
+    FileChange = "driftwatch.file.change",
+    FileMode = "driftwatch.file.mode",
+    Tags = "driftwatch.tags",
+    AlertType = "driftwatch.alert_type",
+    RemediationSteps = "driftwatch.remediation.steps",
 }
 
 /// OTel severity number for a Falco priority, and the text as the source
@@ -48,189 +101,428 @@ pub fn severity(p: Option<Priority>) -> (Severity, &'static str) {
     }
 }
 
-struct Attrs(Vec<(String, Value)>);
+const PRIORITIES: [Priority; 8] = [
+    Priority::Emergency,
+    Priority::Alert,
+    Priority::Critical,
+    Priority::Error,
+    Priority::Warning,
+    Priority::Notice,
+    Priority::Informational,
+    Priority::Debug,
+];
 
-impl Attrs {
-    fn s(&mut self, k: &str, v: impl Into<String>) {
-        let v = v.into();
-        if !v.is_empty() {
-            self.0.push((k.into(), Value::S(v)));
+/// Writes one spool record. Writing into a `Vec` cannot fail, so the
+/// `rmp` results are discarded on purpose.
+struct Writer<'b> {
+    out: &'b mut Vec<u8>,
+    /// Attribute array: its header is patched once the count is known.
+    count_at: usize,
+    count: u32,
+}
+
+impl<'b> Writer<'b> {
+    fn start(out: &'b mut Vec<u8>, time_ns: u64, priority: Option<Priority>, body: &str) -> Self {
+        let _ = rmp::encode::write_array_len(out, 5);
+        let _ = rmp::encode::write_uint(out, FORMAT_VERSION.into());
+        let _ = rmp::encode::write_uint(out, time_ns);
+        match priority {
+            Some(p) => {
+                let i = PRIORITIES.iter().position(|x| *x == p).unwrap_or(6);
+                let _ = rmp::encode::write_uint(out, i as u64);
+            }
+            None => {
+                let _ = rmp::encode::write_nil(out);
+            }
+        }
+        let _ = rmp::encode::write_str(out, body);
+        // array32 header, patched in `finish`.
+        let count_at = out.len();
+        out.extend_from_slice(&[0xdd, 0, 0, 0, 0]);
+        Writer {
+            out,
+            count_at,
+            count: 0,
         }
     }
-    fn opt(&mut self, k: &str, v: &Option<String>) {
+
+    fn key(&mut self, k: Attr) {
+        let _ = rmp::encode::write_uint(self.out, k as u64);
+        self.count += 2;
+    }
+
+    fn dyn_key(&mut self, prefix: &str, name: &str) {
+        let _ = rmp::encode::write_str_len(self.out, (prefix.len() + name.len()) as u32);
+        self.out.extend_from_slice(prefix.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.count += 2;
+    }
+
+    fn s(&mut self, k: Attr, v: &str) {
+        if !v.is_empty() {
+            self.key(k);
+            let _ = rmp::encode::write_str(self.out, v);
+        }
+    }
+
+    fn opt(&mut self, k: Attr, v: &Option<String>) {
         if let Some(v) = v {
-            self.s(k, v.clone());
+            self.s(k, v);
         }
     }
-    fn i(&mut self, k: &str, v: i64) {
-        self.0.push((k.into(), Value::I(v)));
+
+    fn i(&mut self, k: Attr, v: i64) {
+        self.key(k);
+        let _ = rmp::encode::write_sint(self.out, v);
     }
-    fn b(&mut self, k: &str, v: bool) {
-        self.0.push((k.into(), Value::B(v)));
+
+    fn b(&mut self, k: Attr, v: bool) {
+        self.key(k);
+        let _ = rmp::encode::write_bool(self.out, v);
     }
-    fn l(&mut self, k: &str, v: Vec<String>) {
+
+    fn l<'s>(&mut self, k: Attr, v: impl ExactSizeIterator<Item = &'s str>) {
+        if v.len() > 0 {
+            self.key(k);
+            let _ = rmp::encode::write_array_len(self.out, v.len() as u32);
+            for s in v {
+                let _ = rmp::encode::write_str(self.out, s);
+            }
+        }
+    }
+
+    /// A string value made of `parts` joined by `sep`, without building it.
+    fn joined_value<S: AsRef<str>>(&mut self, parts: &[S], sep: &str) {
+        let len = parts.iter().map(|p| p.as_ref().len()).sum::<usize>()
+            + sep.len() * parts.len().saturating_sub(1);
+        let _ = rmp::encode::write_str_len(self.out, len as u32);
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                self.out.extend_from_slice(sep.as_bytes());
+            }
+            self.out.extend_from_slice(p.as_ref().as_bytes());
+        }
+    }
+
+    fn dyn_s(&mut self, prefix: &str, name: &str, v: &str) {
         if !v.is_empty() {
-            self.0.push((k.into(), Value::L(v)));
+            self.dyn_key(prefix, name);
+            let _ = rmp::encode::write_str(self.out, v);
         }
+    }
+
+    fn finish(self) {
+        self.out[self.count_at + 1..self.count_at + 5].copy_from_slice(&self.count.to_be_bytes());
     }
 }
 
 /// What every record about `ev` carries: process, container, pod, file.
-fn event_attributes(ev: &Event, a: &mut Attrs) {
+fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
     let p = &ev.process;
-    a.s("driftwatch.event.kind", ev.kind.as_str());
-    a.i("process.pid", p.pid.into());
-    a.i("process.parent_pid", p.ppid.into());
-    a.s("process.executable.path", p.exe_path.clone());
+    a.s(Attr::EventKind, ev.kind.as_str());
+    a.i(Attr::Pid, p.pid.into());
+    a.i(Attr::ParentPid, p.ppid.into());
+    a.s(Attr::ExePath, &p.exe_path);
     a.s(
-        "process.executable.name",
+        Attr::ExeName,
         p.exe_path.rsplit('/').next().unwrap_or_default(),
     );
     // semconv wants the command as launched (argv), not Falco's name + args.
-    let command_line = if p.args.is_empty() {
-        p.name.clone()
+    if p.args.iter().all(String::is_empty) {
+        a.s(Attr::CommandLine, &p.name);
     } else {
-        p.args.join(" ")
-    };
-    a.s("process.command_line", command_line);
-    a.l("process.command_args", p.args.clone());
-    a.i("process.user.id", p.uid.into());
-    a.opt("process.user.name", &p.user_name);
-    a.s("process.working_directory", p.cwd.clone());
-    a.s("driftwatch.process.name", p.name.clone());
-    a.s("driftwatch.process.parent.name", p.pname.clone());
-    a.s(
-        "driftwatch.process.parent.executable.path",
-        p.pexe_path.clone(),
-    );
-    a.i("driftwatch.process.vpid", p.vpid.into());
-    a.b("driftwatch.process.exe_upper_layer", p.exe_upper_layer);
-    a.b("driftwatch.process.exe_lower_layer", p.exe_lower_layer);
-    a.b("driftwatch.process.exe_from_memfd", p.exe_from_memfd);
+        a.key(Attr::CommandLine);
+        a.joined_value(&p.args, " ");
+    }
+    a.l(Attr::CommandArgs, p.args.iter().map(String::as_str));
+    a.i(Attr::UserId, p.uid.into());
+    a.opt(Attr::UserName, &p.user_name);
+    a.s(Attr::WorkingDirectory, &p.cwd);
+    a.s(Attr::ProcName, &p.name);
+    a.s(Attr::ParentName, &p.pname);
+    a.s(Attr::ParentExePath, &p.pexe_path);
+    a.i(Attr::Vpid, p.vpid.into());
+    a.b(Attr::ExeUpper, p.exe_upper_layer);
+    a.b(Attr::ExeLower, p.exe_lower_layer);
+    a.b(Attr::ExeMemfd, p.exe_from_memfd);
     if let Some(c) = &ev.container {
-        a.s("container.id", c.id.clone());
-        a.opt("container.name", &c.name);
-        a.opt("container.runtime.name", &c.runtime);
-        a.opt("container.image.name", &c.image_repository);
+        a.s(Attr::ContainerId, &c.id);
+        a.opt(Attr::ContainerName, &c.name);
+        a.opt(Attr::RuntimeName, &c.runtime);
+        a.opt(Attr::ImageName, &c.image_repository);
         if let Some(t) = &c.image_tag {
-            a.l("container.image.tags", vec![t.clone()]);
+            a.l(Attr::ImageTags, std::iter::once(t.as_str()));
         }
         if let (Some(repo), Some(d)) = (&c.image_repository, &c.image_digest) {
-            a.l("container.image.repo_digests", vec![format!("{repo}@{d}")]);
+            a.key(Attr::ImageRepoDigests);
+            let _ = rmp::encode::write_array_len(a.out, 1);
+            a.joined_value(&[repo, d], "@");
         }
-        a.opt("container.image.id", &c.image_id);
+        a.opt(Attr::ImageId, &c.image_id);
     }
     if let Some(k) = &ev.k8s {
-        a.opt("k8s.namespace.name", &k.namespace);
-        a.opt("k8s.pod.name", &k.pod_name);
-        a.opt("k8s.pod.uid", &k.pod_uid);
-        a.opt("k8s.container.name", &k.container_name);
+        a.opt(Attr::Namespace, &k.namespace);
+        a.opt(Attr::PodName, &k.pod_name);
+        a.opt(Attr::PodUid, &k.pod_uid);
+        a.opt(Attr::KubeContainerName, &k.container_name);
         for (key, v) in &k.labels {
-            a.s(&format!("k8s.pod.label.{key}"), v.clone());
+            a.dyn_s("k8s.pod.label.", key, v);
         }
     }
     if let Some(f) = &ev.file {
-        a.s("file.path", f.path.clone());
+        a.s(Attr::FilePath, &f.path);
         if let Some((dir, name)) = f.path.rsplit_once('/') {
-            a.s("file.directory", if dir.is_empty() { "/" } else { dir });
-            a.s("file.name", name);
+            a.s(Attr::FileDirectory, if dir.is_empty() { "/" } else { dir });
+            a.s(Attr::FileName, name);
         }
-        a.opt("driftwatch.file.target_path", &f.target_path);
-        a.b("driftwatch.file.upper_layer", f.upper_layer);
-        a.b("driftwatch.file.created", f.created);
-        a.opt("driftwatch.file.change", &f.change);
+        a.opt(Attr::FileTarget, &f.target_path);
+        a.b(Attr::FileUpper, f.upper_layer);
+        a.b(Attr::FileCreated, f.created);
+        a.opt(Attr::FileChange, &f.change);
         if ev.kind == EventKind::Chmod || f.mode != 0 {
-            a.s("driftwatch.file.mode", format!("{:o}", f.mode & 0o7777));
+            a.s(Attr::FileMode, &format!("{:o}", f.mode & 0o7777));
         }
     }
 }
 
-pub fn finding_entry(p: &Processed, rec: &FindingRecord) -> Entry {
+/// Appends the spool record of one finding about `p` to `out`.
+pub fn write_finding(out: &mut Vec<u8>, p: &Processed, rec: &FindingRecord) {
     let f = &rec.finding;
-    let mut a = Attrs(Vec::with_capacity(48));
-    a.s("security_rule.name", f.rule.clone());
+    let mut a = Writer::start(out, p.event.time_ns, Some(f.priority), &f.output);
+    a.s(Attr::RuleName, &f.rule);
     // The detector that fired is the stable category of a rule.
-    a.s("security_rule.category", rec.plugin.as_ref());
+    a.s(Attr::RuleCategory, &rec.plugin);
     let description = f
         .description
-        .clone()
-        .or_else(|| f.remediation.as_ref().map(|r| r.description.clone()));
-    a.opt("security_rule.description", &description);
-    a.s(
-        "security_rule.ruleset.name",
-        format!("driftwatch/{}", rec.plugin),
-    );
-    a.s("security_rule.version", rec.plugin_version.as_ref());
+        .as_deref()
+        .or_else(|| f.remediation.as_ref().map(|r| r.description.as_str()));
+    if let Some(d) = description {
+        a.s(Attr::RuleDescription, d);
+    }
+    a.key(Attr::RulesetName);
+    a.joined_value(&["driftwatch", &rec.plugin], "/");
+    a.s(Attr::RuleVersion, &rec.plugin_version);
     event_attributes(&p.event, &mut a);
-    let mut tags: Vec<String> = f.tags.iter().chain(&p.tags).cloned().collect();
-    tags.sort_unstable();
-    tags.dedup();
-    a.l("driftwatch.tags", tags);
+    write_tags(&mut a, f.tags.iter().chain(&p.tags));
     if let Some(r) = &f.remediation {
-        a.s("driftwatch.alert_type", r.alert_type.clone());
-        a.l("driftwatch.remediation.steps", r.steps.clone());
+        a.s(Attr::AlertType, &r.alert_type);
+        a.l(Attr::RemediationSteps, r.steps.iter().map(String::as_str));
     }
     for (k, v) in f.fields.iter().chain(&p.fields) {
-        a.s(&format!("driftwatch.field.{k}"), v.clone());
+        a.dyn_s("driftwatch.field.", k, v);
     }
-    Entry {
-        time_ns: p.event.time_ns,
-        priority: Some(f.priority),
-        body: f.output.clone(),
-        attributes: a.0,
-    }
+    a.finish();
 }
 
-/// An event that passed the chain, for `events = true`.
-pub fn event_entry(p: &Processed) -> Entry {
+/// Appends the spool record of an event that passed the chain
+/// (`events = true`) to `out`.
+pub fn write_event(out: &mut Vec<u8>, p: &Processed) {
     let ev = &p.event;
-    let mut a = Attrs(Vec::with_capacity(32));
-    event_attributes(ev, &mut a);
-    let mut tags = p.tags.clone();
-    tags.sort_unstable();
-    tags.dedup();
-    a.l("driftwatch.tags", tags);
-    for (k, v) in &p.fields {
-        a.s(&format!("driftwatch.field.{k}"), v.clone());
-    }
     let what = match &ev.file {
         Some(f) => f.path.as_str(),
         None => ev.process.exe_path.as_str(),
     };
-    Entry {
-        time_ns: ev.time_ns,
-        priority: None,
-        body: format!("{} {what}", ev.kind),
-        attributes: a.0,
+    let body = format!("{} {what}", ev.kind);
+    let mut a = Writer::start(out, ev.time_ns, None, &body);
+    event_attributes(ev, &mut a);
+    write_tags(&mut a, p.tags.iter());
+    for (k, v) in &p.fields {
+        a.dyn_s("driftwatch.field.", k, v);
+    }
+    a.finish();
+}
+
+/// Tags sorted and deduplicated: the rule's and those the chain added.
+fn write_tags<'s>(a: &mut Writer<'_>, tags: impl Iterator<Item = &'s String>) {
+    let mut tags: Vec<&str> = tags.map(String::as_str).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    a.l(Attr::Tags, tags.into_iter());
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("spooled log record does not decode: {0}")]
+pub struct DecodeError(String);
+
+fn bad(what: impl std::fmt::Display) -> DecodeError {
+    DecodeError(what.to_string())
+}
+
+/// An attribute key as read back: a known key, or one built at run time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyRef<'a> {
+    Known(&'static str),
+    Other(&'a str),
+}
+
+impl KeyRef<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            KeyRef::Known(k) => k,
+            KeyRef::Other(k) => k,
+        }
     }
 }
 
-/// Fills an SDK log record from a spooled entry.
-pub fn fill(entry: Entry, record: &mut opentelemetry_sdk::logs::SdkLogRecord) {
-    let (number, text) = severity(entry.priority);
-    record.set_event_name(if entry.priority.is_some() {
+/// An attribute value as read back, borrowing from the record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ValueRef<'a> {
+    S(&'a str),
+    I(i64),
+    B(bool),
+    L(Vec<&'a str>),
+}
+
+/// A spooled record's fixed part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header<'a> {
+    pub time_ns: u64,
+    /// The Falco priority for findings; `None` for plain events.
+    pub priority: Option<Priority>,
+    pub body: &'a str,
+}
+
+fn read_str<'a>(rd: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
+    let (s, rest) = rmp::decode::read_str_from_slice(*rd).map_err(bad)?;
+    *rd = rest;
+    Ok(s)
+}
+
+fn read_uint(rd: &mut &[u8]) -> Result<u64, DecodeError> {
+    rmp::decode::read_int(rd).map_err(bad)
+}
+
+fn peek(rd: &[u8]) -> Result<rmp::Marker, DecodeError> {
+    rd.first()
+        .map(|b| rmp::Marker::from_u8(*b))
+        .ok_or_else(|| bad("truncated"))
+}
+
+fn read_value<'a>(rd: &mut &'a [u8]) -> Result<ValueRef<'a>, DecodeError> {
+    use rmp::Marker as M;
+    Ok(match peek(rd)? {
+        M::FixStr(_) | M::Str8 | M::Str16 | M::Str32 => ValueRef::S(read_str(rd)?),
+        M::True | M::False => ValueRef::B(rmp::decode::read_bool(rd).map_err(bad)?),
+        M::FixArray(_) | M::Array16 | M::Array32 => {
+            let n = rmp::decode::read_array_len(rd).map_err(bad)?;
+            let mut l = Vec::with_capacity((n as usize).min(rd.len()));
+            for _ in 0..n {
+                l.push(read_str(rd)?);
+            }
+            ValueRef::L(l)
+        }
+        _ => ValueRef::I(rmp::decode::read_int(rd).map_err(bad)?),
+    })
+}
+
+/// Reads one spooled record: its fixed part, and each attribute in order.
+pub fn decode<'a>(
+    bytes: &'a [u8],
+    mut attr: impl FnMut(KeyRef<'a>, ValueRef<'a>),
+) -> Result<Header<'a>, DecodeError> {
+    let rd = &mut &bytes[..];
+    if rmp::decode::read_array_len(rd).map_err(bad)? != 5 {
+        return Err(bad("not a version-1 record"));
+    }
+    let version = read_uint(rd)?;
+    if version != u64::from(FORMAT_VERSION) {
+        return Err(bad(format!(
+            "record format {version}, expected {FORMAT_VERSION}"
+        )));
+    }
+    let time_ns = read_uint(rd)?;
+    let priority = if peek(rd)? == rmp::Marker::Null {
+        rmp::decode::read_nil(rd).map_err(bad)?;
+        None
+    } else {
+        let i = read_uint(rd)? as usize;
+        Some(
+            *PRIORITIES
+                .get(i)
+                .ok_or_else(|| bad(format!("priority {i}")))?,
+        )
+    };
+    let body = read_str(rd)?;
+    let n = rmp::decode::read_array_len(rd).map_err(bad)?;
+    if n % 2 != 0 {
+        return Err(bad("odd attribute array"));
+    }
+    for _ in 0..n / 2 {
+        let key = match peek(rd)? {
+            rmp::Marker::FixStr(_)
+            | rmp::Marker::Str8
+            | rmp::Marker::Str16
+            | rmp::Marker::Str32 => KeyRef::Other(read_str(rd)?),
+            _ => {
+                let i = read_uint(rd)? as usize;
+                // A newer version's key: refuse rather than mislabel.
+                KeyRef::Known(
+                    KEYS.get(i)
+                        .ok_or_else(|| bad(format!("attribute key {i}")))?,
+                )
+            }
+        };
+        attr(key, read_value(rd)?);
+    }
+    Ok(Header {
+        time_ns,
+        priority,
+        body,
+    })
+}
+
+/// Fills an SDK log record from a spooled one.
+pub fn fill(
+    bytes: &[u8],
+    record: &mut opentelemetry_sdk::logs::SdkLogRecord,
+) -> Result<(), DecodeError> {
+    let h = decode(bytes, |k, v| {
+        let key = match k {
+            KeyRef::Known(k) => Key::from_static_str(k),
+            KeyRef::Other(k) => Key::from(k.to_owned()),
+        };
+        let v = match v {
+            ValueRef::S(s) => AnyValue::String(StringValue::from(s.to_owned())),
+            ValueRef::I(i) => AnyValue::Int(i),
+            ValueRef::B(b) => AnyValue::Boolean(b),
+            ValueRef::L(l) => AnyValue::ListAny(Box::new(
+                l.into_iter()
+                    .map(|s| AnyValue::String(StringValue::from(s.to_owned())))
+                    .collect(),
+            )),
+        };
+        record.add_attribute(key, v);
+    })?;
+    let (number, text) = severity(h.priority);
+    record.set_event_name(if h.priority.is_some() {
         FINDING_EVENT_NAME
     } else {
         EVENT_EVENT_NAME
     });
-    record.set_timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(entry.time_ns));
+    record.set_timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(h.time_ns));
     record.set_observed_timestamp(std::time::SystemTime::now());
     record.set_severity_number(number);
     record.set_severity_text(text);
-    record.set_body(AnyValue::String(StringValue::from(entry.body)));
-    for (k, v) in entry.attributes {
-        let v = match v {
-            Value::S(s) => AnyValue::String(StringValue::from(s)),
-            Value::I(i) => AnyValue::Int(i),
-            Value::B(b) => AnyValue::Boolean(b),
-            Value::L(l) => AnyValue::ListAny(Box::new(
-                l.into_iter()
-                    .map(|s| AnyValue::String(StringValue::from(s)))
-                    .collect(),
-            )),
-        };
-        record.add_attribute(Key::from(k), v);
-    }
+    record.set_body(AnyValue::String(StringValue::from(h.body.to_owned())));
+    Ok(())
+}
+
+/// A spooled record as JSON, for the rejects file: a person reads it.
+pub fn to_json(bytes: &[u8]) -> Result<serde_json::Value, DecodeError> {
+    let mut attributes = serde_json::Map::new();
+    let h = decode(bytes, |k, v| {
+        attributes.insert(
+            k.as_str().to_owned(),
+            serde_json::to_value(&v).unwrap_or(serde_json::Value::Null),
+        );
+    })?;
+    Ok(serde_json::json!({
+        "time_ns": h.time_ns,
+        "severity_text": severity(h.priority).1,
+        "body": h.body,
+        "attributes": attributes,
+    }))
 }
 
 #[cfg(test)]
@@ -284,7 +576,7 @@ mod tests {
                 output: "write to /etc/x".into(),
                 description: None,
                 tags: vec!["filesystem".into()],
-                fields: Default::default(),
+                fields: [("custom".to_string(), "v".to_string())].into(),
                 remediation: Some(Remediation {
                     alert_type: "K8S.NODE_X".into(),
                     description: "why".into(),
@@ -292,44 +584,80 @@ mod tests {
                 }),
             },
         };
-        let e = finding_entry(&p, &rec);
-        let get = |k: &str| {
-            e.attributes
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-        };
+        let mut bytes = Vec::new();
+        write_finding(&mut bytes, &p, &rec);
+        let mut attrs = Vec::new();
+        let h = decode(&bytes, |k, v| attrs.push((k.as_str().to_owned(), v))).expect("decodes");
+        let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(h.body, "write to /etc/x");
+        assert_eq!(h.time_ns, 42);
         assert_eq!(
             get("security_rule.name"),
-            Some(Value::S("Container File System Write".into()))
+            Some(ValueRef::S("Container File System Write"))
         );
+        assert_eq!(get("security_rule.description"), Some(ValueRef::S("why")));
         assert_eq!(
-            get("security_rule.description"),
-            Some(Value::S("why".into()))
+            get("security_rule.ruleset.name"),
+            Some(ValueRef::S("driftwatch/write-filter"))
         );
-        assert_eq!(get("process.pid"), Some(Value::I(7)));
-        assert_eq!(get("process.executable.name"), Some(Value::S("tee".into())));
-        assert_eq!(
-            get("process.command_line"),
-            Some(Value::S("tee /etc/x".into()))
-        );
+        assert_eq!(get("process.pid"), Some(ValueRef::I(7)));
+        assert_eq!(get("process.executable.name"), Some(ValueRef::S("tee")));
+        assert_eq!(get("process.command_line"), Some(ValueRef::S("tee /etc/x")));
         assert_eq!(
             get("container.image.repo_digests"),
-            Some(Value::L(vec!["docker.io/library/nginx@sha256:00ff".into()]))
+            Some(ValueRef::L(vec!["docker.io/library/nginx@sha256:00ff"]))
         );
-        assert_eq!(get("file.directory"), Some(Value::S("/etc".into())));
-        assert_eq!(get("file.name"), Some(Value::S("x".into())));
+        assert_eq!(get("file.directory"), Some(ValueRef::S("/etc")));
+        assert_eq!(get("file.name"), Some(ValueRef::S("x")));
+        assert_eq!(get("driftwatch.file.upper_layer"), Some(ValueRef::B(false)));
         assert_eq!(
             get("driftwatch.tags"),
-            Some(Value::L(vec!["extra".into(), "filesystem".into()]))
+            Some(ValueRef::L(vec!["extra", "filesystem"]))
         );
         assert_eq!(
             get("driftwatch.remediation.steps"),
-            Some(Value::L(vec!["one".into(), "two".into()]))
+            Some(ValueRef::L(vec!["one", "two"]))
         );
-        assert_eq!(severity(e.priority), (Severity::Info2, "Notice"));
-        // It survives the spool's encoding unchanged.
-        let bytes = rmp_serde::to_vec(&e).unwrap();
-        assert_eq!(rmp_serde::from_slice::<Entry>(&bytes).unwrap(), e);
+        assert_eq!(get("driftwatch.field.custom"), Some(ValueRef::S("v")));
+        // Empty values are left out rather than sent as "".
+        assert_eq!(get("process.working_directory"), Some(ValueRef::S("/")));
+        assert_eq!(get("container.image.id"), None);
+        assert_eq!(severity(h.priority), (Severity::Info2, "Notice"));
+        let json = to_json(&bytes).expect("json");
+        assert_eq!(json["attributes"]["process.pid"], 7);
+        assert_eq!(json["severity_text"], "Notice");
+    }
+
+    #[test]
+    fn a_record_from_an_unknown_format_or_key_is_refused() {
+        let p = Processed {
+            event: Event::default(),
+            findings: Vec::new(),
+            tags: Vec::new(),
+            fields: Default::default(),
+        };
+        let mut bytes = Vec::new();
+        write_event(&mut bytes, &p);
+        assert!(decode(&bytes, |_, _| {}).is_ok());
+        // Version byte.
+        let mut v2 = bytes.clone();
+        v2[1] = 2;
+        assert!(decode(&v2, |_, _| {}).is_err());
+        // A key index past the table (written by a newer version).
+        let mut rec = Vec::new();
+        let _ = rmp::encode::write_array_len(&mut rec, 5);
+        let _ = rmp::encode::write_uint(&mut rec, 1);
+        let _ = rmp::encode::write_uint(&mut rec, 5);
+        let _ = rmp::encode::write_nil(&mut rec);
+        let _ = rmp::encode::write_str(&mut rec, "b");
+        let _ = rmp::encode::write_array_len(&mut rec, 2);
+        let _ = rmp::encode::write_uint(&mut rec, KEYS.len() as u64);
+        let _ = rmp::encode::write_str(&mut rec, "v");
+        let err = decode(&rec, |_, _| {}).expect_err("unknown key");
+        assert!(err.to_string().contains("attribute key"), "{err}");
+        // Truncated anywhere: an error, never a panic.
+        for cut in 0..bytes.len() {
+            let _ = decode(&bytes[..cut], |_, _| {});
+        }
     }
 }
