@@ -9,8 +9,10 @@
 #   write storm: WRITES open(O_WRONLY|O_CREAT|O_TRUNC)+write+close of /etc/bench
 #                (a shell builtin redirection, no fork)
 # Modes: off (no tracer), sensor (`driftwatch run`, default plugins, scope
-# containers), auditd (execve + write-intent open/openat/creat rules, the
-# same things the sensor watches). Prints seconds per mode (median of REPS),
+# containers, default batched wake-ups), sensor_wake (the same with
+# drain_interval_ms = 0: the kernel wakes the daemon for every record),
+# auditd (execve + write-intent open/openat/creat rules, the same things the
+# sensor watches). Prints seconds per mode (median of REPS),
 # ratios to off, and the sensor's kernel losses during the exec storm.
 # Not a test: figures depend on the machine and its other load.
 set -euo pipefail
@@ -71,6 +73,8 @@ builtin = "write-filter"
 [outputs.stdout]
 enabled = true
 TOML
+sed 's/^ring_buffer_kib = 8192$/ring_buffer_kib = 8192\ndrain_interval_ms = 0/' \
+  "$WORK/pipeline.toml" >"$WORK/pipeline-wake.toml"
 
 exec_storm() {
   podman exec "$NAME" sh -c "i=0; while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done"
@@ -84,8 +88,8 @@ seconds() { # seconds taken by "$@"
   echo "$e - $s" | bc -l
 }
 
-start_sensor() {
-  DRIFTWATCH_LOG=info "$BIN" run -c "$WORK/pipeline.toml" >/dev/null 2>"$WORK/dw.log" &
+start_sensor() { # $1: pipeline file
+  DRIFTWATCH_LOG=info "$BIN" run -c "$1" >/dev/null 2>"$WORK/dw.log" &
   DW_PID=$!
   for _ in $(seq 600); do
     grep -q "kernel sensor attached" "$WORK/dw.log" && return 0
@@ -111,35 +115,42 @@ stop_auditd() { auditctl -D >/dev/null; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A T
-for mode in off sensor auditd; do
+MODES="off sensor sensor_wake auditd"
+for mode in $MODES; do
   for w in exec_storm write_storm; do : > "$WORK/$mode.$w"; done
 done
 lost_line=
 for rep in $(seq "$REPS"); do
-  for mode in off sensor auditd; do
-    case $mode in sensor) start_sensor ;; auditd) start_auditd ;; esac
+  for mode in $MODES; do
+    case $mode in
+      sensor) start_sensor "$WORK/pipeline.toml" ;;
+      sensor_wake) start_sensor "$WORK/pipeline-wake.toml" ;;
+      auditd) start_auditd ;;
+    esac
     for w in exec_storm write_storm; do
       seconds "$w" >>"$WORK/$mode.$w"
     done
     case $mode in
-      sensor)
+      sensor|sensor_wake)
         stop_sensor
         lost_line=$(grep -o '"kernel_lost":[0-9]*' "$WORK/dw.log" | tail -1)
         execs_seen=$(grep -o '"exec":[0-9]*' "$WORK/dw.log" | tail -1)
         writes_seen=$(grep -o '"open_write":[0-9]*' "$WORK/dw.log" | tail -1)
-        echo "rep $rep sensor: $lost_line $execs_seen $writes_seen (expected >= $EXECS execs, $WRITES writes)" ;;
+        echo "rep $rep $mode: $lost_line $execs_seen $writes_seen (expected >= $EXECS execs, $WRITES writes)" ;;
       auditd) stop_auditd ;;
     esac
   done
 done
-for mode in off sensor auditd; do
+for mode in $MODES; do
   for w in exec_storm write_storm; do
     T[$mode.$w]=$(median <"$WORK/$mode.$w")
   done
 done
-printf '\n%-12s %12s %12s %12s %14s %14s\n' workload off sensor auditd sensor/off auditd/off
+printf '\n%-12s %10s %10s %12s %10s %11s %12s %11s\n' workload off sensor sensor_wake auditd sensor/off wake/off auditd/off
 for w in exec_storm write_storm; do
-  printf '%-12s %11.2fs %11.2fs %11.2fs %14.3f %14.3f\n' "$w" "${T[off.$w]}" "${T[sensor.$w]}" "${T[auditd.$w]}" \
-    "$(echo "${T[sensor.$w]} / ${T[off.$w]}" | bc -l)" "$(echo "${T[auditd.$w]} / ${T[off.$w]}" | bc -l)"
+  printf '%-12s %9.2fs %9.2fs %11.2fs %9.2fs %11.3f %12.3f %11.3f\n' "$w" "${T[off.$w]}" "${T[sensor.$w]}" \
+    "${T[sensor_wake.$w]}" "${T[auditd.$w]}" \
+    "$(echo "${T[sensor.$w]} / ${T[off.$w]}" | bc -l)" "$(echo "${T[sensor_wake.$w]} / ${T[off.$w]}" | bc -l)" \
+    "$(echo "${T[auditd.$w]} / ${T[off.$w]}" | bc -l)"
 done
 echo "(EXECS=$EXECS WRITES=$WRITES REPS=$REPS, medians; last sensor run: $lost_line)"

@@ -165,6 +165,9 @@ pub struct Filter {
     pub kinds: u32,
     /// `FMODE_CREATED` of this kernel (a `#define`, not in BTF).
     pub fmode_created: u32,
+    /// Wake the reader only once this many bytes wait in the ring buffer;
+    /// below that it drains on its own timer. 0: wake on every record.
+    pub wakeup_bytes: u32,
 }
 
 /// Kernel struct offsets (bytes) and sizes, read from the running kernel's

@@ -22,6 +22,7 @@ use aya_ebpf::helpers::generated::{
 };
 use aya_ebpf::macros::{map, tracepoint};
 use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::programs::TracePointContext;
 use driftwatch_common::{
     ARGS_MAX, AT_FDCWD, CGROUP_NAME, COMM_LEN, EXE_OVERLAY, EXE_UPPER, ExecRecord, FileRecord,
@@ -109,6 +110,23 @@ macro_rules! filt {
         let v = unsafe { read_volatile(addr_of!(FILTER.$f)) };
         v
     }};
+}
+
+/// Commits a record, waking the reader only when enough has piled up: a
+/// wake-up per record costs the workload a cross-CPU interrupt and the
+/// daemon a context switch for each exec or write, and the reader polls on
+/// a short timer anyway.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let threshold = filt!(wakeup_bytes);
+    if threshold == 0 {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]
@@ -465,7 +483,7 @@ unsafe fn on_exec() {
         {
             (*r).args_len = len;
         }
-        entry.submit(0);
+        entry.submit(submit_flags());
     }
 }
 
@@ -701,7 +719,7 @@ unsafe fn on_exit(ctx: &TracePointContext) {
             }
         }
         (*r).info = infobits;
-        entry.submit(0);
+        entry.submit(submit_flags());
     }
 }
 

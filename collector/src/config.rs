@@ -273,6 +273,11 @@ pub struct EbpfConfig {
     pub scope: Scope,
     /// Kernel ring buffer size in KiB (rounded up to a power of two pages).
     pub ring_buffer_kib: u32,
+    /// How often the daemon drains the ring buffer on its own; the kernel
+    /// wakes it early only when a quarter of the buffer is full. 0: the
+    /// kernel wakes the daemon for every record (lowest latency, highest
+    /// cost to the workload).
+    pub drain_interval_ms: u64,
 }
 
 impl Default for EbpfConfig {
@@ -281,6 +286,7 @@ impl Default for EbpfConfig {
             enabled: true,
             scope: Scope::Containers,
             ring_buffer_kib: 8192,
+            drain_interval_ms: 10,
         }
     }
 }

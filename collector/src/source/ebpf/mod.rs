@@ -201,6 +201,8 @@ pub struct EbpfSensor {
     bpf: Ebpf,
     ring: RingBuf<MapData>,
     clock: Clock,
+    /// `None`: the kernel wakes the reader for every record.
+    drain_every: Option<Duration>,
 }
 
 impl EbpfSensor {
@@ -227,13 +229,18 @@ impl EbpfSensor {
             sys::check_syscall_layout(s.name)?;
         }
 
+        let ring_bytes = ring_size(cfg.ring_buffer_kib);
         let filter = Filter {
             self_tgid: std::process::id(),
             containers_only: u32::from(cfg.scope == Scope::Containers),
             kinds,
             fmode_created: sys::FMODE_CREATED,
+            wakeup_bytes: if cfg.drain_interval_ms == 0 {
+                0
+            } else {
+                ring_bytes / 4
+            },
         };
-        let ring_bytes = ring_size(cfg.ring_buffer_kib);
         let offsets = PodOffsets(offsets);
         let filter = PodFilter(filter);
         let mut bpf = EbpfLoader::new()
@@ -304,6 +311,8 @@ impl EbpfSensor {
             bpf,
             ring,
             clock: Clock::now(),
+            drain_every: (cfg.drain_interval_ms > 0)
+                .then(|| Duration::from_millis(cfg.drain_interval_ms)),
         })
     }
 }
@@ -396,7 +405,12 @@ impl LossReport {
 }
 
 async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfError> {
-    let EbpfSensor { bpf, ring, clock } = sensor;
+    let EbpfSensor {
+        bpf,
+        ring,
+        clock,
+        drain_every,
+    } = sensor;
     let sensor_maps = bpf;
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
@@ -416,38 +430,42 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
             .unwrap_or(0)
     };
     let mut tick = tokio::time::interval(LOSS_POLL);
+    // Records committed without a wake-up are picked up by this timer.
+    let mut drain_tick = tokio::time::interval(drain_every.unwrap_or(LOSS_POLL));
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BUDGET);
     loop {
-        tokio::select! {
+        // Whether the ring may hold more than one budget's worth.
+        let more = tokio::select! {
             biased;
             _ = ctx.shutdown.changed() => break,
-            _ = tick.tick() => losses.update(lost_of(&sensor_maps), &ctx.stats),
+            _ = tick.tick() => {
+                losses.update(lost_of(&sensor_maps), &ctx.stats);
+                false
+            }
+            _ = drain_tick.tick(), if drain_every.is_some() => {
+                take(afd.get_mut(), &clock, &hostname, &mut batch) == DRAIN_BUDGET
+            }
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Poll)?;
-                let ring = guard.get_inner_mut();
-                let mut n = 0;
-                while n < DRAIN_BUDGET {
-                    let Some(item) = ring.next() else { break };
-                    n += 1;
-                    if let Some(ev) = record::decode(&item, &clock, &hostname) {
-                        batch.push(ev);
-                    }
-                }
+                let n = take(guard.get_inner_mut(), &clock, &hostname, &mut batch);
                 if n < DRAIN_BUDGET {
                     // Empty: wait for the next wake-up. With budget left
                     // over we come back without clearing.
                     guard.clear_ready();
                 }
-                drop(guard);
-                for ev in batch.drain(..) {
-                    if ctx.events.send(ev).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if n == DRAIN_BUDGET {
-                    tokio::task::yield_now().await;
-                }
+                n == DRAIN_BUDGET
             }
+        };
+        for ev in batch.drain(..) {
+            if ctx.events.send(ev).await.is_err() {
+                return Ok(());
+            }
+        }
+        if more {
+            // A full budget: keep draining, but let the runtime breathe.
+            tokio::task::yield_now().await;
+            drain_tick.reset_immediately();
         }
         if *ctx.shutdown.borrow() {
             break;
@@ -465,6 +483,25 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     }
     tracing::info!("kernel sensor detached");
     Ok(())
+}
+
+/// Moves up to one budget of records from the ring into `batch`; returns
+/// how many records it consumed.
+fn take(
+    ring: &mut RingBuf<MapData>,
+    clock: &Clock,
+    hostname: &Arc<str>,
+    batch: &mut Vec<Event>,
+) -> usize {
+    let mut n = 0;
+    while n < DRAIN_BUDGET {
+        let Some(item) = ring.next() else { break };
+        n += 1;
+        if let Some(ev) = record::decode(&item, clock, hostname) {
+            batch.push(ev);
+        }
+    }
+    n
 }
 
 #[cfg(test)]
