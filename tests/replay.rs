@@ -302,6 +302,55 @@ priority = "critical"
 }
 
 #[test]
+fn runtime_setup_writes_do_not_fire_but_look_alikes_do() {
+    // A runtime's init writing /etc/hosts before pivot_root (420), and what
+    // must still fire: the same write seen inside the root (421, a process
+    // calling itself runc), from a process that is not PID 1 (422), and
+    // from PID 1 under another name (423).
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("setup.jsonl");
+    let line = |pid: u32, vpid: u32, name: &str, outside: bool| {
+        serde_json::json!({
+            "kind": "open_write",
+            "process": {"pid": pid, "vpid": vpid, "name": name},
+            "container": {"id": "abc", "name": "web"},
+            "file": {
+                "path": "/var/lib/containers/storage/overlay/1f/merged/etc/hosts",
+                "file_type": "regular",
+                "outside_root": outside,
+            }
+        })
+        .to_string()
+    };
+    let body = [
+        line(420, 1, "runc:[2:INIT]", true),
+        line(421, 1, "runc:[2:INIT]", false),
+        line(422, 7, "runc:[2:INIT]", true),
+        line(423, 1, "nginx", true),
+    ]
+    .join("\n");
+    std::fs::write(&events, body).unwrap();
+    let cfg = default_pipeline(dir.path());
+    let out = support::bin()
+        .arg("replay")
+        .arg(&events)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let pids: BTreeSet<String> = support::json_lines(&out)
+        .iter()
+        .filter(|l| l["rule"] == WRITE)
+        .map(|l| l["output_fields"]["proc.pid"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        pids,
+        BTreeSet::from(["421", "422", "423"].map(String::from))
+    );
+}
+
+#[test]
 fn the_example_plugin_loads_by_path_and_tags() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("nc.jsonl");

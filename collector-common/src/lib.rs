@@ -125,6 +125,10 @@ pub mod info {
     pub const UPPER: u32 = 8;
     /// The file is on overlayfs.
     pub const OVERLAY: u32 = 16;
+    /// The writer's root directory is on another filesystem than the
+    /// (overlayfs) file: it reached the container's root filesystem from
+    /// outside it, as a runtime does while setting a container up.
+    pub const OUTSIDE_ROOT: u32 = 32;
 }
 
 #[repr(C)]

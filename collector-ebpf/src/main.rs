@@ -702,6 +702,15 @@ unsafe fn on_exit(ctx: &TracePointContext) {
             let (overlay, upper) = layer_of(dentry);
             if overlay {
                 infobits |= info::OVERLAY;
+                // Inside the container the root is the overlay itself; a
+                // runtime before pivot_root sees it as a directory of the
+                // host's filesystem.
+                if !root.is_null() {
+                    let root_sb = rp(rp(root, off!(path_dentry)), off!(dentry_sb));
+                    if root_sb != rp(dentry, off!(dentry_sb)) {
+                        infobits |= info::OUTSIDE_ROOT;
+                    }
+                }
             }
             if upper {
                 infobits |= info::UPPER;

@@ -179,6 +179,7 @@ impl<S> EventOf<S> {
                     file_type,
                     created,
                     upper_layer,
+                    outside_root,
                     change,
                     sha256,
                     size,
@@ -195,6 +196,7 @@ impl<S> EventOf<S> {
                     file_type: *file_type,
                     created: *created,
                     upper_layer: *upper_layer,
+                    outside_root: *outside_root,
                     change: o(change),
                     sha256: o(sha256),
                     size: *size,
@@ -385,6 +387,10 @@ pub struct FileInfoOf<S> {
     pub created: bool,
     /// The file lives on the container's upper (writable) layer.
     pub upper_layer: bool,
+    /// The writer reached the container's root filesystem from outside it:
+    /// its own root directory is on another filesystem, as for a runtime
+    /// setting the container up before `pivot_root`.
+    pub outside_root: bool,
     /// For `file_drift`: what kind of difference (`added`, `modified`,
     /// `metadata`, `removed`).
     pub change: Option<S>,

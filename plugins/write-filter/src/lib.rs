@@ -16,6 +16,10 @@ pub struct Config {
     /// Directories where writes are expected. Whole path components: `/tmp`
     /// covers `/tmp` and `/tmp/x`, not `/tmpfoo`.
     pub exclude_prefixes: Vec<String>,
+    /// `comm` of a runtime's container-init process. Its writes while it
+    /// sets a container up (`/etc/hosts`, `/etc/resolv.conf`, ... before
+    /// `pivot_root`) are not drift; see [`WriteFilter::runtime_setup`].
+    pub runtime_init_names: Vec<String>,
     pub priority: Priority,
     pub output: String,
 }
@@ -24,6 +28,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             exclude_prefixes: ["/tmp", "/var/log", "/proc"].map(String::from).to_vec(),
+            runtime_init_names: ["runc:[2:INIT]", "crun", "youki"]
+                .map(String::from)
+                .to_vec(),
             priority: Priority::Notice,
             output: OUTPUT.to_string(),
         }
@@ -32,6 +39,7 @@ impl Default for Config {
 
 pub struct WriteFilter {
     exclude: Vec<String>,
+    runtime_init_names: Vec<String>,
     priority: Priority,
     output: Template,
 }
@@ -45,6 +53,7 @@ impl Plugin for WriteFilter {
         }
         Ok(WriteFilter {
             exclude: c.exclude_prefixes,
+            runtime_init_names: c.runtime_init_names,
             priority: c.priority,
             output: Template::parse(&c.output)?,
         })
@@ -67,6 +76,7 @@ impl Plugin for WriteFilter {
             || ev.container.is_none()
             || file.file_type != FileType::Regular
             || self.exclude.iter().any(|p| is_under(file.path, p))
+            || self.runtime_setup(ev)
         {
             return Verdict::pass();
         }
@@ -81,6 +91,25 @@ impl Plugin for WriteFilter {
             fields: self.output.fields(ev),
             remediation: None,
         })
+    }
+}
+
+impl WriteFilter {
+    /// The runtime preparing the container, not the container drifting. All
+    /// three must hold, so that no process inside the container can claim it:
+    /// - the kernel saw the write reach the container's root filesystem from
+    ///   outside it (`outside_root`: the writer's root is another
+    ///   filesystem, which after `pivot_root` is never the case for the
+    ///   container's own processes);
+    /// - the writer is PID 1 of the container's pid namespace (the init the
+    ///   runtime starts; exec sessions and children never are);
+    /// - its `comm` is a runtime init's.
+    ///
+    /// The event itself still flows (and is exported with `events = true`).
+    fn runtime_setup(&self, ev: &EventRef<'_>) -> bool {
+        ev.file.as_ref().is_some_and(|f| f.outside_root)
+            && ev.process.vpid == 1
+            && self.runtime_init_names.iter().any(|n| n == ev.process.name)
     }
 }
 

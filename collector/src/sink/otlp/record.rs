@@ -83,6 +83,7 @@ known_keys! {
     Tags = "driftwatch.tags",
     AlertType = "driftwatch.alert_type",
     RemediationSteps = "driftwatch.remediation.steps",
+    FileOutsideRoot = "driftwatch.file.outside_root",
 }
 
 /// OTel severity number for a Falco priority, and the text as the source
@@ -278,6 +279,9 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
         a.opt(Attr::FileTarget, &f.target_path);
         a.b(Attr::FileUpper, f.upper_layer);
         a.b(Attr::FileCreated, f.created);
+        if f.outside_root {
+            a.b(Attr::FileOutsideRoot, true);
+        }
         a.opt(Attr::FileChange, &f.change);
         if ev.kind == EventKind::Chmod || f.mode != 0 {
             a.s(Attr::FileMode, &format!("{:o}", f.mode & 0o7777));

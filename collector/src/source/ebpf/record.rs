@@ -249,6 +249,7 @@ pub fn file_event(r: &FileRecord, clock: &Clock, hostname: &str) -> Option<Event
             file_type,
             created: r.info & info::CREATED != 0,
             upper_layer: r.info & info::UPPER != 0,
+            outside_root: r.info & info::OUTSIDE_ROOT != 0,
             ..FileInfo::default()
         }),
         ..Event::default()
