@@ -76,6 +76,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// The sections of `self` that differ from `running` and that a hot
+    /// reload cannot apply: only the plugin chain is rebuilt live, sources,
+    /// outputs and the rest are set up once at start.
+    pub fn restart_needed(&self, running: &Config) -> Vec<&'static str> {
+        [
+            ("daemon", self.daemon != running.daemon),
+            ("sources", self.sources != running.sources),
+            ("pipeline", self.pipeline != running.pipeline),
+            ("outputs", self.outputs != running.outputs),
+            ("k8s", self.k8s != running.k8s),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -129,7 +145,7 @@ impl Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Overrides the host name put in events.
@@ -158,7 +174,7 @@ impl Default for DaemonConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourcesConfig {
     pub ebpf: EbpfConfig,
@@ -167,7 +183,7 @@ pub struct SourcesConfig {
 
 /// The periodic drift scan (`[sources.scan]`): diffs running containers
 /// against their images and emits `file_drift` events for new differences.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, try_from = "RawScan")]
 pub struct ScanConfig {
     pub enabled: bool,
@@ -266,7 +282,7 @@ pub enum Scope {
     All,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EbpfConfig {
     pub enabled: bool,
@@ -291,7 +307,7 @@ impl Default for EbpfConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, try_from = "RawPipeline")]
 pub struct PipelineConfig {
     /// Events per plugin call, at most.
@@ -389,7 +405,7 @@ pub struct PluginConfig {
     pub config: toml::Table,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
     name: String,
@@ -490,14 +506,14 @@ fn plugin(r: RawPlugin) -> Result<Option<PluginConfig>, String> {
     }))
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputsConfig {
     pub stdout: StdoutConfig,
     pub otlp: OtlpConfig,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StdoutConfig {
     /// `"auto"` (default): on unless OTLP export is on.
@@ -509,7 +525,7 @@ pub struct StdoutConfig {
 /// `[outputs.otlp]`. Unset keys fall back to the standard
 /// `OTEL_EXPORTER_OTLP_LOGS_*` then `OTEL_EXPORTER_OTLP_*` variables, then
 /// to the OTLP defaults (see `sink::otlp::settings`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
     /// `"auto"` (default): on when an endpoint is set here or in the environment.
@@ -565,7 +581,7 @@ impl Default for OtlpConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpTlsConfig {
     /// PEM CA bundle to trust instead of the system roots.
@@ -576,7 +592,7 @@ pub struct OtlpTlsConfig {
 }
 
 /// The on-disk queue in front of the exporter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpoolConfig {
     pub dir: PathBuf,
@@ -594,7 +610,7 @@ impl Default for SpoolConfig {
 }
 
 /// The daemon's own counters as OTLP metrics, to the same receiver.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     pub enabled: bool,
@@ -644,7 +660,7 @@ impl<'de> Deserialize<'de> for Switch {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct K8sConfig {
     /// `true`, `false` or `"auto"` (the default).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use driftwatch_sdk::Event;
+use driftwatch_sdk::{Event, EventKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -100,7 +100,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(4);
     let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Processed>>(16);
     // Sources capture what the chain asked for at start; a reload that wants
-    // new kinds takes a restart (logged by the reloader).
+    // new kinds takes a restart (the reloader says so).
     let kinds = chain.kinds();
 
     let pipeline = std::thread::Builder::new()
@@ -169,6 +169,10 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     let reloader = match (&config_path, cfg.daemon.hot_reload) {
         (Some(path), true) => Some(tokio::spawn(watch_config(
             path.clone(),
+            Running {
+                cfg: cfg.clone(),
+                kinds,
+            },
             engine.clone(),
             stats.clone(),
             msg_tx.clone(),
@@ -272,9 +276,54 @@ async fn batch_events(
     }
 }
 
+/// What the daemon set up at start, which a reload does not change.
+struct Running {
+    cfg: Config,
+    /// Event kinds the sources capture.
+    kinds: u32,
+}
+
+/// What a reload to `new` (whose chain wants `new_kinds`) leaves for the
+/// next restart, one sentence each; empty when the reload applies fully.
+pub fn reload_leftovers(
+    running: &Config,
+    running_kinds: u32,
+    new: &Config,
+    new_kinds: u32,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let sections = new.restart_needed(running);
+    if !sections.is_empty() {
+        out.push(format!(
+            "changes to [{}] take effect after a restart; the plugin chain was reloaded",
+            sections.join(", ")
+        ));
+    }
+    let missing: Vec<&str> = EventKind::ALL
+        .iter()
+        .filter(|k| new_kinds & !running_kinds & k.bit() != 0)
+        .map(|k| k.as_str())
+        .collect();
+    if !missing.is_empty() {
+        out.push(format!(
+            "the reloaded plugins want event kinds the running sources do not capture ({}); \
+             restart driftwatch to capture them",
+            missing.join(", ")
+        ));
+    }
+    out
+}
+
 /// Rebuilds the chain when pipeline.toml changes. A broken file or plugin
-/// is reported and the running chain stays.
-async fn watch_config(path: PathBuf, engine: Engine, stats: Arc<Stats>, tx: mpsc::Sender<Msg>) {
+/// is reported and the running chain stays; what only a restart can apply
+/// is logged.
+async fn watch_config(
+    path: PathBuf,
+    running: Running,
+    engine: Engine,
+    stats: Arc<Stats>,
+    tx: mpsc::Sender<Msg>,
+) {
     use notify::{RecursiveMode, Watcher};
     let (ntx, mut nrx) = mpsc::unbounded_channel();
     let target = path.file_name().map(|n| n.to_owned());
@@ -306,13 +355,17 @@ async fn watch_config(path: PathBuf, engine: Engine, stats: Arc<Stats>, tx: mpsc
         tokio::time::sleep(Duration::from_millis(200)).await;
         while nrx.try_recv().is_ok() {}
         let (p, engine, stats) = (path.clone(), engine.clone(), stats.clone());
-        let built = tokio::task::spawn_blocking(move || -> Result<Chain, String> {
+        let built = tokio::task::spawn_blocking(move || -> Result<(Config, Chain), String> {
             let cfg = Config::load(&p).map_err(|e| e.to_string())?;
-            Chain::build(&cfg, &engine, stats).map_err(|e| e.to_string())
+            let chain = Chain::build(&cfg, &engine, stats).map_err(|e| e.to_string())?;
+            Ok((cfg, chain))
         })
         .await;
         match built {
-            Ok(Ok(chain)) => {
+            Ok(Ok((cfg, chain))) => {
+                for note in reload_leftovers(&running.cfg, running.kinds, &cfg, chain.kinds()) {
+                    tracing::warn!("reload of {}: {note}", path.display());
+                }
                 if tx.send(Msg::Swap(Box::new(chain))).await.is_err() {
                     return;
                 }
@@ -326,5 +379,33 @@ async fn watch_config(path: PathBuf, engine: Engine, stats: Arc<Stats>, tx: mpsc
                 path.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_says_what_waits_for_a_restart() {
+        let running = Config::parse("[sources.ebpf]\nring_buffer_kib = 8192\n").unwrap();
+        let exec = EventKind::Exec.bit();
+        let same = Config::parse("[sources.ebpf]\nring_buffer_kib = 8192\n").unwrap();
+        assert!(reload_leftovers(&running, exec, &same, exec).is_empty());
+
+        let bigger = Config::parse(
+            "[sources.ebpf]\nring_buffer_kib = 16384\n[outputs.stdout]\nevents = true\n",
+        )
+        .unwrap();
+        let notes = reload_leftovers(&running, exec, &bigger, exec);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("[sources, outputs]"), "{notes:?}");
+
+        let writes = exec | EventKind::OpenWrite.bit();
+        let notes = reload_leftovers(&running, exec, &same, writes);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("(open_write)"), "{notes:?}");
+        // Fewer kinds than captured is fine: the chain ignores the rest.
+        assert!(reload_leftovers(&running, writes, &same, exec).is_empty());
     }
 }
