@@ -346,3 +346,38 @@ fn plugins_import_nothing_but_host_log() {
     }
     assert!(checked >= 6, "every guest was checked");
 }
+
+/// The deadline clock rests while no plugin runs; a call that starts after
+/// a long idle spell must still be interrupted on time.
+#[test]
+fn the_deadline_holds_after_an_idle_spell() {
+    use driftwatch::plugin::Engine;
+    use driftwatch::plugin::cache::ComponentCache;
+    use driftwatch::plugin::host::{Limits, PluginError};
+    use std::time::{Duration, Instant};
+
+    let engine = Engine::new(ComponentCache::disabled()).unwrap();
+    let bytes = std::fs::read(support::guest("driftwatch_test_hostile")).unwrap();
+    let mut config = Vec::new();
+    rmp_serde::encode::write_named(&mut config, &serde_json::json!({"mode": "loop"})).unwrap();
+    let limits = Limits {
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let plugin = engine.load("hostile", &bytes, limits, config).unwrap();
+    let mut inst = plugin.instantiate().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut batch = Vec::new();
+    driftwatch_sdk::codec::write_array_header(&mut batch, 1);
+    driftwatch_sdk::codec::encode_into(&mut batch, &driftwatch_sdk::Event::default()).unwrap();
+    let start = Instant::now();
+    let err = inst
+        .process_batch(&batch, 1)
+        .expect_err("the loop must be cut");
+    assert!(matches!(err, PluginError::Deadline { .. }), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -6,7 +6,7 @@
 //! is `host.log`. Each call runs under a memory cap (a resource limiter) and
 //! a CPU deadline (epoch interruption, ticked by one thread).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -82,16 +82,70 @@ pub struct Engine {
     inner: wasmtime::Engine,
     linker: Arc<Linker<HostState>>,
     cache: Arc<ComponentCache>,
-    _ticker: Arc<Ticker>,
+    ticker: Arc<Ticker>,
 }
 
+/// The epoch ticker that enforces call deadlines. It ticks only while some
+/// plugin call is running and sleeps otherwise, so an idle sensor does not
+/// wake up hundreds of times a second. Every instance holds it: a deadline
+/// must keep ticking for as long as anything can call a plugin.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<TickerState>,
+    thread: std::thread::Thread,
+}
+
+#[derive(Default)]
+struct TickerState {
+    /// Plugin calls in progress.
+    active: AtomicUsize,
+    stop: AtomicBool,
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::Engine) -> std::io::Result<Ticker> {
+        let shared = Arc::new(TickerState::default());
+        let state = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !state.stop.load(Ordering::Acquire) {
+                    if state.active.load(Ordering::Acquire) == 0 {
+                        // `enter` unparks; a token left before this park
+                        // makes it return at once, so no call is missed.
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(Ticker {
+            shared,
+            thread: handle.thread().clone(),
+        })
+    }
+
+    /// Marks a plugin call as running until the guard drops.
+    fn enter(&self) -> CallGuard<'_> {
+        if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.thread.unpark();
+        }
+        CallGuard(&self.shared)
+    }
+}
+
+struct CallGuard<'a>(&'a TickerState);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Release);
+        self.thread.unpark();
     }
 }
 
@@ -119,25 +173,15 @@ impl Engine {
             plugin: "<engine>".into(),
             message: e.to_string(),
         })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (engine, flag) = (inner.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    engine.increment_epoch();
-                }
-            })
-            .map_err(|e| PluginError::Link {
-                plugin: "<engine>".into(),
-                message: format!("starting the epoch thread: {e}"),
-            })?;
+        let ticker = Ticker::start(inner.clone()).map_err(|e| PluginError::Link {
+            plugin: "<engine>".into(),
+            message: format!("starting the epoch thread: {e}"),
+        })?;
         Ok(Engine {
             inner,
             linker: Arc::new(linker),
             cache: Arc::new(cache),
-            _ticker: Arc::new(Ticker { stop }),
+            ticker: Arc::new(ticker),
         })
     }
 
@@ -169,6 +213,7 @@ impl Engine {
         Ok(LoadedPlugin {
             name: Arc::from(name),
             engine: self.inner.clone(),
+            ticker: self.ticker.clone(),
             pre,
             limits,
             config,
@@ -204,6 +249,7 @@ impl Limits {
 pub struct LoadedPlugin {
     name: Arc<str>,
     engine: wasmtime::Engine,
+    ticker: Arc<Ticker>,
     pre: bindings::PluginPre<HostState>,
     limits: Limits,
     config: Vec<u8>,
@@ -239,6 +285,7 @@ impl LoadedPlugin {
         let mut inst = PluginInstance {
             store,
             bindings,
+            ticker: self.ticker.clone(),
             limits: self.limits,
             name: self.name.clone(),
             manifest: OnceLock::new(),
@@ -272,6 +319,7 @@ impl LoadedPlugin {
 pub struct PluginInstance {
     store: Store<HostState>,
     bindings: bindings::Plugin,
+    ticker: Arc<Ticker>,
     limits: Limits,
     name: Arc<str>,
     manifest: OnceLock<Manifest>,
@@ -318,9 +366,11 @@ impl PluginInstance {
             &mut Store<HostState>,
         ) -> wasmtime::Result<Result<Vec<u8>, String>>,
     {
+        let running = self.ticker.enter();
         self.store.set_epoch_deadline(self.limits.deadline_ticks());
         self.store.data_mut().log_budget = LOG_LINES_PER_CALL;
         let result = call(&self.bindings, &mut self.store);
+        drop(running);
         let state = self.store.data_mut();
         if state.log_suppressed > 0 {
             tracing::warn!(plugin = %state.plugin, "suppressed {} log lines from one call", state.log_suppressed);
