@@ -11,6 +11,8 @@ APT_PACKAGES=(
   podman runc busybox-static uidmap
   # bpf-linker links the eBPF object against Debian's LLVM.
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
+  # The C compiler the linker step, ring and mimalloc need.
+  gcc libc6-dev
   # Protobuf / TLS pieces some crates build against; python for the OTLP receiver.
   pkg-config python3 python3-venv ca-certificates
 )
