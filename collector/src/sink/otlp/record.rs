@@ -403,10 +403,15 @@ fn peek(rd: &[u8]) -> Result<rmp::Marker, DecodeError> {
         .ok_or_else(|| bad("truncated"))
 }
 
+fn is_str(m: rmp::Marker) -> bool {
+    use rmp::Marker as M;
+    matches!(m, M::FixStr(_) | M::Str8 | M::Str16 | M::Str32)
+}
+
 fn read_value<'a>(rd: &mut &'a [u8]) -> Result<ValueRef<'a>, DecodeError> {
     use rmp::Marker as M;
     Ok(match peek(rd)? {
-        M::FixStr(_) | M::Str8 | M::Str16 | M::Str32 => ValueRef::S(read_str(rd)?),
+        m if is_str(m) => ValueRef::S(read_str(rd)?),
         M::True | M::False => ValueRef::B(rmp::decode::read_bool(rd).map_err(bad)?),
         M::FixArray(_) | M::Array16 | M::Array32 => {
             let n = rmp::decode::read_array_len(rd).map_err(bad)?;
@@ -453,19 +458,15 @@ pub fn decode<'a>(
         return Err(bad("odd attribute array"));
     }
     for _ in 0..n / 2 {
-        let key = match peek(rd)? {
-            rmp::Marker::FixStr(_)
-            | rmp::Marker::Str8
-            | rmp::Marker::Str16
-            | rmp::Marker::Str32 => KeyRef::Other(read_str(rd)?),
-            _ => {
-                let i = read_uint(rd)? as usize;
-                // A newer version's key: refuse rather than mislabel.
-                KeyRef::Known(
-                    KEYS.get(i)
-                        .ok_or_else(|| bad(format!("attribute key {i}")))?,
-                )
-            }
+        let key = if is_str(peek(rd)?) {
+            KeyRef::Other(read_str(rd)?)
+        } else {
+            let i = read_uint(rd)? as usize;
+            // A newer version's key: refuse rather than mislabel.
+            KeyRef::Known(
+                KEYS.get(i)
+                    .ok_or_else(|| bad(format!("attribute key {i}")))?,
+            )
         };
         attr(key, read_value(rd)?);
     }
