@@ -255,6 +255,56 @@ fn drop_verdicts_end_the_path() {
 }
 
 #[test]
+fn a_prefilter_limits_what_the_plugin_is_given() {
+    // The numeric field goes through the same formatting as templates.
+    let r = run(
+        "[plugins.config]\nmode = \"mark\"\n\
+         [[plugins.config.prefilter]]\nin = { field = \"proc.pid\", values = [\"3\", \"4\"] }",
+        512,
+        false,
+    );
+    assert!(r.out.status.success(), "{}", r.stderr());
+    let mut seen: Vec<u64> = r
+        .lines
+        .iter()
+        .filter(|l| l["output_fields"]["hostile.seen"] == "yes")
+        .map(|l| {
+            l["output_fields"]["proc.pid"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [3, 4], "{}", r.stderr());
+    // The events it was not given still went on, to the shell plugin too.
+    assert_eq!(r.events(), 10);
+    assert_eq!(r.findings(), 10);
+}
+
+#[test]
+fn a_prefilter_on_an_unknown_field_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::config(
+        dir.path(),
+        &format!(
+            "[[plugins]]\nname = \"picky\"\npath = \"{}\"\n[[plugins.config.prefilter]]\nexists = {{ field = \"proc.nmae\" }}\n",
+            support::guest("driftwatch_test_hostile").display()
+        ),
+    );
+    let out = support::bin().arg("check").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = support::stderr(&out);
+    assert!(
+        err.contains(
+            "plugin picky returned a bad manifest: prefilter names unknown field \"proc.nmae\""
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn init_failure_is_a_clear_error_naming_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = support::config(

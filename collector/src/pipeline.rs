@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftwatch_sdk::{Action, Event, Finding, Manifest, Verdict, codec};
+use driftwatch_sdk::{Action, Event, Finding, Manifest, Prefilter, Verdict, codec};
 
 use crate::config::{Config, OnError, PluginConfig, PluginSource};
 use crate::plugin::host::Limits;
@@ -67,6 +67,8 @@ struct Stage {
     manifest: Manifest,
     version: Arc<str>,
     kinds: u32,
+    /// The manifest's prefilter: events that fail it never reach the plugin.
+    prefilter: Prefilter,
     on_error: OnError,
     quarantine_after: u32,
     consecutive_failures: u32,
@@ -111,8 +113,15 @@ impl Chain {
             let plugin = engine.load(&p.name, &bytes, limits, config)?;
             let instance = plugin.instantiate()?;
             let manifest = instance.manifest().clone();
+            // Already validated when the instance was made.
+            let prefilter =
+                Prefilter::compile(&manifest.prefilter).map_err(|e| PluginError::Manifest {
+                    plugin: p.name.clone(),
+                    message: e.to_string(),
+                })?;
             stages.push(Stage {
                 kinds: manifest.kinds.iter().fold(0, |m, k| m | k.bit()),
+                prefilter,
                 version: Arc::from(manifest.version.as_str()),
                 manifest,
                 plugin,
@@ -144,7 +153,6 @@ impl Chain {
         let mut encoded = Encoded::with_capacity(events.len());
         for e in &events {
             self.stats.event_in(e.kind);
-            encoded.push(e);
         }
         let mut items: Vec<Option<Processed>> = events
             .into_iter()
@@ -163,13 +171,19 @@ impl Chain {
                 .iter()
                 .enumerate()
                 .filter(|(_, it)| {
-                    it.as_ref()
-                        .is_some_and(|p| p.event.kind.bit() & stage.kinds != 0)
+                    it.as_ref().is_some_and(|p| {
+                        p.event.kind.bit() & stage.kinds != 0 && stage.prefilter.matches(&p.event)
+                    })
                 })
                 .map(|(i, _)| i)
                 .collect();
             if selected.is_empty() {
                 continue;
+            }
+            for &i in &selected {
+                if let Some(p) = &items[i] {
+                    encoded.ensure(i, &p.event);
+                }
             }
             let mut verdicts: Vec<Option<Verdict>> = vec![None; selected.len()];
             let ok = stage.run(&selected, &encoded, &mut verdicts, &self.stats);
@@ -209,35 +223,41 @@ impl Chain {
     }
 }
 
-/// Every event of a batch encoded once, back to back; each plugin's batch is
-/// assembled from the slices of the events it takes.
+/// The events of a batch that some plugin takes, each encoded once (on
+/// first use), back to back; each plugin's batch is assembled from the
+/// slices of the events it takes. Events no prefilter lets through are never
+/// encoded at all.
 struct Encoded {
     bytes: Vec<u8>,
-    ends: Vec<usize>,
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 impl Encoded {
     fn with_capacity(events: usize) -> Encoded {
         Encoded {
-            // Typical events encode to a few hundred bytes.
-            bytes: Vec::with_capacity(events * 512),
-            ends: Vec::with_capacity(events),
+            bytes: Vec::new(),
+            spans: vec![None; events],
         }
     }
 
-    fn push(&mut self, e: &Event) {
+    fn ensure(&mut self, i: usize, e: &Event) {
+        if self.spans[i].is_some() {
+            return;
+        }
         let start = self.bytes.len();
         // Encoding our own schema types into a Vec cannot fail; if it ever
         // did, the plugin gets an empty item and fails the event (on_error).
         if codec::encode_into(&mut self.bytes, e).is_err() {
             self.bytes.truncate(start);
         }
-        self.ends.push(self.bytes.len());
+        self.spans[i] = Some((start, self.bytes.len()));
     }
 
     fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        match self.spans[i] {
+            Some((start, end)) => &self.bytes[start..end],
+            None => &[],
+        }
     }
 }
 

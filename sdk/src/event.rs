@@ -441,15 +441,20 @@ impl FileType {
 
     /// Falco's `fd.typechar`.
     pub fn typechar(self) -> char {
+        self.typechar_str().chars().next().unwrap_or('?')
+    }
+
+    /// [`Self::typechar`] as a string, as field values are.
+    pub fn typechar_str(self) -> &'static str {
         match self {
-            FileType::Regular => 'f',
-            FileType::Directory => 'd',
-            FileType::Symlink => 'l',
-            FileType::CharDevice => 'c',
-            FileType::BlockDevice => 'b',
-            FileType::Fifo => 'p',
-            FileType::Socket => 'u',
-            FileType::Unknown => '?',
+            FileType::Regular => "f",
+            FileType::Directory => "d",
+            FileType::Symlink => "l",
+            FileType::CharDevice => "c",
+            FileType::BlockDevice => "b",
+            FileType::Fifo => "p",
+            FileType::Socket => "u",
+            FileType::Unknown => "?",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! to schema fields: plugins render their messages with it and the collector
 //! builds Falco-shaped `output_fields` with it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::EventOf;
@@ -83,15 +84,45 @@ field_names! {
 /// for it (or the name is unknown). Works on owned and borrowed events.
 pub fn field<S: AsRef<str>>(ev: &EventOf<S>, name: &str) -> Option<String> {
     let id = FieldId::from_name(name)?;
-    let mut out = String::new();
-    write_field(ev, id, &mut out).then_some(out)
+    value(ev, id).map(Cow::into_owned)
+}
+
+/// A field name resolved once, for code that reads the same field of many
+/// events (the host's prefilters): no name lookup per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field(FieldId);
+
+impl Field {
+    /// `None` for a name that is not in [`FIELD_NAMES`].
+    pub fn parse(name: &str) -> Option<Field> {
+        FieldId::from_name(name).map(Field)
+    }
+
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The field's value for `ev`; borrowed unless it has to be formatted
+    /// (numbers, argument lists).
+    pub fn value<'e, S: AsRef<str>>(self, ev: &'e EventOf<S>) -> Option<Cow<'e, str>> {
+        value(ev, self.0)
+    }
 }
 
 /// Appends the value of field `id` to `out`. Returns false, leaving `out`
 /// alone, when the event has no value for it.
 fn write_field<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId, out: &mut String) -> bool {
+    match value(ev, id) {
+        Some(v) => {
+            out.push_str(&v);
+            true
+        }
+        None => false,
+    }
+}
+
+fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
     use FieldId::*;
-    use std::fmt::Write;
     let p = &ev.process;
     let c = ev.container.as_ref();
     let k = ev.k8s.as_ref();
@@ -109,25 +140,21 @@ fn write_field<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId, out: &mut String) ->
                 UserUid => p.uid,
                 _ => p.gid,
             };
-            // Writing into a String cannot fail.
-            let _ = write!(out, "{n}");
-            return true;
+            return Some(Cow::Owned(n.to_string()));
         }
         ProcExe => opt(p.args.first()),
         ProcExepath => non_empty(&p.exe_path),
         ProcArgs => {
+            let mut out = String::new();
             for (i, a) in p.args.iter().skip(1).enumerate() {
                 if i > 0 {
                     out.push(' ');
                 }
                 out.push_str(a.as_ref());
             }
-            return true;
+            return Some(Cow::Owned(out));
         }
-        ProcCmdline => {
-            p.write_cmdline(out);
-            return true;
-        }
+        ProcCmdline => return Some(Cow::Owned(p.cmdline())),
         ProcCwd => non_empty(&p.cwd),
         ProcPname => non_empty(&p.pname),
         ProcPexepath => non_empty(&p.pexe_path),
@@ -154,22 +181,12 @@ fn write_field<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId, out: &mut String) ->
         FdName => f.map(|f| f.path.as_ref()),
         FdDirectory => f.map(|f| parent_dir(f.path.as_ref())),
         FdFilename => f.map(|f| file_name(f.path.as_ref())),
-        FdTypechar => {
-            let Some(f) = f else { return false };
-            out.push(f.file_type.typechar());
-            return true;
-        }
+        FdTypechar => f.map(|f| f.file_type.typechar_str()),
         FsPathTarget => opt(f.and_then(|f| f.target_path.as_ref())),
         EvtIsOpenCreate => f.map(|f| bool_str(f.created)),
         FdIsUpperLayer => f.map(|f| bool_str(f.upper_layer)),
     };
-    match value {
-        Some(v) => {
-            out.push_str(v);
-            true
-        }
-        None => false,
-    }
+    value.map(Cow::Borrowed)
 }
 
 fn non_empty<S: AsRef<str>>(v: &S) -> Option<&str> {

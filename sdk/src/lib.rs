@@ -14,6 +14,7 @@ pub mod finding;
 pub mod manifest;
 pub mod msgpack;
 pub mod plugin;
+pub mod prefilter;
 pub mod rules;
 
 #[cfg(feature = "guest")]
@@ -26,6 +27,7 @@ pub use event::{
 pub use finding::{Action, Finding, Priority, Remediation, Verdict};
 pub use manifest::Manifest;
 pub use plugin::Plugin;
+pub use prefilter::{Condition, Prefilter};
 
 /// Version of the event schema; bumped on incompatible changes only.
 /// Adding a field is compatible: decoders ignore unknown fields and default

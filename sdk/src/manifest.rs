@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::EventKind;
+use crate::prefilter::Condition;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -19,6 +20,10 @@ pub struct Manifest {
     /// The event schema the plugin was built for.
     #[serde(default = "default_schema")]
     pub schema_version: u32,
+    /// Conditions (all must hold) that every event the plugin could act on
+    /// satisfies; the host sends it nothing else. See [`crate::prefilter`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefilter: Vec<Condition>,
 }
 
 fn default_abi() -> u32 {
@@ -38,11 +43,18 @@ impl Manifest {
             description: String::new(),
             abi_version: crate::ABI_VERSION,
             schema_version: crate::SCHEMA_VERSION,
+            prefilter: Vec::new(),
         }
     }
 
     pub fn with_description(mut self, d: &str) -> Manifest {
         self.description = d.to_string();
+        self
+    }
+
+    /// Adds prefilter conditions (see [`crate::prefilter`]).
+    pub fn with_prefilter(mut self, conditions: impl IntoIterator<Item = Condition>) -> Manifest {
+        self.prefilter.extend(conditions);
         self
     }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use driftwatch_sdk::{ABI_VERSION, Manifest, Verdict, codec};
+use driftwatch_sdk::{ABI_VERSION, Manifest, Prefilter, Verdict, codec};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap};
 
@@ -307,6 +307,14 @@ impl LoadedPlugin {
                     "built for plugin ABI {}, this driftwatch speaks {ABI_VERSION}",
                     manifest.abi_version
                 ),
+            });
+        }
+        // A prefilter naming a field this host does not know would starve or
+        // flood the plugin; refuse it like any other bad manifest.
+        if let Err(e) = Prefilter::compile(&manifest.prefilter) {
+            return Err(PluginError::Manifest {
+                plugin: self.name.to_string(),
+                message: e.to_string(),
             });
         }
         let _ = inst.manifest.set(manifest);

@@ -6,7 +6,9 @@
 //! `target/guests/`.
 
 use driftwatch_sdk::fields::Template;
-use driftwatch_sdk::{EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{
+    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +55,12 @@ impl Plugin for SuspiciousTools {
             env!("CARGO_PKG_VERSION"),
             &[EventKind::Exec],
         )
+        // Tell the host which execs can matter, so that the others never
+        // cost a call into the sandbox. `process` still checks everything.
+        .with_prefilter([
+            Condition::in_container(),
+            Condition::is_in("proc.name", &self.cfg.tools),
+        ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {

@@ -6,7 +6,7 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::EntrypointExemption;
 use driftwatch_sdk::{
-    EventKind, EventRef, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
+    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
 };
 use serde::Deserialize;
 
@@ -92,6 +92,15 @@ impl Plugin for DriftBinaryDetector {
         .with_description(
             "Detect execution of a binary not present in the original container image",
         )
+        .with_prefilter([Condition::in_container(), {
+            // Only drifted or fileless executables can make a finding; the
+            // entrypoint exemption stays ours to judge.
+            let mut drifted = vec![Condition::is_true("proc.is_exe_upper_layer")];
+            if self.memfd {
+                drifted.push(Condition::is_true("proc.is_exe_from_memfd"));
+            }
+            Condition::Any(drifted)
+        }])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {

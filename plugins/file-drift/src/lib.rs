@@ -9,7 +9,8 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
 use driftwatch_sdk::{
-    EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
+    Condition, EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Remediation,
+    Verdict,
 };
 use serde::Deserialize;
 
@@ -98,6 +99,11 @@ impl Plugin for FileDrift {
         .with_description(
             "Detect executables added to or modified in a container, found by the drift scan",
         )
+        .with_prefilter([
+            Condition::in_container(),
+            Condition::is_in("fd.typechar", ["f"]),
+            Condition::negate(Condition::pmatch("fd.name", &self.exclude)),
+        ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {

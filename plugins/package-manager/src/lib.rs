@@ -2,7 +2,9 @@
 //! running container is drift by definition.
 
 use driftwatch_sdk::fields::Template;
-use driftwatch_sdk::{EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{
+    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
+};
 use serde::Deserialize;
 
 pub const RULE: &str = "Package Manager Execution in Container";
@@ -55,6 +57,10 @@ impl Plugin for PackageManagerDetector {
             &[EventKind::Exec],
         )
         .with_description("Detect use of package managers indicating drift")
+        .with_prefilter([
+            Condition::in_container(),
+            Condition::is_in("proc.name", &self.names),
+        ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {

@@ -3,7 +3,9 @@
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::EntrypointExemption;
-use driftwatch_sdk::{EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{
+    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
+};
 use serde::Deserialize;
 
 pub const RULE: &str = "Container Shell Spawned";
@@ -55,6 +57,11 @@ impl Plugin for ShellDetector {
     fn manifest(&self) -> Manifest {
         Manifest::new("shell", env!("CARGO_PKG_VERSION"), &[EventKind::Exec])
             .with_description("Detect interactive shell in a container that should be immutable")
+            // Most execs are not shells: the host keeps them from us.
+            .with_prefilter([
+                Condition::in_container(),
+                Condition::is_in("proc.name", &self.shells),
+            ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {

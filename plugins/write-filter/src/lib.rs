@@ -3,7 +3,9 @@
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
-use driftwatch_sdk::{EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Verdict};
+use driftwatch_sdk::{
+    Condition, EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Verdict,
+};
 use serde::Deserialize;
 
 pub const RULE: &str = "Container File System Write";
@@ -66,6 +68,13 @@ impl Plugin for WriteFilter {
             &[EventKind::OpenWrite],
         )
         .with_description("Detect writes to container upper layer filesystem")
+        // Writes under the excluded paths (logs, /tmp) are the bulk of all
+        // writes: they never need to enter the sandbox.
+        .with_prefilter([
+            Condition::in_container(),
+            Condition::is_in("fd.typechar", ["f"]),
+            Condition::negate(Condition::pmatch("fd.name", &self.exclude)),
+        ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {

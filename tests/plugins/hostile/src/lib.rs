@@ -3,14 +3,14 @@
 //!
 //! Config: `mode` picks the misbehaviour; with `trigger` set it misbehaves
 //! only on batches holding an event whose `process.name` equals it, and
-//! passes everything otherwise.
+//! passes everything otherwise. `prefilter` goes into the manifest as is.
 
 use std::cell::RefCell;
 
 use driftwatch_sdk::codec;
 use driftwatch_sdk::guest::bindings::Guest;
 use driftwatch_sdk::guest::{Level, log};
-use driftwatch_sdk::{Event, EventKind, Manifest, Verdict};
+use driftwatch_sdk::{Condition, Event, EventKind, Manifest, Verdict};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -20,6 +20,8 @@ struct Config {
     trigger: Option<String>,
     /// For `mode = "fail-init"`.
     init_error: Option<String>,
+    /// Declared in the manifest as is, to test the host's prefiltering.
+    prefilter: Vec<Condition>,
 }
 
 thread_local! {
@@ -35,8 +37,9 @@ impl Guest for Hostile {
         if cfg.mode == "fail-init" {
             return Err(cfg.init_error.unwrap_or_else(|| "refusing to start".into()));
         }
+        let m = Manifest::new("hostile", "0.0.1", &EventKind::ALL)
+            .with_prefilter(cfg.prefilter.clone());
         CONFIG.with_borrow_mut(|c| *c = cfg);
-        let m = Manifest::new("hostile", "0.0.1", &EventKind::ALL);
         codec::encode(&m).map_err(|e| e.to_string())
     }
 
@@ -85,6 +88,12 @@ impl Guest for Hostile {
                     log(Level::Warn, &format!("flood {i}"));
                 }
                 pass_all()
+            }
+            // Marks every event it is given, so a test sees which it got.
+            "mark" => {
+                let mut v = Verdict::pass();
+                v.fields.insert("hostile.seen".into(), "yes".into());
+                codec::encode_array(&vec![v; evs.len()]).map_err(|e| e.to_string())
             }
             "drop-all" => {
                 codec::encode_array(&vec![Verdict::drop(); evs.len()]).map_err(|e| e.to_string())
