@@ -49,7 +49,7 @@ fn events(mix: Mix) -> Vec<Event> {
             let path = match mix {
                 Mix::Attack if i % 3 == 0 => format!("/tmp/f{i}"),
                 Mix::Attack => format!("/etc/app/{i}.conf"),
-                Mix::Steady if i == 203 => "/etc/passwd".to_string(),
+                Mix::Steady if i == 207 => "/etc/passwd".to_string(),
                 Mix::Steady if i % 2 == 0 => format!("/tmp/f{i}"),
                 Mix::Steady => format!("/var/log/app/{i}.log"),
             };

@@ -154,26 +154,27 @@ impl Chain {
         for e in &events {
             self.stats.event_in(e.kind);
         }
-        let mut items: Vec<Option<Processed>> = events
+        // Events are large; each is moved once into its `Processed`, and a
+        // drop only marks it, so the batch is compacted once at the end.
+        let mut items: Vec<Processed> = events
             .into_iter()
-            .map(|event| {
-                Some(Processed {
-                    event,
-                    findings: Vec::new(),
-                    tags: Vec::new(),
-                    fields: BTreeMap::new(),
-                })
+            .map(|event| Processed {
+                event,
+                findings: Vec::new(),
+                tags: Vec::new(),
+                fields: BTreeMap::new(),
             })
             .collect();
+        let mut dropped = vec![false; items.len()];
 
         for stage in &mut self.stages {
             let selected: Vec<usize> = items
                 .iter()
                 .enumerate()
-                .filter(|(_, it)| {
-                    it.as_ref().is_some_and(|p| {
-                        p.event.kind.bit() & stage.kinds != 0 && stage.prefilter.matches(&p.event)
-                    })
+                .filter(|&(i, p)| {
+                    !dropped[i]
+                        && p.event.kind.bit() & stage.kinds != 0
+                        && stage.prefilter.matches(&p.event)
                 })
                 .map(|(i, _)| i)
                 .collect();
@@ -181,45 +182,48 @@ impl Chain {
                 continue;
             }
             for &i in &selected {
-                if let Some(p) = &items[i] {
-                    encoded.ensure(i, &p.event);
-                }
+                encoded.ensure(i, &items[i].event);
             }
             let mut verdicts: Vec<Option<Verdict>> = vec![None; selected.len()];
             let ok = stage.run(&selected, &encoded, &mut verdicts, &self.stats);
-            let mut dropped = 0;
-            for (slot, verdict) in selected.iter().zip(verdicts) {
+            let mut drops = 0;
+            for (&slot, verdict) in selected.iter().zip(verdicts) {
                 let verdict = match verdict {
                     Some(v) => v,
                     None if stage.on_error == OnError::Drop => Verdict::drop(),
                     None => Verdict::pass(),
                 };
                 if verdict.action == Action::Drop {
-                    items[*slot] = None;
-                    dropped += 1;
+                    dropped[slot] = true;
+                    drops += 1;
                     continue;
                 }
-                if let Some(item) = items[*slot].as_mut() {
-                    for f in verdict.findings {
-                        self.stats.finding(&f.rule, f.priority);
-                        item.findings.push(FindingRecord {
-                            plugin: stage.plugin.name().clone(),
-                            plugin_version: stage.version.clone(),
-                            finding: f,
-                        });
-                    }
-                    item.tags.extend(verdict.tags);
-                    item.fields.extend(verdict.fields);
+                let item = &mut items[slot];
+                for f in verdict.findings {
+                    self.stats.finding(&f.rule, f.priority);
+                    item.findings.push(FindingRecord {
+                        plugin: stage.plugin.name().clone(),
+                        plugin_version: stage.version.clone(),
+                        finding: f,
+                    });
                 }
+                item.tags.extend(verdict.tags);
+                item.fields.extend(verdict.fields);
             }
-            if dropped > 0 {
-                self.stats.dropped_by_plugin(stage.plugin.name(), dropped);
+            if drops > 0 {
+                self.stats.dropped_by_plugin(stage.plugin.name(), drops);
             }
             stage.after_batch(ok, &self.stats);
         }
-        let out: Vec<Processed> = items.into_iter().flatten().collect();
-        self.stats.events_out(out.len());
-        out
+        if dropped.contains(&true) {
+            let mut i = 0;
+            items.retain(|_| {
+                i += 1;
+                !dropped[i - 1]
+            });
+        }
+        self.stats.events_out(items.len());
+        items
     }
 }
 
