@@ -278,6 +278,16 @@ fn a_prefilter_limits_what_the_plugin_is_given() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, [3, 4], "{}", r.stderr());
+    assert_eq!(
+        r.stats["plugin_calls"]["hostile"]["events"], 2,
+        "{}",
+        r.stats
+    );
+    assert_eq!(
+        r.stats["plugin_calls"]["shell"]["events"], 10,
+        "{}",
+        r.stats
+    );
     // The events it was not given still went on, to the shell plugin too.
     assert_eq!(r.events(), 10);
     assert_eq!(r.findings(), 10);

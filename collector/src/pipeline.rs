@@ -307,7 +307,7 @@ impl Stage {
                 }
                 let started = Instant::now();
                 let r = inst.process_batch(&batch, idx.len());
-                stats.plugin_call(self.plugin.name(), started.elapsed());
+                stats.plugin_call(self.plugin.name(), idx.len(), started.elapsed());
                 r
             }
         };

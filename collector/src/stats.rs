@@ -58,6 +58,10 @@ pub const CALL_BUCKETS_US: [u64; 10] = [
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CallLatency {
     pub calls: u64,
+    /// Events the plugin was given: those of its kinds that passed its
+    /// prefilter (calls retried while bisecting count their events again).
+    #[serde(default)]
+    pub events: u64,
     pub total_us: u64,
     /// Calls at or under each bound of [`CALL_BUCKETS_US`], then over the last.
     pub buckets: Vec<u64>,
@@ -145,7 +149,7 @@ impl Stats {
     }
 
     /// One plugin call (a batch) took `d`.
-    pub fn plugin_call(&self, plugin: &str, d: Duration) {
+    pub fn plugin_call(&self, plugin: &str, events: usize, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         self.with(|r| {
             let c = r.plugin_calls.entry(plugin.to_string()).or_default();
@@ -153,6 +157,7 @@ impl Stats {
                 c.buckets = vec![0; CALL_BUCKETS_US.len() + 1];
             }
             c.calls += 1;
+            c.events += events as u64;
             c.total_us += us;
             let i = CALL_BUCKETS_US
                 .iter()
