@@ -293,19 +293,26 @@ fn a_prefilter_limits_what_the_plugin_is_given() {
     assert_eq!(r.findings(), 10);
 }
 
-#[test]
-fn a_prefilter_on_an_unknown_field_is_a_clear_error() {
+/// `driftwatch check` on a pipeline with the hostile plugin named "picky"
+/// and `config_toml` after it: must exit 2; returns its stderr.
+fn check_refuses_picky(config_toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let cfg = support::config(
         dir.path(),
         &format!(
-            "[[plugins]]\nname = \"picky\"\npath = \"{}\"\n[[plugins.config.prefilter]]\nexists = {{ field = \"proc.nmae\" }}\n",
+            "[[plugins]]\nname = \"picky\"\npath = \"{}\"\n{config_toml}",
             support::guest("driftwatch_test_hostile").display()
         ),
     );
     let out = support::bin().arg("check").arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = support::stderr(&out);
+    support::stderr(&out)
+}
+
+#[test]
+fn a_prefilter_on_an_unknown_field_is_a_clear_error() {
+    let err =
+        check_refuses_picky("[[plugins.config.prefilter]]\nexists = { field = \"proc.nmae\" }\n");
     assert!(
         err.contains(
             "plugin picky returned a bad manifest: prefilter names unknown field \"proc.nmae\""
@@ -316,17 +323,9 @@ fn a_prefilter_on_an_unknown_field_is_a_clear_error() {
 
 #[test]
 fn init_failure_is_a_clear_error_naming_the_plugin() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = support::config(
-        dir.path(),
-        &format!(
-            "[[plugins]]\nname = \"picky\"\npath = \"{}\"\n[plugins.config]\nmode = \"fail-init\"\ninit_error = \"needs a license key\"\n",
-            support::guest("driftwatch_test_hostile").display()
-        ),
+    let err = check_refuses_picky(
+        "[plugins.config]\nmode = \"fail-init\"\ninit_error = \"needs a license key\"\n",
     );
-    let out = support::bin().arg("check").arg(&cfg).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = support::stderr(&out);
     assert!(
         err.contains(
             "plugin picky refused its configuration: returned an error: needs a license key"

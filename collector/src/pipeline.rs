@@ -113,15 +113,9 @@ impl Chain {
             let plugin = engine.load(&p.name, &bytes, limits, config)?;
             let instance = plugin.instantiate()?;
             let manifest = instance.manifest().clone();
-            // Already validated when the instance was made.
-            let prefilter =
-                Prefilter::compile(&manifest.prefilter).map_err(|e| PluginError::Manifest {
-                    plugin: p.name.clone(),
-                    message: e.to_string(),
-                })?;
             stages.push(Stage {
                 kinds: manifest.kinds.iter().fold(0, |m, k| m | k.bit()),
-                prefilter,
+                prefilter: instance.prefilter().clone(),
                 version: Arc::from(manifest.version.as_str()),
                 manifest,
                 plugin,
@@ -150,7 +144,7 @@ impl Chain {
     }
 
     pub fn process(&mut self, events: Vec<Event>) -> Vec<Processed> {
-        let mut encoded = Encoded::with_capacity(events.len());
+        let mut encoded = Encoded::new(events.len());
         for e in &events {
             self.stats.event_in(e.kind);
         }
@@ -215,13 +209,8 @@ impl Chain {
             }
             stage.after_batch(ok, &self.stats);
         }
-        if dropped.contains(&true) {
-            let mut i = 0;
-            items.retain(|_| {
-                i += 1;
-                !dropped[i - 1]
-            });
-        }
+        let mut keep = dropped.iter().map(|d| !d);
+        items.retain(|_| keep.next().unwrap_or(true));
         self.stats.events_out(items.len());
         items
     }
@@ -237,7 +226,7 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn with_capacity(events: usize) -> Encoded {
+    fn new(events: usize) -> Encoded {
         Encoded {
             bytes: Vec::new(),
             spans: vec![None; events],

@@ -320,18 +320,12 @@ pub struct ProcessOf<S> {
 impl<S: AsRef<str>> ProcessOf<S> {
     /// Falco's `proc.cmdline`: the name followed by the arguments after argv[0].
     pub fn cmdline(&self) -> String {
-        let mut s = String::new();
-        self.write_cmdline(&mut s);
-        s
-    }
-
-    /// Appends [`Self::cmdline`] to `out`.
-    pub fn write_cmdline(&self, out: &mut String) {
-        out.push_str(self.name.as_ref());
+        let mut out = self.name.as_ref().to_string();
         for a in self.args.iter().skip(1) {
             out.push(' ');
             out.push_str(a.as_ref());
         }
+        out
     }
 }
 

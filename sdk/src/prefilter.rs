@@ -48,25 +48,17 @@ pub enum Condition {
 }
 
 impl Condition {
-    pub fn is_in<I, V>(field: &str, values: I) -> Condition
-    where
-        I: IntoIterator<Item = V>,
-        V: Into<String>,
-    {
+    pub fn is_in(field: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Condition {
         Condition::In {
             field: field.to_string(),
-            values: values.into_iter().map(Into::into).collect(),
+            values: strings(values),
         }
     }
 
-    pub fn pmatch<I, V>(field: &str, prefixes: I) -> Condition
-    where
-        I: IntoIterator<Item = V>,
-        V: Into<String>,
-    {
+    pub fn pmatch(field: &str, prefixes: impl IntoIterator<Item = impl Into<String>>) -> Condition {
         Condition::Pmatch {
             field: field.to_string(),
-            prefixes: prefixes.into_iter().map(Into::into).collect(),
+            prefixes: strings(prefixes),
         }
     }
 
@@ -84,6 +76,10 @@ impl Condition {
     pub fn in_container() -> Condition {
         Condition::negate(Condition::is_in("container.id", ["host"]))
     }
+}
+
+fn strings(values: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
+    values.into_iter().map(Into::into).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -289,6 +289,7 @@ impl LoadedPlugin {
             limits: self.limits,
             name: self.name.clone(),
             manifest: OnceLock::new(),
+            prefilter: Prefilter::default(),
         };
         let raw = inst
             .guarded(|b, s| b.call_init(s, &self.config))
@@ -311,12 +312,11 @@ impl LoadedPlugin {
         }
         // A prefilter naming a field this host does not know would starve or
         // flood the plugin; refuse it like any other bad manifest.
-        if let Err(e) = Prefilter::compile(&manifest.prefilter) {
-            return Err(PluginError::Manifest {
+        inst.prefilter =
+            Prefilter::compile(&manifest.prefilter).map_err(|e| PluginError::Manifest {
                 plugin: self.name.to_string(),
                 message: e.to_string(),
-            });
-        }
+            })?;
         let _ = inst.manifest.set(manifest);
         Ok(inst)
     }
@@ -331,6 +331,8 @@ pub struct PluginInstance {
     limits: Limits,
     name: Arc<str>,
     manifest: OnceLock<Manifest>,
+    /// The manifest's prefilter, compiled.
+    prefilter: Prefilter,
 }
 
 impl PluginInstance {
@@ -338,6 +340,10 @@ impl PluginInstance {
         // Set in `instantiate` before the instance is handed out.
         self.manifest
             .get_or_init(|| Manifest::new(&self.name, "", &[]))
+    }
+
+    pub fn prefilter(&self) -> &Prefilter {
+        &self.prefilter
     }
 
     /// Runs one batch: `batch` is a MessagePack array of `expected` events.
