@@ -97,6 +97,7 @@ async fn edited_chain_applies_and_broken_edit_keeps_the_old_one() {
     let cfg = Config::load(&path).unwrap();
     let engine = runtime::engine(&cfg).unwrap();
     let stats = Arc::new(Stats::default());
+    let counters = stats.clone();
     let chain = Chain::build(&cfg, &engine, stats.clone()).unwrap();
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop) = watch::channel(false);
@@ -144,6 +145,11 @@ async fn edited_chain_applies_and_broken_edit_keeps_the_old_one() {
     drop(tx);
     let report = run.await.unwrap().unwrap();
     assert!(report.source_errors.is_empty());
+
+    // One reload per edit: reading the file to reload it is not an edit.
+    let reloads = counters.snapshot().reloads;
+    assert_eq!(reloads.get("applied"), Some(&1), "{reloads:?}");
+    assert_eq!(reloads.get("failed"), Some(&1), "{reloads:?}");
 
     let rules = seen.0.lock().unwrap().clone();
     let after_swap = rules

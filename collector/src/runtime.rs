@@ -329,7 +329,12 @@ async fn watch_config(
     let target = path.file_name().map(|n| n.to_owned());
     let mut watcher =
         match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Reading the file (our own reload does) is not a change: acting
+            // on it made every reload trigger the next, and a reload that
+            // lands between an in-place editor's truncate and write loads an
+            // empty, valid pipeline with no plugins.
             if let Ok(ev) = res
+                && is_change(&ev.kind)
                 && ev.paths.iter().any(|p| p.file_name() == target.as_deref())
             {
                 let _ = ntx.send(());
@@ -354,15 +359,16 @@ async fn watch_config(
         // Let a burst of writes settle.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while nrx.try_recv().is_ok() {}
-        let (p, engine, stats) = (path.clone(), engine.clone(), stats.clone());
+        let (p, engine, chain_stats) = (path.clone(), engine.clone(), stats.clone());
         let built = tokio::task::spawn_blocking(move || -> Result<(Config, Chain), String> {
             let cfg = Config::load(&p).map_err(|e| e.to_string())?;
-            let chain = Chain::build(&cfg, &engine, stats).map_err(|e| e.to_string())?;
+            let chain = Chain::build(&cfg, &engine, chain_stats).map_err(|e| e.to_string())?;
             Ok((cfg, chain))
         })
         .await;
         match built {
             Ok(Ok((cfg, chain))) => {
+                stats.reload(true);
                 for note in reload_leftovers(&running.cfg, running.kinds, &cfg, chain.kinds()) {
                     tracing::warn!("reload of {}: {note}", path.display());
                 }
@@ -370,15 +376,32 @@ async fn watch_config(
                     return;
                 }
             }
-            Ok(Err(e)) => tracing::error!(
-                "reload of {} failed, keeping the running pipeline: {e}",
-                path.display()
-            ),
-            Err(_) => tracing::error!(
-                "reload of {} panicked, keeping the running pipeline",
-                path.display()
-            ),
+            Ok(Err(e)) => {
+                stats.reload(false);
+                tracing::error!(
+                    "reload of {} failed, keeping the running pipeline: {e}",
+                    path.display()
+                )
+            }
+            Err(_) => {
+                stats.reload(false);
+                tracing::error!(
+                    "reload of {} panicked, keeping the running pipeline",
+                    path.display()
+                )
+            }
         }
+    }
+}
+
+/// Whether a watcher event can mean new content: writes, creations,
+/// renames and removals, and a close after writing; not opens or reads.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
     }
 }
 

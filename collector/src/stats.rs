@@ -76,6 +76,7 @@ struct Rare {
     findings_by_priority: BTreeMap<String, u64>,
     sink_errors: BTreeMap<String, u64>,
     plugin_calls: BTreeMap<String, CallLatency>,
+    reloads: BTreeMap<String, u64>,
 }
 
 /// A point-in-time copy, for `driftwatch stats`, log lines and metrics.
@@ -92,6 +93,9 @@ pub struct Snapshot {
     pub findings_by_priority: BTreeMap<String, u64>,
     pub sink_errors: BTreeMap<String, u64>,
     pub plugin_calls: BTreeMap<String, CallLatency>,
+    /// Hot reloads of pipeline.toml by outcome: `applied`, `failed`.
+    #[serde(default)]
+    pub reloads: BTreeMap<String, u64>,
     pub export: ExportSnapshot,
 }
 
@@ -178,6 +182,11 @@ impl Stats {
         let _ = self.call_histogram.set(h);
     }
 
+    pub fn reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "failed" };
+        self.with(|r| *r.reloads.entry(outcome.to_string()).or_default() += 1);
+    }
+
     pub fn sink_error(&self, sink: &str) {
         self.with(|r| *r.sink_errors.entry(sink.to_string()).or_default() += 1);
     }
@@ -205,6 +214,7 @@ impl Stats {
             findings_by_priority: rare.findings_by_priority,
             sink_errors: rare.sink_errors,
             plugin_calls: rare.plugin_calls,
+            reloads: rare.reloads,
             export: ExportSnapshot {
                 exported: self.export.exported.load(Ordering::Relaxed),
                 failed_requests: self.export.failed_requests.load(Ordering::Relaxed),
