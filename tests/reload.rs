@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driftwatch::config::Config;
-use driftwatch::pipeline::{Chain, Processed};
+use driftwatch::pipeline::{Batch, Chain};
 use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::{Sink, SinkError};
 use driftwatch::source::{BoxFuture, Source, SourceContext, SourceError};
@@ -41,10 +41,10 @@ impl Sink for Collect {
     fn name(&self) -> &'static str {
         "collect"
     }
-    fn send(&mut self, batch: &[Processed]) -> Result<(), SinkError> {
+    fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let mut rules = self.0.lock().unwrap();
         for p in batch {
-            for f in &p.findings {
+            for f in p.findings {
                 rules.push(format!("{}:{}", p.event.process.name, f.finding.rule));
             }
         }

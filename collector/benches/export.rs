@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driftwatch::config::{Config, OtlpConfig, Switch};
-use driftwatch::pipeline::{Chain, FindingRecord, Processed};
+use driftwatch::pipeline::{Batch, Chain, FindingRecord, Outcome};
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::runtime::{self, Setup};
@@ -176,16 +176,17 @@ fn throughput(protocol: &str, compression: &str, dir: &Path) {
             remediation: None,
         },
     };
-    let batches: Vec<Vec<Processed>> = (0..THROUGHPUT_RECORDS as u64)
+    let batches: Vec<Batch> = (0..THROUGHPUT_RECORDS as u64)
         .collect::<Vec<_>>()
         .chunks(512)
         .map(|c| {
             c.iter()
-                .map(|i| Processed {
-                    event: shell_event(*i, now_ns()),
-                    findings: vec![finding.clone()],
-                    tags: Vec::new(),
-                    fields: Default::default(),
+                .map(|i| {
+                    let outcome = Outcome {
+                        findings: vec![finding.clone()],
+                        ..Outcome::default()
+                    };
+                    (shell_event(*i, now_ns()), outcome)
                 })
                 .collect()
         })

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::enrich::Enricher;
-use crate::pipeline::{Chain, ChainError, Processed};
+use crate::pipeline::{Batch, Chain, ChainError};
 use crate::plugin::Engine;
 use crate::plugin::cache::ComponentCache;
 use crate::sink::Sink;
@@ -98,7 +98,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     } = setup;
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(cfg.pipeline.queue_capacity);
     let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(4);
-    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<Processed>>(16);
+    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Batch>(16);
     // Sources capture what the chain asked for at start; a reload that wants
     // new kinds takes a restart (the reloader says so).
     let kinds = chain.kinds();

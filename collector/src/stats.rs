@@ -111,8 +111,18 @@ pub struct ExportSnapshot {
 }
 
 impl Stats {
-    pub fn event_in(&self, kind: EventKind) {
-        self.events_in[kind as usize].fetch_add(1, Ordering::Relaxed);
+    /// Counts a batch's events by kind: one atomic add per kind present,
+    /// not one per event.
+    pub fn events_in(&self, kinds: impl Iterator<Item = EventKind>) {
+        let mut n = [0u64; EventKind::ALL.len()];
+        for k in kinds {
+            n[k as usize] += 1;
+        }
+        for (counter, n) in self.events_in.iter().zip(n) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
     }
 
     pub fn events_out(&self, n: usize) {

@@ -29,7 +29,7 @@ use super::K8sError;
 use super::image::{self, ImageRef, Pin};
 use super::table;
 use super::workload::{ApprovedSet, Inventory, Key, Workload};
-use crate::pipeline::{FindingRecord, Processed};
+use crate::pipeline::{Batch, FindingRecord, Outcome};
 
 /// What a check found, most severe last in this list's exit-code order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -453,7 +453,7 @@ pub fn to_json(checks: &[ContainerCheck]) -> serde_json::Value {
 /// The schema has no event kind for "found by an API comparison"; like the
 /// filesystem scan's findings these are differences found by looking rather
 /// than seen happen, so they travel as `file_drift` events without a file.
-pub fn to_processed(checks: &[ContainerCheck], hostname: &str, time_ns: u64) -> Vec<Processed> {
+pub fn to_processed(checks: &[ContainerCheck], hostname: &str, time_ns: u64) -> Batch {
     let plugin: Arc<str> = Arc::from("verify-digests");
     let version: Arc<str> = Arc::from(env!("CARGO_PKG_VERSION"));
     checks
@@ -521,16 +521,15 @@ pub fn to_processed(checks: &[ContainerCheck], hostname: &str, time_ns: u64) -> 
                     ],
                 }),
             };
-            Processed {
-                event,
+            let outcome = Outcome {
                 findings: vec![FindingRecord {
                     plugin: plugin.clone(),
                     plugin_version: version.clone(),
                     finding,
                 }],
-                tags: Vec::new(),
-                fields: BTreeMap::new(),
-            }
+                ..Outcome::default()
+            };
+            (event, outcome)
         })
         .collect()
 }

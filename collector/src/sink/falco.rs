@@ -32,8 +32,8 @@ pub fn rfc3339(time_ns: u64) -> String {
         .to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-pub fn finding_json(p: &Processed, rec: &FindingRecord) -> Value {
-    let ev = &p.event;
+pub fn finding_json(p: &Processed<'_>, rec: &FindingRecord) -> Value {
+    let ev = p.event;
     let f = &rec.finding;
     let mut out = Map::new();
     let mut add = |name: &str| {
@@ -51,10 +51,10 @@ pub fn finding_json(p: &Processed, rec: &FindingRecord) -> Value {
     if ev.k8s.is_some() {
         K8S.iter().for_each(|n| add(n));
     }
-    for (k, v) in f.fields.iter().chain(&p.fields) {
+    for (k, v) in f.fields.iter().chain(p.fields) {
         out.insert(k.clone(), Value::String(v.clone()));
     }
-    let mut tags: Vec<&str> = f.tags.iter().chain(&p.tags).map(String::as_str).collect();
+    let mut tags: Vec<&str> = f.tags.iter().chain(p.tags).map(String::as_str).collect();
     tags.sort_unstable();
     tags.dedup();
     let mut v = json!({

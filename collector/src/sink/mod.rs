@@ -9,7 +9,7 @@ pub mod stdout;
 use std::sync::Arc;
 
 use crate::config::{Config, Switch};
-use crate::pipeline::Processed;
+use crate::pipeline::Batch;
 use crate::stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum SinkError {
 pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Delivers (or durably queues) one batch.
-    fn send(&mut self, batch: &[Processed]) -> Result<(), SinkError>;
+    fn send(&mut self, batch: &Batch) -> Result<(), SinkError>;
     /// Called once at shutdown, after the last batch.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use super::falco::finding_json;
 use super::{Sink, SinkError};
-use crate::pipeline::Processed;
+use crate::pipeline::Batch;
 
 pub struct JsonLines<W: Write + Send> {
     out: W,
@@ -28,10 +28,10 @@ impl<W: Write + Send> JsonLines<W> {
         self.out
     }
 
-    fn write_batch(&mut self, batch: &[Processed]) -> std::io::Result<()> {
+    fn write_batch(&mut self, batch: &Batch) -> std::io::Result<()> {
         for p in batch {
-            for rec in &p.findings {
-                serde_json::to_writer(&mut self.out, &finding_json(p, rec))?;
+            for rec in p.findings {
+                serde_json::to_writer(&mut self.out, &finding_json(&p, rec))?;
                 self.out.write_all(b"\n")?;
             }
             if self.events {
@@ -49,7 +49,7 @@ impl<W: Write + Send> Sink for JsonLines<W> {
         "stdout"
     }
 
-    fn send(&mut self, batch: &[Processed]) -> Result<(), SinkError> {
+    fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.write_batch(batch).map_err(|e| SinkError::Io {
             sink: "stdout",
             message: e.to_string(),

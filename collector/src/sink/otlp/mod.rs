@@ -24,7 +24,7 @@ use opentelemetry_sdk::Resource;
 use super::spool::Spool;
 use super::{Sink, SinkError};
 use crate::config::OtlpConfig;
-use crate::pipeline::Processed;
+use crate::pipeline::Batch;
 use crate::stats::Stats;
 use export::{Control, Worker};
 
@@ -164,18 +164,18 @@ impl OtlpSink {
     }
 
     /// The batch's log records, back to back, and where each one is.
-    fn encode(&self, batch: &[Processed]) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+    fn encode(&self, batch: &Batch) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
         let mut out = Vec::new();
         let mut ranges = Vec::new();
         for p in batch {
-            for rec in &p.findings {
+            for rec in p.findings {
                 let start = out.len();
-                record::write_finding(&mut out, p, rec);
+                record::write_finding(&mut out, &p, rec);
                 ranges.push(start..out.len());
             }
             if self.events {
                 let start = out.len();
-                record::write_event(&mut out, p);
+                record::write_event(&mut out, &p);
                 ranges.push(start..out.len());
             }
         }
@@ -188,7 +188,7 @@ impl Sink for OtlpSink {
         "otlp"
     }
 
-    fn send(&mut self, batch: &[Processed]) -> Result<(), SinkError> {
+    fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let (bytes, records) = self.encode(batch);
         if records.is_empty() {
             return Ok(());

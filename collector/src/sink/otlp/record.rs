@@ -290,7 +290,7 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
 }
 
 /// Appends the spool record of one finding about `p` to `out`.
-pub fn write_finding(out: &mut Vec<u8>, p: &Processed, rec: &FindingRecord) {
+pub fn write_finding(out: &mut Vec<u8>, p: &Processed<'_>, rec: &FindingRecord) {
     let f = &rec.finding;
     let mut a = Writer::start(out, p.event.time_ns, Some(f.priority), &f.output);
     a.s(Attr::RuleName, &f.rule);
@@ -306,13 +306,13 @@ pub fn write_finding(out: &mut Vec<u8>, p: &Processed, rec: &FindingRecord) {
     a.key(Attr::RulesetName);
     a.joined_value(&["driftwatch", &rec.plugin], "/");
     a.s(Attr::RuleVersion, &rec.plugin_version);
-    event_attributes(&p.event, &mut a);
-    write_tags(&mut a, f.tags.iter().chain(&p.tags));
+    event_attributes(p.event, &mut a);
+    write_tags(&mut a, f.tags.iter().chain(p.tags));
     if let Some(r) = &f.remediation {
         a.s(Attr::AlertType, &r.alert_type);
         a.l(Attr::RemediationSteps, r.steps.iter().map(String::as_str));
     }
-    for (k, v) in f.fields.iter().chain(&p.fields) {
+    for (k, v) in f.fields.iter().chain(p.fields) {
         a.dyn_s("driftwatch.field.", k, v);
     }
     a.finish();
@@ -320,8 +320,8 @@ pub fn write_finding(out: &mut Vec<u8>, p: &Processed, rec: &FindingRecord) {
 
 /// Appends the spool record of an event that passed the chain
 /// (`events = true`) to `out`.
-pub fn write_event(out: &mut Vec<u8>, p: &Processed) {
-    let ev = &p.event;
+pub fn write_event(out: &mut Vec<u8>, p: &Processed<'_>) {
+    let ev = p.event;
     let what = match &ev.file {
         Some(f) => f.path.as_str(),
         None => ev.process.exe_path.as_str(),
@@ -330,7 +330,7 @@ pub fn write_event(out: &mut Vec<u8>, p: &Processed) {
     let mut a = Writer::start(out, ev.time_ns, None, &body);
     event_attributes(ev, &mut a);
     write_tags(&mut a, p.tags.iter());
-    for (k, v) in &p.fields {
+    for (k, v) in p.fields {
         a.dyn_s("driftwatch.field.", k, v);
     }
     a.finish();
@@ -566,11 +566,13 @@ mod tests {
             }),
             ..Event::default()
         };
+        let tags = vec!["extra".to_string()];
+        let fields = Default::default();
         let p = Processed {
-            event,
-            findings: Vec::new(),
-            tags: vec!["extra".into()],
-            fields: Default::default(),
+            event: &event,
+            findings: &[],
+            tags: &tags,
+            fields: &fields,
         };
         let rec = FindingRecord {
             plugin: Arc::from("write-filter"),
@@ -635,11 +637,12 @@ mod tests {
 
     #[test]
     fn a_record_from_an_unknown_format_or_key_is_refused() {
+        let (event, fields) = (Event::default(), Default::default());
         let p = Processed {
-            event: Event::default(),
-            findings: Vec::new(),
-            tags: Vec::new(),
-            fields: Default::default(),
+            event: &event,
+            findings: &[],
+            tags: &[],
+            fields: &fields,
         };
         let mut bytes = Vec::new();
         write_event(&mut bytes, &p);
