@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The eBPF programs' own cost per call, from the kernel's BPF run-time stats
+# (kernel.bpf_stats_enabled): run an exec storm and a write storm in a podman
+# container under the sensor, and read run_time_ns / run_cnt of the daemon's
+# programs around each. Separates what the programs cost from the rest of the
+# overhead bench/run.sh measures (daemon CPU, wake-ups, noise).
+#   EXECS=5000 WRITES=20000 bench/bpf_cost.sh     (as root, after a release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXECS=${EXECS:-5000}
+WRITES=${WRITES:-20000}
+BIN=${DRIFTWATCH_BIN:-target/release/driftwatch}
+IMAGE=localhost/driftwatch-bench:1
+NAME=dw-bpfcost-$$
+WORK=$(mktemp -d)
+DW_PID=
+STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
+
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
+[ -x "$BIN" ] || { echo "bench: $BIN missing: flock /tmp/driftwatch-cargo.lock cargo build --release -p driftwatch" >&2; exit 1; }
+
+cleanup() {
+  [ -n "$DW_PID" ] && kill "$DW_PID" 2>/dev/null || true
+  sysctl -q kernel.bpf_stats_enabled="$STATS_WAS" || true
+  podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
+cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
+for a in sh true sleep echo; do ln -sf busybox "$WORK/rootfs/bin/$a"; done
+tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
+podman import -q "$WORK/rootfs.tar" "$IMAGE" >/dev/null
+podman run -d --name "$NAME" "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
+
+sed "s|^cache_dir = .*|cache_dir = \"$WORK/cache\"|" pipeline.toml >"$WORK/pipeline.toml"
+sysctl -q kernel.bpf_stats_enabled=1
+DRIFTWATCH_LOG=info "$BIN" run -c "$WORK/pipeline.toml" >/dev/null 2>"$WORK/dw.log" &
+DW_PID=$!
+for _ in $(seq 600); do
+  grep -q "kernel sensor attached" "$WORK/dw.log" && break
+  kill -0 "$DW_PID" 2>/dev/null || { cat "$WORK/dw.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+# One line per program: name run_time_ns run_cnt (programs attached to
+# several tracepoints share one fd, so each is read once).
+snapshot() {
+  for f in /proc/"$DW_PID"/fdinfo/*; do
+    grep -q '^prog_tag' "$f" 2>/dev/null || continue
+    awk '/^prog_tag/{t=$2} /^run_time_ns/{r=$2} /^run_cnt/{c=$2} END{if (c != "") print t, r, c}' "$f"
+  done | sort -u
+}
+storm() { # label, command
+  local before after s e
+  before=$(snapshot); s=$(date +%s.%N)
+  podman exec "$NAME" sh -c "$2"
+  e=$(date +%s.%N); after=$(snapshot)
+  local secs; secs=$(echo "$e - $s" | bc -l)
+  echo "$1: $(printf '%.2f' "$secs") s"
+  join <(echo "$before") <(echo "$after") | awk -v secs="$secs" '
+    { dr=$4-$2; dc=$5-$3; if (dc > 0)
+        printf "  prog %s: %d runs, %.2f us per run; %.2f%% of the storm time\n",
+          $1, dc, dr/dc/1000, 100*dr/1e9/secs }'
+}
+storm "exec storm ($EXECS execs)" "i=0; while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done"
+storm "write storm ($WRITES writes)" "i=0; while [ \$i -lt $WRITES ]; do echo \$i > /etc/bench; i=\$((i+1)); done"
+echo "(program tags: the exec program runs about once per exec; the file programs about once per file syscall)"
