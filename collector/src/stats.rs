@@ -187,6 +187,11 @@ impl Stats {
         }
     }
 
+    /// Whether plugin call latencies go to an OTel histogram.
+    pub fn has_call_histogram(&self) -> bool {
+        self.call_histogram.get().is_some()
+    }
+
     /// Plugin call latencies also go to this OTel histogram from now on.
     pub fn set_call_histogram(&self, h: opentelemetry::metrics::Histogram<f64>) {
         let _ = self.call_histogram.set(h);

@@ -48,6 +48,10 @@ pub struct Worker {
     pub stats: Arc<Stats>,
     pub resource: Resource,
     pub control: Arc<Control>,
+    /// Told once the self-telemetry instruments exist (or are off), so that
+    /// the sink's start can wait for them: plugin calls made before the
+    /// call-duration histogram is registered would never reach it.
+    pub ready: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 enum Outcome {
@@ -66,7 +70,7 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("driftwatch");
         let scope = InstrumentationScope::builder("driftwatch")
@@ -94,6 +98,10 @@ impl Worker {
         } else {
             None
         };
+        if let Some(ready) = self.ready.take() {
+            // The sink may have stopped waiting; nothing to do then.
+            let _ = ready.send(());
+        }
 
         loop {
             if self.control.stop.load(Ordering::Acquire) {

@@ -59,6 +59,9 @@ impl Origin {
     }
 }
 
+/// How long the sink's start waits for the export thread's instruments.
+const READY_WAIT: Duration = Duration::from_secs(5);
+
 pub struct OtlpSink {
     spool: Arc<Spool>,
     events: bool,
@@ -123,6 +126,7 @@ impl OtlpSink {
 
         let spool = Arc::new(spool);
         let control = Arc::new(Control::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let worker = Worker {
             cfg: cfg.clone(),
             base_dir: base_dir.to_path_buf(),
@@ -130,6 +134,7 @@ impl OtlpSink {
             stats: stats.clone(),
             resource: origin.resource(),
             control: control.clone(),
+            ready: Some(ready_tx),
         };
         let handle = std::thread::Builder::new()
             .name("otlp-export".into())
@@ -152,6 +157,14 @@ impl OtlpSink {
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(|e| io(format!("starting the export thread: {e}")))?;
+        // Metrics set-up builds an exporter but does no I/O; a bound only
+        // guards against a wedged thread, which must not hold up detection.
+        // A thread that could not start has logged why (Disconnected).
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ready_rx.recv_timeout(READY_WAIT) {
+            tracing::warn!(
+                "OTLP export thread not ready after {READY_WAIT:?}; going on without waiting"
+            );
+        }
         Ok(OtlpSink {
             spool,
             events: cfg.events,
@@ -268,5 +281,34 @@ impl Drop for OtlpSink {
     fn drop(&mut self) {
         self.control.stop.store(true, Ordering::Release);
         self.control.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Switch;
+
+    #[test]
+    fn metrics_instruments_exist_when_the_sink_has_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Nothing listens there; building the exporters does no I/O.
+        let cfg = OtlpConfig {
+            enabled: Switch::On,
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..OtlpConfig::default()
+        };
+        assert!(cfg.metrics.enabled);
+        let stats = Arc::new(Stats::default());
+        let origin = Origin {
+            host_name: "node-1".into(),
+            node_name: None,
+        };
+        let mut sink = OtlpSink::start(&cfg, dir.path(), &origin, stats.clone()).expect("starts");
+        // The pipeline's first plugin call may come right after start:
+        // its duration must already have somewhere to go.
+        assert!(stats.has_call_histogram());
+        sink.control.stop.store(true, Ordering::Release);
+        let _ = sink.flush();
     }
 }
