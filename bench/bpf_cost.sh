@@ -7,6 +7,7 @@
 #   EXECS=5000 WRITES=20000 bench/bpf_cost.sh     (as root, after a release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 EXECS=${EXECS:-5000}
 WRITES=${WRITES:-20000}
@@ -28,24 +29,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
-cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
-for a in sh true sleep echo; do ln -sf busybox "$WORK/rootfs/bin/$a"; done
-tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
-podman import -q "$WORK/rootfs.tar" "$IMAGE" >/dev/null
-podman run -d --name "$NAME" "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
+bench_container
 
 sed "s|^cache_dir = .*|cache_dir = \"$WORK/cache\"|" pipeline.toml >"$WORK/pipeline.toml"
 sysctl -q kernel.bpf_stats_enabled=1
-DRIFTWATCH_LOG=info "$BIN" run -c "$WORK/pipeline.toml" >/dev/null 2>"$WORK/dw.log" &
-DW_PID=$!
-for _ in $(seq 600); do
-  grep -q "kernel sensor attached" "$WORK/dw.log" && break
-  kill -0 "$DW_PID" 2>/dev/null || { cat "$WORK/dw.log" >&2; exit 1; }
-  sleep 0.1
-done
+start_sensor "$WORK/pipeline.toml"
 
-# One line per program: name run_time_ns run_cnt (programs attached to
+# One line per program: tag run_time_ns run_cnt (programs attached to
 # several tracepoints share one fd, so each is read once).
 snapshot() {
   for f in /proc/"$DW_PID"/fdinfo/*; do
@@ -53,10 +43,10 @@ snapshot() {
     awk '/^prog_tag/{t=$2} /^run_time_ns/{r=$2} /^run_cnt/{c=$2} END{if (c != "") print t, r, c}' "$f"
   done | sort -u
 }
-storm() { # label, command
+storm() { # label, storm function
   local before after s e
   before=$(snapshot); s=$(date +%s.%N)
-  podman exec "$NAME" sh -c "$2"
+  "$2"
   e=$(date +%s.%N); after=$(snapshot)
   local secs; secs=$(echo "$e - $s" | bc -l)
   echo "$1: $(printf '%.2f' "$secs") s"
@@ -65,6 +55,6 @@ storm() { # label, command
         printf "  prog %s: %d runs, %.2f us per run; %.2f%% of the storm time\n",
           $1, dc, dr/dc/1000, 100*dr/1e9/secs }'
 }
-storm "exec storm ($EXECS execs)" "i=0; while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done"
-storm "write storm ($WRITES writes)" "i=0; while [ \$i -lt $WRITES ]; do echo \$i > /etc/bench; i=\$((i+1)); done"
+storm "exec storm ($EXECS execs)" exec_storm
+storm "write storm ($WRITES writes)" write_storm
 echo "(program tags: the exec program runs about once per exec; the file programs about once per file syscall)"

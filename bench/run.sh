@@ -17,6 +17,7 @@
 # Not a test: figures depend on the machine and its other load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 EXECS=${EXECS:-20000}
 WRITES=${WRITES:-200000}
@@ -42,13 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The image: busybox applets.
-mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
-cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
-for a in sh true sleep echo; do ln -sf busybox "$WORK/rootfs/bin/$a"; done
-tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
-podman import -q "$WORK/rootfs.tar" "$IMAGE" >/dev/null
-podman run -d --name "$NAME" "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
+bench_container
 
 cat >"$WORK/pipeline.toml" <<TOML
 [daemon]
@@ -76,31 +71,12 @@ TOML
 sed 's/^ring_buffer_kib = 8192$/ring_buffer_kib = 8192\ndrain_interval_ms = 0/' \
   "$WORK/pipeline.toml" >"$WORK/pipeline-wake.toml"
 
-exec_storm() {
-  podman exec "$NAME" sh -c "i=0; while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done"
-}
-write_storm() {
-  podman exec "$NAME" sh -c "i=0; while [ \$i -lt $WRITES ]; do echo \$i > /etc/bench; i=\$((i+1)); done"
-}
 seconds() { # seconds taken by "$@"
   local s e
   s=$(date +%s.%N); "$@"; e=$(date +%s.%N)
   echo "$e - $s" | bc -l
 }
 
-start_sensor() { # $1: pipeline file
-  DRIFTWATCH_LOG=info "$BIN" run -c "$1" >/dev/null 2>"$WORK/dw.log" &
-  DW_PID=$!
-  for _ in $(seq 600); do
-    grep -q "kernel sensor attached" "$WORK/dw.log" && return 0
-    kill -0 "$DW_PID" 2>/dev/null || { cat "$WORK/dw.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "bench: sensor did not start" >&2; exit 1
-}
-stop_sensor() {
-  kill -TERM "$DW_PID"; wait "$DW_PID" || true; DW_PID=
-}
 start_auditd() {
   systemctl start auditd 2>/dev/null || service auditd start 2>/dev/null || auditd 2>/dev/null || true
   auditctl -D >/dev/null

@@ -1,0 +1,38 @@
+# Shared by the sensor benchmarks (sourced, not run): the busybox container
+# the storms run in, the storms themselves, and starting the sensor.
+# Callers set WORK (a scratch dir), IMAGE, NAME, BIN, EXECS and WRITES.
+
+# Builds the busybox image and starts a long-lived container from it.
+bench_container() {
+  mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
+  cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
+  for a in sh true sleep echo; do ln -sf busybox "$WORK/rootfs/bin/$a"; done
+  tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
+  podman import -q "$WORK/rootfs.tar" "$IMAGE" >/dev/null
+  podman run -d --name "$NAME" "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
+}
+
+# EXECS fork+exec of /bin/true from a shell loop.
+exec_storm() {
+  podman exec "$NAME" sh -c "i=0; while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done"
+}
+# WRITES open-write-close of /etc/bench (a builtin redirection, no fork).
+write_storm() {
+  podman exec "$NAME" sh -c "i=0; while [ \$i -lt $WRITES ]; do echo \$i > /etc/bench; i=\$((i+1)); done"
+}
+
+# Starts `driftwatch run -c $1` in the background (DW_PID, log in
+# $WORK/dw.log) and returns once its programs are attached.
+start_sensor() {
+  DRIFTWATCH_LOG=info "$BIN" run -c "$1" >/dev/null 2>"$WORK/dw.log" &
+  DW_PID=$!
+  for _ in $(seq 600); do
+    grep -q "kernel sensor attached" "$WORK/dw.log" && return 0
+    kill -0 "$DW_PID" 2>/dev/null || { cat "$WORK/dw.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench: sensor did not start" >&2; exit 1
+}
+stop_sensor() {
+  kill -TERM "$DW_PID"; wait "$DW_PID" || true; DW_PID=
+}
