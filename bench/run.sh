@@ -13,7 +13,10 @@
 # drain_interval_ms = 0: the kernel wakes the daemon for every record),
 # auditd (execve + write-intent open/openat/creat rules, the same things the
 # sensor watches). Prints seconds per mode (median of REPS),
-# ratios to off, and the sensor's kernel losses during the exec storm.
+# ratios to off, the sensor's kernel losses and the daemon's own CPU time.
+# Then the highest exec rate this machine produces (FLOOD_LOOPS exec loops
+# in parallel, default: two per CPU) under the sensor with the default
+# pipeline.toml: execs per second and events lost.
 # Not a test: figures depend on the machine and its other load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +25,8 @@ cd "$(dirname "$0")/.."
 EXECS=${EXECS:-20000}
 WRITES=${WRITES:-200000}
 REPS=${REPS:-3}
+FLOOD_LOOPS=${FLOOD_LOOPS:-$(( 2 * $(nproc) ))}
+FLOOD_EXECS=${FLOOD_EXECS:-10000}
 BIN=${DRIFTWATCH_BIN:-target/release/driftwatch}
 IMAGE=localhost/driftwatch-bench:1
 NAME=dw-bench-$$
@@ -89,6 +94,10 @@ start_auditd() {
 stop_auditd() { auditctl -D >/dev/null; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# CPU seconds (user + system) the daemon has used so far.
+daemon_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$DW_PID/stat"
+}
 
 declare -A T
 MODES="off sensor sensor_wake auditd"
@@ -103,11 +112,15 @@ for rep in $(seq "$REPS"); do
       sensor_wake) start_sensor "$WORK/pipeline-wake.toml" ;;
       auditd) start_auditd ;;
     esac
+    cpu=()
     for w in exec_storm write_storm; do
+      [ -n "$DW_PID" ] && c0=$(daemon_cpu)
       seconds "$w" >>"$WORK/$mode.$w"
+      [ -n "$DW_PID" ] && cpu+=("$w $(echo "$(daemon_cpu) - $c0" | bc -l) CPU-s")
     done
     case $mode in
       sensor|sensor_wake)
+        echo "rep $rep $mode daemon CPU: ${cpu[*]}"
         stop_sensor
         lost_line=$(grep -o '"kernel_lost":[0-9]*' "$WORK/dw.log" | tail -1)
         execs_seen=$(grep -o '"exec":[0-9]*' "$WORK/dw.log" | tail -1)
@@ -130,3 +143,24 @@ for w in exec_storm write_storm; do
     "$(echo "${T[auditd.$w]} / ${T[off.$w]}" | bc -l)"
 done
 echo "(EXECS=$EXECS WRITES=$WRITES REPS=$REPS, medians; last sensor run: $lost_line)"
+
+# The highest exec rate: FLOOD_LOOPS loops of FLOOD_EXECS fork+exec each,
+# in parallel, under the sensor with the repository's pipeline.toml.
+sed "s|^cache_dir = .*|cache_dir = \"$WORK/cache\"|" pipeline.toml >"$WORK/pipeline-default.toml"
+exec_flood() {
+  local pids=() i
+  for i in $(seq "$FLOOD_LOOPS"); do
+    EXECS=$FLOOD_EXECS exec_storm &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+start_sensor "$WORK/pipeline-default.toml"
+flood_secs=$(seconds exec_flood)
+stop_sensor
+flood_lost=$(grep -o '"kernel_lost":[0-9]*' "$WORK/dw.log" | tail -1)
+flood_seen=$(grep -o '"exec":[0-9]*' "$WORK/dw.log" | tail -1)
+flood_total=$((FLOOD_LOOPS * FLOOD_EXECS))
+printf '\nexec flood: %d loops x %d execs = %d in %.2fs (%.0f execs/s), default pipeline.toml: %s %s (expected >= %d)\n' \
+  "$FLOOD_LOOPS" "$FLOOD_EXECS" "$flood_total" "$flood_secs" "$(echo "$flood_total / $flood_secs" | bc -l)" \
+  "$flood_lost" "$flood_seen" "$flood_total"
