@@ -4,7 +4,12 @@
 //! 1. throughput: findings per second through the OTLP sink (semconv
 //!    mapping, spool write, batching, gzip, export, acknowledgement), for
 //!    gRPC and HTTP, per wall second and per CPU second of the daemon side;
-//! 2. latency: event time → receipt at the receiver (p50, p99, max) through
+//! 2. the exporter's own floor: the same 512 finding records, built once,
+//!    exported again and again through opentelemetry-otlp's `LogExporter`
+//!    alone (proto conversion, encoding, compression, transport), per CPU
+//!    second; no spool, no mapping. What the issue's per-core target can
+//!    reach through that exporter at best;
+//! 3. latency: event time → receipt at the receiver (p50, p99, max) through
 //!    the whole daemon (batcher, default plugin chain, sink) with default
 //!    batching, at a steady event rate.
 //!
@@ -18,17 +23,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driftwatch::config::{Config, OtlpConfig, Switch};
-use driftwatch::pipeline::{Batch, Chain, FindingRecord, Outcome};
+use driftwatch::pipeline::{Batch, Chain, FindingRecord, Outcome, Processed};
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::Sink;
-use driftwatch::sink::otlp::{Origin, OtlpSink};
+use driftwatch::sink::otlp::settings::{self, Signal};
+use driftwatch::sink::otlp::{Origin, OtlpSink, client, record};
 use driftwatch::source::{BoxFuture, Source, SourceContext, SourceError};
 use driftwatch::stats::Stats;
 use driftwatch_sdk::{Container, Event, EventKind, Finding, Priority, Process};
 
 const THROUGHPUT_RECORDS: usize = 200_000;
+const FLOOR_EXPORTS: usize = 400;
 const LATENCY_RATE: u64 = 2_000;
 const LATENCY_SECS: u64 = 10;
 
@@ -125,6 +132,27 @@ fn shell_event(i: u64, time_ns: u64) -> Event {
     }
 }
 
+/// The default chain's finding for [`shell_event`].
+fn shell_finding() -> FindingRecord {
+    FindingRecord {
+        plugin: Arc::from("shell"),
+        plugin_version: Arc::from("0.1.0"),
+        finding: Finding {
+            rule: "Container Shell Spawned".into(),
+            priority: Priority::Warning,
+            output:
+                "Shell spawned in container (user=root shell=sh container=web image=localhost/app)"
+                    .into(),
+            description: Some(
+                "Detect interactive shell in a container that should be immutable".into(),
+            ),
+            tags: vec!["container".into(), "shell".into(), "drift".into()],
+            fields: Default::default(),
+            remediation: None,
+        },
+    }
+}
+
 fn otlp_config(endpoint: String, protocol: &str, spool: &Path) -> OtlpConfig {
     let mut c = OtlpConfig {
         enabled: Switch::On,
@@ -159,23 +187,7 @@ fn throughput(protocol: &str, compression: &str, dir: &Path) {
     cfg.compression = Some(compression.into());
     let mut sink =
         OtlpSink::start(&cfg, dir, &Origin::default(), stats.clone()).expect("OTLP sink");
-    let finding = FindingRecord {
-        plugin: Arc::from("shell"),
-        plugin_version: Arc::from("0.1.0"),
-        finding: Finding {
-            rule: "Container Shell Spawned".into(),
-            priority: Priority::Warning,
-            output:
-                "Shell spawned in container (user=root shell=sh container=web image=localhost/app)"
-                    .into(),
-            description: Some(
-                "Detect interactive shell in a container that should be immutable".into(),
-            ),
-            tags: vec!["container".into(), "shell".into(), "drift".into()],
-            fields: Default::default(),
-            remediation: None,
-        },
-    };
+    let finding = shell_finding();
     let batches: Vec<Batch> = (0..THROUGHPUT_RECORDS as u64)
         .collect::<Vec<_>>()
         .chunks(512)
@@ -218,6 +230,77 @@ fn throughput(protocol: &str, compression: &str, dir: &Path) {
         n / cpu,
         spooled.as_secs_f64(),
         stats.export.failed_requests.load(Ordering::Relaxed),
+    );
+}
+
+/// opentelemetry-otlp's `LogExporter` alone: 512 finding records (the
+/// sink's own attribute mapping), built once and exported again and again.
+/// Whatever this costs per record, every record exported through that
+/// exporter costs at least as much.
+fn exporter_floor(protocol: &str, compression: &str, dir: &Path) {
+    use opentelemetry::InstrumentationScope;
+    use opentelemetry::logs::{Logger as _, LoggerProvider as _};
+    use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
+
+    let (grpc, http) = (free_port(), free_port());
+    let _rx = rotel(grpc, http, false, dir);
+    let endpoint = match protocol {
+        "grpc" => format!("http://127.0.0.1:{grpc}"),
+        _ => format!("http://127.0.0.1:{http}"),
+    };
+    let mut cfg = otlp_config(endpoint, protocol, &dir.join("unused-spool"));
+    cfg.compression = Some(compression.into());
+    let s = settings::resolve(&cfg, dir, Signal::Logs, &settings::process_env).expect("settings");
+    let provider = SdkLoggerProvider::builder().build();
+    let logger = provider.logger("driftwatch");
+    let scope = InstrumentationScope::builder("driftwatch")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let finding = shell_finding();
+    let (tags, fields) = (Vec::new(), Default::default());
+    let records: Vec<SdkLogRecord> = (0..512)
+        .map(|i| {
+            let event = shell_event(i, now_ns());
+            let p = Processed {
+                event: &event,
+                findings: std::slice::from_ref(&finding),
+                tags: &tags,
+                fields: &fields,
+            };
+            let mut bytes = Vec::new();
+            record::write_finding(&mut bytes, &p, &finding);
+            let mut r = logger.create_log_record();
+            record::fill(&bytes, &mut r).expect("a spooled record decodes");
+            r
+        })
+        .collect();
+    let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+        records.iter().map(|r| (r, &scope)).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (wall, cpu) = rt.block_on(async {
+        let mut exporter = client::log_exporter(&s).expect("exporter");
+        exporter.set_resource(&Origin::default().resource());
+        // The first export opens the connection.
+        exporter.export(LogBatch::new(&refs)).await.expect("export");
+        let (t0, cpu0) = (Instant::now(), cpu_seconds());
+        for _ in 0..FLOOR_EXPORTS {
+            exporter.export(LogBatch::new(&refs)).await.expect("export");
+        }
+        (t0.elapsed(), cpu_seconds() - cpu0)
+    });
+    let n = (FLOOR_EXPORTS * refs.len()) as f64;
+    println!(
+        "exporter alone {protocol:<14} {compression:<5} {} records: {:.2}s wall, {:.2} CPU-s \
+         ({:.0} records per CPU-second, {:.1} us of CPU per record)",
+        n,
+        wall.as_secs_f64(),
+        cpu,
+        n / cpu,
+        cpu / n * 1e6,
     );
 }
 
@@ -336,6 +419,11 @@ fn main() {
     for protocol in ["grpc", "http/protobuf"] {
         for compression in ["gzip", "none"] {
             throughput(protocol, compression, dir.path());
+        }
+    }
+    for protocol in ["grpc", "http/protobuf"] {
+        for compression in ["gzip", "none"] {
+            exporter_floor(protocol, compression, dir.path());
         }
     }
     latency(dir.path());

@@ -36,7 +36,7 @@ pub struct Origin {
 }
 
 impl Origin {
-    fn resource(&self) -> Resource {
+    pub fn resource(&self) -> Resource {
         let mut attrs = vec![
             KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
             KeyValue::new("host.name", self.host_name.clone()),
