@@ -12,7 +12,6 @@ pub mod record;
 pub mod sys;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use tokio::io::unix::AsyncFd;
 use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::{EbpfConfig, Scope};
 use crate::stats::Stats;
-use record::Clock;
+use record::{Clock, Decoder};
 
 /// The compiled programs, built by collector/build.rs with aya-build.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/driftwatch-ebpf"));
@@ -416,7 +415,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     // for as long as the AsyncFd owns the ring buffer.
     let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| EbpfError::Poll(std::io::Error::from(e)))?;
-    let hostname: Arc<str> = ctx.hostname.clone();
+    let mut decoder = Decoder::new(clock, ctx.hostname.clone());
     let mut losses = LossReport {
         last_total: 0,
         logged_total: 0,
@@ -444,11 +443,11 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 false
             }
             _ = drain_tick.tick(), if drain_every.is_some() => {
-                take(afd.get_mut(), &clock, &hostname, &mut batch) == DRAIN_BUDGET
+                take(afd.get_mut(), &mut decoder, &mut batch) == DRAIN_BUDGET
             }
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Poll)?;
-                let n = take(guard.get_inner_mut(), &clock, &hostname, &mut batch);
+                let n = take(guard.get_inner_mut(), &mut decoder, &mut batch);
                 if n < DRAIN_BUDGET {
                     // Empty: wait for the next wake-up. With budget left
                     // over we come back without clearing.
@@ -475,7 +474,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     drop(sensor_maps);
     let ring = afd.get_mut();
     while let Some(item) = ring.next() {
-        if let Some(ev) = record::decode(&item, &clock, &hostname)
+        if let Some(ev) = decoder.decode(&item)
             && ctx.events.send(ev).await.is_err()
         {
             break;
@@ -487,17 +486,12 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
 
 /// Moves up to one budget of records from the ring into `batch`; returns
 /// how many records it consumed.
-fn take(
-    ring: &mut RingBuf<MapData>,
-    clock: &Clock,
-    hostname: &Arc<str>,
-    batch: &mut Vec<Event>,
-) -> usize {
+fn take(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, batch: &mut Vec<Event>) -> usize {
     let mut n = 0;
     while n < DRAIN_BUDGET {
         let Some(item) = ring.next() else { break };
         n += 1;
-        if let Some(ev) = record::decode(&item, clock, hostname) {
+        if let Some(ev) = decoder.decode(&item) {
             batch.push(ev);
         }
     }
