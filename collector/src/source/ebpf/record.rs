@@ -4,12 +4,12 @@
 //! path strings the process passed; this module assembles absolute paths as
 //! the process sees them, and the rest of the normalization.
 
-use driftwatch_common::{
-    ExecRecord, FileRecord, Header, RECORD_EXEC, RECORD_FILE, Walk, info, op, walk,
-};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use driftwatch_common::{
+    ExecRecord, FileRecord, Header, RECORD_EXEC, RECORD_FILE, Walk, info, op, walk,
+};
 use driftwatch_sdk::{Container, Event, EventKind, FileInfo, FileType, Process};
 
 use crate::enrich::container::{Runtime, container_from_cgroup};
@@ -275,7 +275,7 @@ impl Pod for FileRecord {}
 ///
 /// Ring-buffer items are 8-byte aligned (the kernel rounds every record up
 /// to 8 bytes after an 8-byte header), so the record is read in place. An
-/// item that were not aligned is copied out first. Copying every 4-5 KiB
+/// item that is not aligned is copied out first. Copying every 4-5 KiB
 /// record into a fresh allocation was a visible share of the daemon's CPU.
 fn with_record<T: Pod, R>(bytes: &[u8], f: impl FnOnce(&T) -> R) -> Option<R> {
     if bytes.len() < std::mem::size_of::<T>() {
