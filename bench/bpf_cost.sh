@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 bench_container
 
-sed "s|^cache_dir = .*|cache_dir = \"$WORK/cache\"|" pipeline.toml >"$WORK/pipeline.toml"
+default_pipeline "$WORK/pipeline.toml"
 sysctl -q kernel.bpf_stats_enabled=1
 start_sensor "$WORK/pipeline.toml"
 

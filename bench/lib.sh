@@ -21,6 +21,16 @@ write_storm() {
   podman exec "$NAME" sh -c "i=0; while [ \$i -lt $WRITES ]; do echo \$i > /etc/bench; i=\$((i+1)); done"
 }
 
+# The repository's pipeline.toml with its cache in $WORK, written to $1.
+default_pipeline() {
+  sed "s|^cache_dir = .*|cache_dir = \"$WORK/cache\"|" pipeline.toml >"$1"
+}
+
+# The last value of the daemon counter $1 in its log, as `"name":N`.
+last_counter() {
+  grep -o "\"$1\":[0-9]*" "$WORK/dw.log" | tail -1
+}
+
 # Starts `driftwatch run -c $1` in the background (DW_PID, log in
 # $WORK/dw.log) and returns once its programs are attached.
 start_sensor() {

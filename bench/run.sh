@@ -122,9 +122,9 @@ for rep in $(seq "$REPS"); do
       sensor|sensor_wake)
         echo "rep $rep $mode daemon CPU: ${cpu[*]}"
         stop_sensor
-        lost_line=$(grep -o '"kernel_lost":[0-9]*' "$WORK/dw.log" | tail -1)
-        execs_seen=$(grep -o '"exec":[0-9]*' "$WORK/dw.log" | tail -1)
-        writes_seen=$(grep -o '"open_write":[0-9]*' "$WORK/dw.log" | tail -1)
+        lost_line=$(last_counter kernel_lost)
+        execs_seen=$(last_counter exec)
+        writes_seen=$(last_counter open_write)
         echo "rep $rep $mode: $lost_line $execs_seen $writes_seen (expected >= $EXECS execs, $WRITES writes)" ;;
       auditd) stop_auditd ;;
     esac
@@ -146,7 +146,7 @@ echo "(EXECS=$EXECS WRITES=$WRITES REPS=$REPS, medians; last sensor run: $lost_l
 
 # The highest exec rate: FLOOD_LOOPS loops of FLOOD_EXECS fork+exec each,
 # in parallel, under the sensor with the repository's pipeline.toml.
-sed "s|^cache_dir = .*|cache_dir = \"$WORK/cache\"|" pipeline.toml >"$WORK/pipeline-default.toml"
+default_pipeline "$WORK/pipeline-default.toml"
 exec_flood() {
   local pids=() i
   for i in $(seq "$FLOOD_LOOPS"); do
@@ -158,8 +158,8 @@ exec_flood() {
 start_sensor "$WORK/pipeline-default.toml"
 flood_secs=$(seconds exec_flood)
 stop_sensor
-flood_lost=$(grep -o '"kernel_lost":[0-9]*' "$WORK/dw.log" | tail -1)
-flood_seen=$(grep -o '"exec":[0-9]*' "$WORK/dw.log" | tail -1)
+flood_lost=$(last_counter kernel_lost)
+flood_seen=$(last_counter exec)
 flood_total=$((FLOOD_LOOPS * FLOOD_EXECS))
 printf '\nexec flood: %d loops x %d execs = %d in %.2fs (%.0f execs/s), default pipeline.toml: %s %s (expected >= %d)\n' \
   "$FLOOD_LOOPS" "$FLOOD_EXECS" "$flood_total" "$flood_secs" "$(echo "$flood_total / $flood_secs" | bc -l)" \

@@ -174,13 +174,20 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-fn throughput(protocol: &str, compression: &str, dir: &Path) {
+/// A blackhole receiver on fresh ports: it, the endpoint for `protocol`,
+/// and its gRPC port (unique, so it names per-run files).
+fn receiver(protocol: &str, dir: &Path) -> (Rotel, String, u16) {
     let (grpc, http) = (free_port(), free_port());
-    let _rx = rotel(grpc, http, false, dir);
+    let rx = rotel(grpc, http, false, dir);
     let endpoint = match protocol {
         "grpc" => format!("http://127.0.0.1:{grpc}"),
         _ => format!("http://127.0.0.1:{http}"),
     };
+    (rx, endpoint, grpc)
+}
+
+fn throughput(protocol: &str, compression: &str, dir: &Path) {
+    let (_rx, endpoint, grpc) = receiver(protocol, dir);
     let spool = dir.join(format!("spool-{grpc}"));
     let stats = Arc::new(Stats::default());
     let mut cfg = otlp_config(endpoint, protocol, &spool);
@@ -242,12 +249,7 @@ fn exporter_floor(protocol: &str, compression: &str, dir: &Path) {
     use opentelemetry::logs::{Logger as _, LoggerProvider as _};
     use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
 
-    let (grpc, http) = (free_port(), free_port());
-    let _rx = rotel(grpc, http, false, dir);
-    let endpoint = match protocol {
-        "grpc" => format!("http://127.0.0.1:{grpc}"),
-        _ => format!("http://127.0.0.1:{http}"),
-    };
+    let (_rx, endpoint, _) = receiver(protocol, dir);
     let mut cfg = otlp_config(endpoint, protocol, &dir.join("unused-spool"));
     cfg.compression = Some(compression.into());
     let s = settings::resolve(&cfg, dir, Signal::Logs, &settings::process_env).expect("settings");
