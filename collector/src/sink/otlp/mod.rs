@@ -112,6 +112,13 @@ impl OtlpSink {
                 "resuming export of spooled records"
             );
         }
+        if recovered.cursor_lost {
+            tracing::warn!(
+                records = recovered.pending,
+                spool = %dir.display(),
+                "the spool's cursor does not read back (torn by a power loss?); sending every spooled record again, some may be duplicates"
+            );
+        }
         if recovered.truncated_bytes > 0 {
             tracing::warn!(
                 bytes = recovered.truncated_bytes,
