@@ -278,8 +278,8 @@ fn exporter_floor(protocol: &str, compression: &str, dir: &Path) {
         .collect();
     let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
         records.iter().map(|r| (r, &scope)).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread, like the sink's export loop.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
@@ -417,16 +417,29 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    // Any other argument picks sections by substring, e.g.
+    // `-- "throughput grpc gzip"` to profile one of them.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |name: &str| wanted.is_empty() || wanted.iter().any(|w| name.contains(w.as_str()));
     let dir = tempfile::tempdir().expect("tempdir");
     for protocol in ["grpc", "http/protobuf"] {
         for compression in ["gzip", "none"] {
-            throughput(protocol, compression, dir.path());
+            if run(&format!("throughput {protocol} {compression}")) {
+                throughput(protocol, compression, dir.path());
+            }
         }
     }
     for protocol in ["grpc", "http/protobuf"] {
         for compression in ["gzip", "none"] {
-            exporter_floor(protocol, compression, dir.path());
+            if run(&format!("exporter {protocol} {compression}")) {
+                exporter_floor(protocol, compression, dir.path());
+            }
         }
     }
-    latency(dir.path());
+    if run("latency") {
+        latency(dir.path());
+    }
 }
