@@ -64,6 +64,10 @@ struct Receiver {
 
 impl Receiver {
     fn start(grpc: u16, http: u16, debug: &str) -> Receiver {
+        Receiver::start_with(grpc, http, debug, &[])
+    }
+
+    fn start_with(grpc: u16, http: u16, debug: &str, extra: &[&str]) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(rotel_agent())
             .args(["start", "--otlp-grpc-endpoint"])
@@ -73,6 +77,7 @@ impl Receiver {
             .args(["--exporter", "blackhole", "--debug-log", debug])
             .args(["--debug-log-verbosity", "detailed", "--pid-file"])
             .arg(dir.path().join("rotel.pid"))
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -354,7 +359,7 @@ fn kill_9_while_the_receiver_is_down_loses_nothing() {
         dir.path(),
         &format!(
             "endpoint = \"http://127.0.0.1:{http}\"\nprotocol = \"http/protobuf\"\n\
-             retry_initial_ms = 100\nretry_max_ms = 500\nshutdown_timeout_ms = 600000\n\
+             retry_initial_ms = 100\nretry_max_ms = 500\nshutdown_timeout_ms = 60000\n\
              [outputs.otlp.metrics]\nenabled = false\n"
         ),
     );
@@ -448,6 +453,87 @@ fn a_bad_tls_file_is_reported_and_findings_are_kept() {
         ),
         &format!("[outputs.otlp.tls]\nca_file = \"{}\"", bad.display()),
         &["TLS CA file", "ca.pem", "not a PEM file"],
+    );
+}
+
+#[test]
+fn a_request_too_large_for_the_receiver_is_split_and_a_record_too_large_is_set_aside() {
+    // A receiver that takes at most 1 MiB per request, and findings of
+    // about 10 KB each (a long command line, sent as the command line and
+    // as its arguments, uncompressed): 240 of them are 2.4 MB, far too
+    // large as one request. In the middle, one finding of 1.2 MB that no
+    // request can carry: it must be set aside, not block the rest.
+    let (grpc, http) = (free_port(), free_port());
+    let rx = Receiver::start_with(
+        grpc,
+        http,
+        "logs",
+        &["--otlp-grpc-max-recv-msg-size-mib", "1"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let shell = std::fs::read_to_string(golden())
+        .unwrap()
+        .lines()
+        .find(|l| l.contains("\"pid\":101,"))
+        .map(str::to_owned)
+        .unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut events = String::new();
+    const N: usize = 240;
+    const GIANT: usize = 100;
+    for i in 0..=N {
+        let mut e: serde_json::Value = serde_json::from_str(&shell).unwrap();
+        // Incompressible, so that the size does not depend on gzip.
+        let noise: String = (0..if i == GIANT { 600_000 } else { 5_000 })
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b"0123456789abcdef"[(seed % 16) as usize])
+            })
+            .collect();
+        e["process"]["pid"] = (10_000 + i).into();
+        e["process"]["tid"] = (10_000 + i).into();
+        e["process"]["args"] = serde_json::json!(["sh", "-c", noise]);
+        events.push_str(&format!("{e}\n"));
+    }
+    let events_path = dir.path().join("big.jsonl");
+    std::fs::write(&events_path, events).unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{grpc}\"\nprotocol = \"grpc\"\ncompression = \"none\"\n\
+             batch_max_kib = 65536\nshutdown_timeout_ms = 60000\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let out = replay(&cfg, &events_path);
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("refused a request of 241 records for its size"),
+        "{err}"
+    );
+    assert!(
+        err.contains("one record larger than the backend accepts"),
+        "{err}"
+    );
+    let stats = stats_of(&out);
+    assert_eq!(stats["export"]["exported"], N as u64, "{stats}");
+    assert_eq!(stats["export"]["rejected"], 1, "{stats}");
+    let rejected = std::fs::read_to_string(dir.path().join("spool/rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 1);
+    assert!(rejected.contains(&format!("\"process.pid\":{}", 10_000 + GIANT)));
+    assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
+    assert!(
+        stats["export"]["failed_requests"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    let got = rx.wait_for_findings(N, Duration::from_secs(20));
+    assert_eq!(got.len(), N, "{}", err);
+    assert!(
+        !got.iter()
+            .any(|(_, pid)| *pid == (10_000 + GIANT).to_string())
     );
 }
 

@@ -546,6 +546,10 @@ pub struct OtlpConfig {
     pub events: bool,
     /// Most records in one export request.
     pub batch_size: usize,
+    /// Most spooled bytes in one export request (at least one record goes
+    /// in each). Receivers cap request size (4 MiB by default for gRPC):
+    /// large records must not make a batch no receiver accepts.
+    pub batch_max_kib: u64,
     /// How long a record may wait for its batch to fill.
     pub batch_timeout_ms: u64,
     /// Retries after a failed export: exponential backoff with jitter
@@ -571,6 +575,7 @@ impl Default for OtlpConfig {
             tls: OtlpTlsConfig::default(),
             events: false,
             batch_size: 512,
+            batch_max_kib: 1024,
             batch_timeout_ms: 100,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,

@@ -262,12 +262,15 @@ impl Spool {
         Ok(())
     }
 
-    /// Up to `max` records from the oldest unacknowledged one on.
-    pub fn peek(&self, max: usize) -> Result<Batch, SpoolError> {
+    /// Up to `max` records from the oldest unacknowledged one on, and no
+    /// more than `max_bytes` of them unless the first alone is larger.
+    pub fn peek(&self, max: usize, max_bytes: u64) -> Result<Batch, SpoolError> {
         let st = self.lock();
         let mut pos = st.acked;
         let mut records = Vec::new();
-        while records.len() < max && pos.segment <= st.head {
+        let mut bytes_left = max_bytes;
+        let mut full = false;
+        while records.len() < max && !full && pos.segment <= st.head {
             let path = segment_path(&self.dir, pos.segment);
             let len = if pos.segment == st.head {
                 st.head_len
@@ -293,13 +296,19 @@ impl Spool {
             while records.len() < max {
                 match read_record(&mut r).map_err(io(&path))? {
                     Some(bytes) => {
-                        pos.offset += HEADER + bytes.len() as u64;
+                        let framed = HEADER + bytes.len() as u64;
+                        if framed > bytes_left && !records.is_empty() {
+                            full = true;
+                            break;
+                        }
+                        bytes_left = bytes_left.saturating_sub(framed);
+                        pos.offset += framed;
                         records.push(bytes);
                     }
                     None => break,
                 }
             }
-            if pos.offset < len && records.len() < max {
+            if pos.offset < len && records.len() < max && !full {
                 // A bad record inside a closed segment: skip the rest of
                 // it rather than stall the queue forever.
                 tracing::error!(
@@ -567,11 +576,11 @@ mod tests {
         assert_eq!(rec, Recovered::default());
         let r = recs(0..10);
         assert_eq!(s.append(r.iter().map(Vec::as_slice)).unwrap(), 10);
-        let b = s.peek(4).unwrap();
+        let b = s.peek(4, u64::MAX).unwrap();
         assert_eq!(b.records, r[..4]);
         s.mark_inflight(b.end).unwrap();
         s.ack(b.end, 4).unwrap();
-        let b = s.peek(3).unwrap();
+        let b = s.peek(3, u64::MAX).unwrap();
         assert_eq!(b.records, r[4..7]);
         s.mark_inflight(b.end).unwrap();
         drop(s); // as if killed while 4..7 were in flight
@@ -580,11 +589,11 @@ mod tests {
         assert_eq!(rec.pending, 6);
         assert_eq!(rec.maybe_delivered, 3);
         assert_eq!(s.depth().0, 6);
-        let b = s.peek(100).unwrap();
+        let b = s.peek(100, u64::MAX).unwrap();
         assert_eq!(b.records, r[4..]);
         s.ack(b.end, b.records.len()).unwrap();
         assert_eq!(s.depth(), (0, 0));
-        assert!(s.peek(10).unwrap().records.is_empty());
+        assert!(s.peek(10, u64::MAX).unwrap().records.is_empty());
     }
 
     #[test]
@@ -592,7 +601,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = open(dir.path(), 1 << 20);
         s.append(recs(0..6).iter().map(Vec::as_slice)).unwrap();
-        let b = s.peek(4).unwrap();
+        let b = s.peek(4, u64::MAX).unwrap();
         s.mark_inflight(b.end).unwrap();
         s.ack(b.end, 4).unwrap();
         drop(s);
@@ -605,7 +614,7 @@ mod tests {
         let (s, rec) = open(dir.path(), 1 << 20);
         assert!(rec.cursor_lost);
         assert_eq!((rec.pending, rec.maybe_delivered), (6, 6));
-        assert_eq!(s.peek(10).unwrap().records, recs(0..6));
+        assert_eq!(s.peek(10, u64::MAX).unwrap().records, recs(0..6));
         drop(s);
         // The rewritten cursor reads back; the possible duplicates are still
         // counted until they are sent.
@@ -619,8 +628,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = open(dir.path(), 1 << 20);
         s.append(recs(0..5).iter().map(Vec::as_slice)).unwrap();
-        let two = s.peek(2).unwrap().end;
-        let three = s.peek(3).unwrap().end;
+        let two = s.peek(2, u64::MAX).unwrap().end;
+        let three = s.peek(3, u64::MAX).unwrap().end;
         drop(s);
         // Longer than the binary cursor, so a leftover tail would show.
         let text = format!(
@@ -632,7 +641,7 @@ mod tests {
         let (s, rec) = open(dir.path(), 1 << 20);
         assert!(!rec.cursor_lost);
         assert_eq!((rec.pending, rec.maybe_delivered), (3, 1));
-        assert_eq!(s.peek(10).unwrap().records, recs(2..5));
+        assert_eq!(s.peek(10, u64::MAX).unwrap().records, recs(2..5));
         drop(s);
         assert_eq!(
             std::fs::metadata(dir.path().join("cursor")).unwrap().len(),
@@ -640,6 +649,24 @@ mod tests {
         );
         let (_, rec) = open(dir.path(), 1 << 20);
         assert_eq!((rec.pending, rec.maybe_delivered), (3, 1));
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_budget_but_always_takes_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20);
+        // Framed: 8 + 8 bytes each ("record N").
+        let r = recs(0..6);
+        s.append(r.iter().map(Vec::as_slice)).unwrap();
+        let b = s.peek(10, 16 * 4 - 1).unwrap();
+        assert_eq!(b.records, r[..3]);
+        s.ack(b.end, 3).unwrap();
+        // One record over the budget still leaves: it would block the rest.
+        let b = s.peek(10, 1).unwrap();
+        assert_eq!(b.records, r[3..4]);
+        s.ack(b.end, 1).unwrap();
+        let b = s.peek(10, 16 * 2).unwrap();
+        assert_eq!(b.records, r[4..]);
     }
 
     #[test]
@@ -657,7 +684,7 @@ mod tests {
         assert_eq!(rec.pending, 3);
         assert_eq!(rec.truncated_bytes, 9);
         s.append([b"after".as_slice()]).unwrap();
-        let b = s.peek(10).unwrap();
+        let b = s.peek(10, u64::MAX).unwrap();
         assert_eq!(b.records.len(), 4);
         assert_eq!(b.records[3], b"after");
     }
@@ -670,7 +697,7 @@ mod tests {
         let r = recs(0..8);
         assert_eq!(s.append(r.iter().map(Vec::as_slice)).unwrap(), 5);
         assert_eq!(s.append([r[5].as_slice()]).unwrap(), 0);
-        let b = s.peek(2).unwrap();
+        let b = s.peek(2, u64::MAX).unwrap();
         s.ack(b.end, 2).unwrap();
         assert_eq!(s.append(r[5..].iter().map(Vec::as_slice)).unwrap(), 2);
         assert_eq!(s.depth(), (5, 80));
@@ -687,7 +714,7 @@ mod tests {
         assert!(list_segments(dir.path()).unwrap().len() >= 3);
         let mut total = 0;
         loop {
-            let b = s.peek(7).unwrap();
+            let b = s.peek(7, u64::MAX).unwrap();
             if b.records.is_empty() {
                 break;
             }

@@ -10,6 +10,12 @@
 //! (gRPC `InvalidArgument`, HTTP 400) gets its batch moved to
 //! `rejected.jsonl` beside the spool, so one malformed batch cannot block
 //! every finding behind it.
+//!
+//! A request refused for its size (gRPC `OutOfRange` as tonic receivers
+//! say it, `ResourceExhausted` as grpc-go ones do, HTTP 413) is sent again
+//! at once in halves, down to one record; requests grow back as they go
+//! through. Only a single record refused as too large by an unambiguous
+//! code is moved aside: retrying it could never succeed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use super::record;
 use super::settings::{self, Settings, Signal};
 use super::{client, metrics};
 use crate::config::OtlpConfig;
-use crate::sink::spool::Spool;
+use crate::sink::spool::{Batch as SpoolBatch, Spool};
 use crate::stats::Stats;
 
 /// Shared between the sink (outputs thread) and the export loop.
@@ -58,6 +64,11 @@ enum Outcome {
     Delivered,
     /// The backend refused the data itself.
     Rejected(String),
+    /// The backend refused a request of this many records for its size.
+    TooLarge {
+        records: usize,
+        message: String,
+    },
     Failed(String),
 }
 
@@ -77,6 +88,10 @@ impl Worker {
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
         let batch_size = self.cfg.batch_size.max(1);
+        let max_bytes = self.cfg.batch_max_kib.max(1) << 10;
+        // Records per request: shrinks when the backend refuses a request
+        // for its size, grows back as requests go through.
+        let mut limit = batch_size;
         let batch_timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
         let initial = Duration::from_millis(self.cfg.retry_initial_ms.max(10));
         let max = Duration::from_millis(self.cfg.retry_max_ms).max(initial);
@@ -132,14 +147,16 @@ impl Worker {
             }
 
             let outcome = match &mut exporter {
-                Some(e) => self.export_one(e, &logger, &scope, batch_size).await,
+                Some(e) => self.export_one(e, &logger, &scope, limit, max_bytes).await,
                 None => match self.settings(Signal::Logs).and_then(|s| {
                     let mut e = client::log_exporter(&s).map_err(|e| e.to_string())?;
                     opentelemetry_sdk::logs::LogExporter::set_resource(&mut e, &self.resource);
                     Ok(e)
                 }) {
                     Ok(mut e) => {
-                        let r = self.export_one(&mut e, &logger, &scope, batch_size).await;
+                        let r = self
+                            .export_one(&mut e, &logger, &scope, limit, max_bytes)
+                            .await;
                         exporter = Some(e);
                         r
                     }
@@ -157,6 +174,17 @@ impl Worker {
                     }
                     backoff = initial;
                     last_log = None;
+                    limit = limit.saturating_mul(2).min(batch_size);
+                }
+                Outcome::TooLarge { records, message } => {
+                    self.stats
+                        .export
+                        .failed_requests
+                        .fetch_add(1, Ordering::Relaxed);
+                    limit = (records / 2).max(1);
+                    tracing::warn!(
+                        "the OTLP backend refused a request of {records} records for its size ({message}); sending at most {limit} per request"
+                    );
                 }
                 Outcome::Rejected(message) => {
                     tracing::error!(
@@ -213,9 +241,10 @@ impl Worker {
         exporter: &mut LogExporter,
         logger: &opentelemetry_sdk::logs::SdkLogger,
         scope: &InstrumentationScope,
-        batch_size: usize,
+        limit: usize,
+        max_bytes: u64,
     ) -> Outcome {
-        let batch = match self.spool.peek(batch_size) {
+        let batch = match self.spool.peek(limit, max_bytes) {
             Ok(b) => b,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
@@ -256,26 +285,39 @@ impl Worker {
             }
             Err(e) => {
                 let message = e.to_string();
-                if is_rejection(&message) {
-                    // Rare: decode again rather than keep a copy of every
-                    // batch on the common path.
-                    for bytes in &batch.records {
-                        self.reject(bytes);
-                    }
-                    self.stats
-                        .export
-                        .rejected
-                        .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    if let Err(e) = self.spool.ack(batch.end, n) {
-                        return Outcome::Failed(e.to_string());
-                    }
-                    self.stats.export.set_spool_depth(self.spool.depth());
-                    Outcome::Rejected(message)
-                } else {
-                    Outcome::Failed(message)
+                match refusal(&message) {
+                    Some(Refusal::Data) => self.reject_batch(&batch, records.len(), message),
+                    Some(Refusal::Size { .. }) if records.len() > 1 => Outcome::TooLarge {
+                        records: records.len(),
+                        message,
+                    },
+                    Some(Refusal::Size { certain: true }) => self.reject_batch(
+                        &batch,
+                        records.len(),
+                        format!("{message} (one record larger than the backend accepts)"),
+                    ),
+                    Some(Refusal::Size { certain: false }) | None => Outcome::Failed(message),
                 }
             }
         }
+    }
+
+    /// Moves a refused batch to `rejected.jsonl` and out of the spool.
+    fn reject_batch(&self, batch: &SpoolBatch, records: usize, message: String) -> Outcome {
+        // Rare: decode again rather than keep a copy of every batch on the
+        // common path.
+        for bytes in &batch.records {
+            self.reject(bytes);
+        }
+        self.stats
+            .export
+            .rejected
+            .fetch_add(records as u64, Ordering::Relaxed);
+        if let Err(e) = self.spool.ack(batch.end, batch.records.len()) {
+            return Outcome::Failed(e.to_string());
+        }
+        self.stats.export.set_spool_depth(self.spool.depth());
+        Outcome::Rejected(message)
     }
 
     /// Undecodable records were already moved aside when the batch was built.
@@ -310,11 +352,30 @@ impl Worker {
     }
 }
 
-/// Whether an export error means the backend refused the data itself, as
-/// opposed to being unreachable, overloaded or misconfigured (all of which
-/// can heal, so those records wait in the spool).
-fn is_rejection(message: &str) -> bool {
-    message.contains("gRPC code: InvalidArgument") || message.contains("status code: 400")
+/// How a backend refused an export, when the error says it did, as opposed
+/// to being unreachable, overloaded or misconfigured (all of which can heal,
+/// so those records wait in the spool).
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// The data itself.
+    Data,
+    /// The request's size. `certain` is false for gRPC `ResourceExhausted`,
+    /// which also means "overloaded, try later".
+    Size { certain: bool },
+}
+
+/// The exporters' errors carry the gRPC code or HTTP status, not the
+/// backend's detail (that is logged at debug level only).
+fn refusal(message: &str) -> Option<Refusal> {
+    if message.contains("gRPC code: InvalidArgument") || message.contains("status code: 400") {
+        Some(Refusal::Data)
+    } else if message.contains("gRPC code: OutOfRange") || message.contains("status code: 413") {
+        Some(Refusal::Size { certain: true })
+    } else if message.contains("gRPC code: ResourceExhausted") {
+        Some(Refusal::Size { certain: false })
+    } else {
+        None
+    }
 }
 
 /// Cheap jitter; the point is to de-synchronize a fleet of nodes, not
@@ -346,16 +407,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_data_refusals_are_rejections() {
-        assert!(is_rejection(
-            "TonicLogsClient export failed with gRPC code: InvalidArgument"
-        ));
-        assert!(is_rejection("HTTP export failed with status code: 400"));
-        assert!(!is_rejection(
-            "TonicLogsClient export failed with gRPC code: Unavailable: tcp connect error"
-        ));
-        assert!(!is_rejection("HTTP export failed with status code: 503"));
-        assert!(!is_rejection("HTTP export failed with status code: 401"));
+    fn refusals_are_told_from_failures_that_can_heal() {
+        let grpc = |code: &str| format!("TonicLogsClient export failed with gRPC code: {code}");
+        let http = |status: u16| format!("HTTP export failed with status code: {status}");
+        assert_eq!(refusal(&grpc("InvalidArgument")), Some(Refusal::Data));
+        assert_eq!(refusal(&http(400)), Some(Refusal::Data));
+        assert_eq!(
+            refusal(&grpc("OutOfRange")),
+            Some(Refusal::Size { certain: true })
+        );
+        assert_eq!(refusal(&http(413)), Some(Refusal::Size { certain: true }));
+        assert_eq!(
+            refusal(&grpc("ResourceExhausted")),
+            Some(Refusal::Size { certain: false })
+        );
+        assert_eq!(refusal(&grpc("Unavailable: tcp connect error")), None);
+        assert_eq!(refusal(&http(503)), None);
+        assert_eq!(refusal(&http(401)), None);
     }
 
     #[test]
