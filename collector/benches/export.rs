@@ -401,9 +401,12 @@ fn latency(dir: &Path) {
             .unwrap_or(0) as f64
             / 1e6
     };
+    let otlp = OtlpConfig::default();
     println!(
         "latency event -> receiver, {LATENCY_RATE} events/s for {LATENCY_SECS}s through the default chain \
-         (pipeline batch 20 ms, OTLP batch 512 / 100 ms): {} of {total} received; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+         (pipeline batch 20 ms, OTLP batch {} / {} ms): {} of {total} received; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        otlp.batch_size,
+        otlp.batch_timeout_ms,
         s.len(),
         pct(0.50),
         pct(0.99),
