@@ -510,10 +510,14 @@ fn a_request_too_large_for_the_receiver_is_split_and_a_record_too_large_is_set_a
     let out = replay(&cfg, &events_path);
     let err = support::stderr(&out);
     assert!(out.status.success(), "{err}");
+    assert!(err.contains("refused a request of 241 records"), "{err}");
+    // With the receiver's own words (tonic's decode-limit message).
     assert!(
-        err.contains("refused a request of 241 records for its size"),
+        err.contains("the backend said: ") && err.contains("too large"),
         "{err}"
     );
+    // Nothing from the OTel crates' internal logs claiming data loss.
+    assert!(!err.contains("will be lost"), "{err}");
     assert!(
         err.contains("one record larger than the backend accepts"),
         "{err}"
@@ -535,6 +539,83 @@ fn a_request_too_large_for_the_receiver_is_split_and_a_record_too_large_is_set_a
         !got.iter()
             .any(|(_, pid)| *pid == (10_000 + GIANT).to_string())
     );
+}
+
+/// A stand-in for a backend that refuses the data itself, which no real
+/// receiver here can be made to do: every OTLP/HTTP request is answered
+/// with 400 and a `google.rpc.Status` saying why.
+fn refusing_backend(message: &'static str) -> u16 {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    // google.rpc.Status { code: 3, message }
+                    let mut status = vec![0x08, 0x03, 0x12, message.len() as u8];
+                    status.extend_from_slice(message.as_bytes());
+                    let head = format!(
+                        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+                        status.len()
+                    );
+                    if conn.write_all(head.as_bytes()).is_err() || conn.write_all(&status).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_refusal_is_logged_with_the_backends_message_and_set_aside() {
+    let port = refusing_backend("log record 3 lacks a field");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{port}\"\nprotocol = \"http/protobuf\"\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let out = replay(&cfg, &golden());
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the OTLP backend rejected a batch")
+            && err.contains("status code: 400; the backend said: log record 3 lacks a field"),
+        "{err}"
+    );
+    let stats = stats_of(&out);
+    assert_eq!(
+        stats["export"]["rejected"], GOLDEN_FINDINGS as u64,
+        "{stats}"
+    );
+    assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
+    let rejected = std::fs::read_to_string(dir.path().join("spool/rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), GOLDEN_FINDINGS);
 }
 
 #[test]

@@ -22,6 +22,7 @@ use driftwatch::source::scan::Scan;
 use driftwatch::stats::Stats;
 use driftwatch_sdk::EventKind;
 use tokio::sync::watch;
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -193,11 +194,18 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // The OpenTelemetry crates' own logs stay out unless asked for by name:
+    // the daemon reports export failures itself, and theirs would say
+    // "data will be lost" of findings that wait in the spool.
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("opentelemetry=off,{}", cli.log))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("opentelemetry=off,info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(driftwatch::sink::otlp::said::layer())
         .init();
     match real_main(cli) {
         Ok(code) => code,

@@ -73,6 +73,14 @@ pub struct Batch {
     pub end: Pos,
 }
 
+impl Batch {
+    /// What the batch takes in the spool, framing included: the measure
+    /// of `peek`'s byte budget.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.records.iter().map(|r| HEADER + r.len() as u64).sum()
+    }
+}
+
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,

@@ -14,6 +14,7 @@ use opentelemetry_otlp::{
     WithTonicConfig,
 };
 
+use super::said;
 use super::settings::{Protocol, Settings};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,13 +131,17 @@ fn over_grpc<B: WithExportConfig + WithTonicConfig>(b: B, s: &Settings) -> Resul
     Ok(b)
 }
 
-/// What every OTLP/HTTP exporter gets, logs or metrics.
-fn over_http<B: WithExportConfig + WithHttpConfig>(b: B, s: &Settings) -> Result<B, ClientError> {
+/// What every OTLP/HTTP exporter gets, logs or metrics, over `client`.
+fn over_http<B: WithExportConfig + WithHttpConfig>(
+    b: B,
+    s: &Settings,
+    client: impl opentelemetry_http::HttpClient + 'static,
+) -> Result<B, ClientError> {
     let mut b = b
         .with_endpoint(s.endpoint.clone())
         .with_timeout(s.timeout)
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_http_client(http_client(s)?)
+        .with_http_client(client)
         .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
         .with_retry_policy(retry_policy());
     if s.gzip {
@@ -148,7 +153,13 @@ fn over_http<B: WithExportConfig + WithHttpConfig>(b: B, s: &Settings) -> Result
 pub fn log_exporter(s: &Settings) -> Result<LogExporter, ClientError> {
     match s.protocol {
         Protocol::Grpc => over_grpc(LogExporter::builder().with_tonic(), s)?.build(),
-        Protocol::HttpProtobuf => over_http(LogExporter::builder().with_http(), s)?.build(),
+        // Logs refusals are reported with the backend's reason.
+        Protocol::HttpProtobuf => over_http(
+            LogExporter::builder().with_http(),
+            s,
+            said::Recording(http_client(s)?),
+        )?
+        .build(),
     }
     .map_err(|e| build_err(s, e))
 }
@@ -156,7 +167,9 @@ pub fn log_exporter(s: &Settings) -> Result<LogExporter, ClientError> {
 pub fn metric_exporter(s: &Settings) -> Result<MetricExporter, ClientError> {
     match s.protocol {
         Protocol::Grpc => over_grpc(MetricExporter::builder().with_tonic(), s)?.build(),
-        Protocol::HttpProtobuf => over_http(MetricExporter::builder().with_http(), s)?.build(),
+        Protocol::HttpProtobuf => {
+            over_http(MetricExporter::builder().with_http(), s, http_client(s)?)?.build()
+        }
     }
     .map_err(|e| build_err(s, e))
 }

@@ -13,9 +13,12 @@
 //!
 //! A request refused for its size (gRPC `OutOfRange` as tonic receivers
 //! say it, `ResourceExhausted` as grpc-go ones do, HTTP 413) is sent again
-//! at once in halves, down to one record; requests grow back as they go
-//! through. Only a single record refused as too large by an unambiguous
-//! code is moved aside: retrying it could never succeed.
+//! at once at half the size, down to one record, and requests stay that
+//! size from then on. Only a single record refused as too large by an
+//! unambiguous code is moved aside: retrying it could never succeed.
+//!
+//! Every failure is logged with what the backend said, when it said
+//! something ([`said`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use tokio::sync::Notify;
 
 use super::record;
 use super::settings::{self, Settings, Signal};
-use super::{client, metrics};
+use super::{client, metrics, said};
 use crate::config::OtlpConfig;
 use crate::sink::spool::{Batch as SpoolBatch, Spool};
 use crate::stats::Stats;
@@ -64,9 +67,11 @@ enum Outcome {
     Delivered,
     /// The backend refused the data itself.
     Rejected(String),
-    /// The backend refused a request of this many records for its size.
+    /// The backend refused a request of this many records (and spooled
+    /// bytes) for its size.
     TooLarge {
         records: usize,
+        bytes: u64,
         message: String,
     },
     Failed(String),
@@ -88,10 +93,10 @@ impl Worker {
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
         let batch_size = self.cfg.batch_size.max(1);
-        let max_bytes = self.cfg.batch_max_kib.max(1) << 10;
-        // Records per request: shrinks when the backend refuses a request
-        // for its size, grows back as requests go through.
-        let mut limit = batch_size;
+        // Spooled bytes per request: halved for good when the backend
+        // refuses a request for its size. A receiver's limit rarely moves;
+        // growing back would only find it again, one refusal at a time.
+        let mut budget = self.cfg.batch_max_kib.max(1) << 10;
         let batch_timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
         let initial = Duration::from_millis(self.cfg.retry_initial_ms.max(10));
         let max = Duration::from_millis(self.cfg.retry_max_ms).max(initial);
@@ -147,7 +152,10 @@ impl Worker {
             }
 
             let outcome = match &mut exporter {
-                Some(e) => self.export_one(e, &logger, &scope, limit, max_bytes).await,
+                Some(e) => {
+                    self.export_one(e, &logger, &scope, batch_size, budget)
+                        .await
+                }
                 None => match self.settings(Signal::Logs).and_then(|s| {
                     let mut e = client::log_exporter(&s).map_err(|e| e.to_string())?;
                     opentelemetry_sdk::logs::LogExporter::set_resource(&mut e, &self.resource);
@@ -155,7 +163,7 @@ impl Worker {
                 }) {
                     Ok(mut e) => {
                         let r = self
-                            .export_one(&mut e, &logger, &scope, limit, max_bytes)
+                            .export_one(&mut e, &logger, &scope, batch_size, budget)
                             .await;
                         exporter = Some(e);
                         r
@@ -174,16 +182,19 @@ impl Worker {
                     }
                     backoff = initial;
                     last_log = None;
-                    limit = limit.saturating_mul(2).min(batch_size);
                 }
-                Outcome::TooLarge { records, message } => {
+                Outcome::TooLarge {
+                    records,
+                    bytes,
+                    message,
+                } => {
                     self.stats
                         .export
                         .failed_requests
                         .fetch_add(1, Ordering::Relaxed);
-                    limit = (records / 2).max(1);
+                    budget = (bytes / 2).max(1);
                     tracing::warn!(
-                        "the OTLP backend refused a request of {records} records for its size ({message}); sending at most {limit} per request"
+                        "the OTLP backend refused a request of {records} records ({bytes} spooled bytes) for its size ({message}); sending at most {budget} bytes per request"
                     );
                 }
                 Outcome::Rejected(message) => {
@@ -241,10 +252,10 @@ impl Worker {
         exporter: &mut LogExporter,
         logger: &opentelemetry_sdk::logs::SdkLogger,
         scope: &InstrumentationScope,
-        limit: usize,
+        max_records: usize,
         max_bytes: u64,
     ) -> Outcome {
-        let batch = match self.spool.peek(limit, max_bytes) {
+        let batch = match self.spool.peek(max_records, max_bytes) {
             Ok(b) => b,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
@@ -270,6 +281,8 @@ impl Worker {
         }
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, scope)).collect();
+        // Whatever an earlier request left there is not about this one.
+        let _ = said::take();
         let result = exporter.export(LogBatch::new(&refs)).await;
         match result {
             Ok(()) => {
@@ -284,11 +297,16 @@ impl Worker {
                 Outcome::Delivered
             }
             Err(e) => {
-                let message = e.to_string();
-                match refusal(&message) {
+                let mut message = e.to_string();
+                let code = refusal(&message);
+                if let Some(reason) = said::take() {
+                    message = format!("{message}; the backend said: {reason}");
+                }
+                match code {
                     Some(Refusal::Data) => self.reject_batch(&batch, records.len(), message),
                     Some(Refusal::Size { .. }) if records.len() > 1 => Outcome::TooLarge {
                         records: records.len(),
+                        bytes: batch.spooled_bytes(),
                         message,
                     },
                     Some(Refusal::Size { certain: true }) => self.reject_batch(

@@ -11,6 +11,7 @@ pub mod client;
 pub mod export;
 pub mod metrics;
 pub mod record;
+pub mod said;
 pub mod settings;
 
 use std::path::Path;
