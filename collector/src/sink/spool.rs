@@ -14,7 +14,7 @@
 //!
 //! Writes go to the page cache, which survives the process; segments are
 //! fsynced when they are closed, so a power loss can lose at most the
-//! unsynced tail of the open segment. The cursor is 40 bytes overwritten
+//! unsynced tail of the open segment. The cursor is 36 bytes overwritten
 //! in place with one `pwrite` per update (two per exported batch; the
 //! earlier create-and-rename cost more CPU than reading the batch back).
 //! A write that small cannot be torn by a killed process; a power loss

@@ -153,7 +153,7 @@ fn over_http<B: WithExportConfig + WithHttpConfig>(
 pub fn log_exporter(s: &Settings) -> Result<LogExporter, ClientError> {
     match s.protocol {
         Protocol::Grpc => over_grpc(LogExporter::builder().with_tonic(), s)?.build(),
-        // Logs refusals are reported with the backend's reason.
+        // A refused logs export is reported with the backend's reason.
         Protocol::HttpProtobuf => over_http(
             LogExporter::builder().with_http(),
             s,
