@@ -128,7 +128,7 @@ impl Spool {
             });
         }
         let mut segments = list_segments(dir)?;
-        let (cursor_file, saved) = CursorFile::open(dir)?;
+        let (mut cursor, saved) = CursorFile::open(dir)?;
         let cursor_lost = saved.is_none();
         let (mut acked, mut inflight) = saved.unwrap_or_default();
         // A cursor from before a segment was removed (or no cursor) starts
@@ -202,7 +202,6 @@ impl Spool {
             };
         }
         // Also rewrites a cursor left in an earlier version's format.
-        let mut cursor = cursor_file;
         cursor.write(acked, inflight.max(acked))?;
         let spool = Spool {
             dir: dir.to_path_buf(),

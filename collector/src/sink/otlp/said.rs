@@ -30,7 +30,7 @@ pub fn take() -> Option<String> {
     SAID.with(|s| s.borrow_mut().take())
 }
 
-fn put(message: String) {
+fn put(message: &str) {
     let message = message.trim();
     if message.is_empty() {
         return;
@@ -56,24 +56,20 @@ struct GrpcStatusMessages;
 
 impl<S: tracing::Subscriber> Layer<S> for GrpcStatusMessages {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Message(Option<String>);
+        struct Message;
         impl Visit for Message {
             fn record_str(&mut self, field: &Field, value: &str) {
                 if field.name() == "grpc_message" {
-                    self.0 = Some(value.to_string());
+                    put(value);
                 }
             }
             fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
                 if field.name() == "grpc_message" {
-                    self.0 = Some(format!("{value:?}"));
+                    put(&format!("{value:?}"));
                 }
             }
         }
-        let mut m = Message(None);
-        event.record(&mut m);
-        if let Some(message) = m.0 {
-            put(message);
-        }
+        event.record(&mut Message);
     }
 }
 
@@ -113,7 +109,7 @@ impl HttpClient for Recording {
         Box::pin(async move {
             let response = self.0.send_bytes(request).await?;
             if !response.status().is_success() {
-                put(body_text(response.body()));
+                put(&body_text(response.body()));
             }
             Ok(response)
         })
@@ -178,11 +174,11 @@ mod tests {
 
     #[test]
     fn a_message_is_taken_once_and_cut_when_long() {
-        put("x".repeat(5000));
+        put(&"x".repeat(5000));
         let m = take().expect("kept");
         assert!(m.len() <= MAX_LEN + '…'.len_utf8() && m.ends_with('…'));
         assert_eq!(take(), None);
-        put("  ".into());
+        put("  ");
         assert_eq!(take(), None);
     }
 

@@ -12,7 +12,7 @@ use driftwatch_common::{
 };
 use driftwatch_sdk::{Container, Event, EventKind, FileInfo, FileType, Process};
 
-use crate::enrich::container::{Runtime, container_from_cgroup};
+use crate::enrich::container::container_from_cgroup;
 
 /// The NUL-terminated prefix of `b`.
 fn until_nul(b: &[u8]) -> &[u8] {
@@ -309,7 +309,7 @@ pub struct Decoder {
 struct Cgroup {
     leaf: Box<[u8]>,
     parent: Box<[u8]>,
-    container: Option<(String, Runtime)>,
+    container: Option<Container>,
 }
 
 /// Cgroups remembered at most; the map starts over beyond that (dead
@@ -354,7 +354,7 @@ impl Decoder {
             .cgroups
             .get(&h.cgroup_id)
             .filter(|c| *c.leaf == *leaf && *c.parent == *parent);
-        let found = match known {
+        match known {
             Some(c) => c.container.clone(),
             None => {
                 let path = format!(
@@ -362,7 +362,11 @@ impl Decoder {
                     String::from_utf8_lossy(parent),
                     String::from_utf8_lossy(leaf)
                 );
-                let found = container_from_cgroup(&path);
+                let found = container_from_cgroup(&path).map(|(id, rt)| Container {
+                    id,
+                    runtime: rt.name().map(String::from),
+                    ..Container::default()
+                });
                 if self.cgroups.len() >= CGROUPS_REMEMBERED {
                     self.cgroups.clear();
                 }
@@ -376,13 +380,7 @@ impl Decoder {
                 );
                 found
             }
-        };
-        let (id, rt) = found?;
-        Some(Container {
-            id,
-            runtime: rt.name().map(String::from),
-            ..Container::default()
-        })
+        }
     }
 }
 
