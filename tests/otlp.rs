@@ -11,9 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The golden replay produces this many findings (tests/replay.rs checks which).
-const GOLDEN_FINDINGS: usize = 19;
-
 fn rotel_agent() -> PathBuf {
     let venv = std::env::var("DRIFTWATCH_VENV").unwrap_or_else(|_| "/opt/driftwatch-venv".into());
     let lib = Path::new(&venv).join("lib");
@@ -243,11 +240,17 @@ fn delivers_over(protocol: &str) {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
-    assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}\n{}", rx.text());
+    let got = rx.wait_for_findings(support::golden_findings(), Duration::from_secs(20));
+    assert_eq!(
+        got.len(),
+        support::golden_findings(),
+        "{got:?}\n{}",
+        rx.text()
+    );
     let stats = stats_of(&out);
     assert_eq!(
-        stats["export"]["exported"], GOLDEN_FINDINGS as u64,
+        stats["export"]["exported"],
+        support::golden_findings() as u64,
         "{stats}"
     );
     assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
@@ -341,8 +344,8 @@ fn a_receiver_down_for_a_while_loses_nothing() {
         stdout: Vec::new(),
         stderr: err.into_bytes(),
     };
-    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
-    assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}");
+    let got = rx.wait_for_findings(support::golden_findings(), Duration::from_secs(20));
+    assert_eq!(got.len(), support::golden_findings(), "{got:?}");
     let stats = stats_of(&out);
     assert!(
         stats["export"]["failed_requests"].as_u64().unwrap() >= 1,
@@ -382,12 +385,12 @@ fn kill_9_while_the_receiver_is_down_loses_nothing() {
     let err = support::stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("resuming export of spooled records"), "{err}");
-    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
-    assert_eq!(got.len(), GOLDEN_FINDINGS, "{got:?}\n{err}");
+    let got = rx.wait_for_findings(support::golden_findings(), Duration::from_secs(20));
+    assert_eq!(got.len(), support::golden_findings(), "{got:?}\n{err}");
     let stats = stats_of(&out);
     assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
     assert!(
-        stats["export"]["exported"].as_u64().unwrap() >= GOLDEN_FINDINGS as u64,
+        stats["export"]["exported"].as_u64().unwrap() >= support::golden_findings() as u64,
         "{stats}"
     );
 }
@@ -411,7 +414,8 @@ fn spools_with(keys: &str, tables: &str, expect: &[&str]) {
     }
     let stats = stats_of(&out);
     assert_eq!(
-        stats["export"]["spool_records"], GOLDEN_FINDINGS as u64,
+        stats["export"]["spool_records"],
+        support::golden_findings() as u64,
         "{stats}"
     );
     assert_eq!(stats["export"]["exported"], 0, "{stats}");
@@ -610,12 +614,13 @@ fn a_refusal_is_logged_with_the_backends_message_and_set_aside() {
     );
     let stats = stats_of(&out);
     assert_eq!(
-        stats["export"]["rejected"], GOLDEN_FINDINGS as u64,
+        stats["export"]["rejected"],
+        support::golden_findings() as u64,
         "{stats}"
     );
     assert_eq!(stats["export"]["spool_records"], 0, "{stats}");
     let rejected = std::fs::read_to_string(dir.path().join("spool/rejected.jsonl")).unwrap();
-    assert_eq!(rejected.lines().count(), GOLDEN_FINDINGS);
+    assert_eq!(rejected.lines().count(), support::golden_findings());
 }
 
 #[test]
@@ -642,7 +647,7 @@ fn a_full_spool_says_so_and_counts_what_it_lost() {
     let refused = stats["export"]["spool_refused"].as_u64().unwrap();
     assert!(err.contains("OTLP spool is FULL"), "{err}");
     assert!(refused > 0, "{stats}");
-    assert_eq!(kept + refused, GOLDEN_FINDINGS as u64, "{stats}");
+    assert_eq!(kept + refused, support::golden_findings() as u64, "{stats}");
 }
 
 #[test]
@@ -762,10 +767,10 @@ fn events_can_be_exported_too_and_stdout_can_run_beside_otlp() {
     assert!(out.status.success(), "{}", support::stderr(&out));
     // stdout: the findings as Falco JSON lines, as without OTLP.
     let lines = support::json_lines(&out);
-    assert_eq!(lines.len(), GOLDEN_FINDINGS, "{lines:?}");
+    assert_eq!(lines.len(), support::golden_findings(), "{lines:?}");
     // The receiver: every finding, and every event that passed the chain.
-    let got = rx.wait_for_findings(GOLDEN_FINDINGS, Duration::from_secs(20));
-    assert_eq!(got.len(), GOLDEN_FINDINGS);
+    let got = rx.wait_for_findings(support::golden_findings(), Duration::from_secs(20));
+    assert_eq!(got.len(), support::golden_findings());
     let stats = stats_of(&out);
     let passed = stats["events_out"].as_u64().unwrap();
     assert!(passed > 0, "{stats}");
@@ -783,7 +788,7 @@ fn events_can_be_exported_too_and_stdout_can_run_beside_otlp() {
     }
     assert_eq!(
         stats["export"]["exported"].as_u64().unwrap(),
-        passed + GOLDEN_FINDINGS as u64,
+        passed + support::golden_findings() as u64,
         "{stats}"
     );
 }

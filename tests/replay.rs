@@ -24,19 +24,44 @@ fn default_pipeline(dir: &std::path::Path) -> std::path::PathBuf {
     support::config(dir, &body)
 }
 
-fn replay(extra: &[&str]) -> (std::process::Output, Vec<Value>) {
+/// `driftwatch replay FILE EXTRA...` through the default pipeline.
+fn replay_file(file: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let cfg = default_pipeline(dir.path());
-    let out = support::bin()
+    support::bin()
         .arg("replay")
-        .arg(support::root().join("tests/data/golden.jsonl"))
+        .arg(file)
         .arg("--config")
         .arg(&cfg)
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn replay(extra: &[&str]) -> (std::process::Output, Vec<Value>) {
+    let out = replay_file(&support::root().join("tests/data/golden.jsonl"), extra);
     let lines = support::json_lines(&out);
     (out, lines)
+}
+
+/// The recorded output, byte for byte: a change to the schema, the rules,
+/// the field rendering or the JSON writer shows up here first. When a change
+/// is meant, regenerate with the command in tests/data/README.md.
+#[test]
+fn output_is_byte_identical_to_the_recorded_output() {
+    for (extra, recorded) in [
+        (&[][..], "golden.findings.jsonl"),
+        (&["--events"][..], "golden.events.jsonl"),
+    ] {
+        let (out, _) = replay(extra);
+        assert!(out.status.success(), "{}", support::stderr(&out));
+        let want = std::fs::read(support::root().join("tests/data").join(recorded)).unwrap();
+        assert!(
+            out.stdout == want,
+            "replay {extra:?} differs from tests/data/{recorded}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
 
 #[test]
@@ -193,13 +218,7 @@ fn replayed_event_output_replays_to_the_same_findings() {
         .collect();
     let file = dir.path().join("again.jsonl");
     std::fs::write(&file, events).unwrap();
-    let cfg = default_pipeline(dir.path());
-    let out = support::bin()
-        .args(["replay", "--config"])
-        .arg(&cfg)
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = replay_file(&file, &[]);
     let second = support::json_lines(&out);
     let rules = |v: &[Value]| {
         let mut r: Vec<String> = v
@@ -224,15 +243,14 @@ fn msgpack_replay_matches_json_replay() {
     }
     let file = dir.path().join("golden.msgpack");
     std::fs::write(&file, bytes).unwrap();
-    let cfg = default_pipeline(dir.path());
-    let out = support::bin()
-        .args(["replay", "--config"])
-        .arg(&cfg)
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = replay_file(&file, &[]);
     assert!(out.status.success(), "{}", support::stderr(&out));
-    assert_eq!(support::json_lines(&out).len(), 19);
+    assert_eq!(support::json_lines(&out).len(), support::golden_findings());
+    let recorded = std::fs::read(support::root().join("tests/data/golden.findings.jsonl")).unwrap();
+    assert!(
+        out.stdout == recorded,
+        "MessagePack replay differs from the JSON one"
+    );
 }
 
 #[test]

@@ -56,3 +56,13 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// How many findings the golden replay produces: the lines of its recorded
+/// output, so no test keeps its own copy of the number.
+pub fn golden_findings() -> usize {
+    let path = root().join("tests/data/golden.findings.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .count()
+}
