@@ -13,29 +13,28 @@ use super::K8sError;
 pub async fn connect(kubeconfig: Option<&Path>) -> Result<Client, K8sError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
+            let kc = Kubeconfig::read_from(path).map_err(|source| K8sError::Kubeconfig {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                source,
             })?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| K8sError::Kubeconfig {
+                .map_err(|source| K8sError::Kubeconfig {
                     path: path.to_path_buf(),
-                    message: e.to_string(),
+                    source,
                 })?
         }
-        None => Config::infer()
-            .await
-            .map_err(|e| K8sError::NoCluster(e.to_string()))?,
+        None => Config::infer().await.map_err(K8sError::NoCluster)?,
     };
-    Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+    Client::try_from(config).map_err(|e| K8sError::Client(Box::new(e)))
 }
 
 /// A client for a plain `http://` API endpoint (a `kubectl proxy`, or the
 /// loopback server the tests replay recorded API responses from).
 pub fn for_url(url: &str) -> Result<Client, K8sError> {
-    let uri = url
-        .parse()
-        .map_err(|e| K8sError::Client(format!("{url}: {e}")))?;
-    Client::try_from(Config::new(uri)).map_err(|e| K8sError::Client(e.to_string()))
+    let uri = url.parse().map_err(|source| K8sError::Url {
+        url: url.to_string(),
+        source,
+    })?;
+    Client::try_from(Config::new(uri)).map_err(|e| K8sError::Client(Box::new(e)))
 }

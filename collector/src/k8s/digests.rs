@@ -581,7 +581,7 @@ where
 {
     let what = format!("{kind}s");
     for obj in list_all(api::<K>(client, namespace), &what).await? {
-        let v = serde_json::to_value(&obj).map_err(|e| K8sError::Client(e.to_string()))?;
+        let v = serde_json::to_value(&obj).map_err(K8sError::Json)?;
         let ns = v
             .pointer("/metadata/namespace")
             .and_then(|n| n.as_str())

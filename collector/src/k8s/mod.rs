@@ -40,12 +40,22 @@ pub enum K8sError {
         what: String,
         message: String,
     },
-    #[error("kubeconfig {path}: {message}")]
-    Kubeconfig { path: PathBuf, message: String },
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
     #[error("no Kubernetes cluster configured: {0}")]
-    NoCluster(String),
+    NoCluster(#[source] kube::config::InferConfigError),
     #[error("Kubernetes client: {0}")]
-    Client(String),
+    Client(#[source] Box<kube::Error>),
+    #[error("Kubernetes client: {url}: {source}")]
+    Url {
+        url: String,
+        source: http::uri::InvalidUri,
+    },
+    #[error("Kubernetes client: {0}")]
+    Json(#[source] serde_json::Error),
     #[error("listing {what} from the API server: {source}")]
     List {
         what: String,
