@@ -15,8 +15,6 @@ pub struct Stats {
     events_out: AtomicU64,
     /// Events the kernel could not queue (ring buffer full).
     pub kernel_lost: AtomicU64,
-    /// Events lost to a full stage; stays 0 unless a policy says otherwise.
-    pub queue_dropped: AtomicU64,
     pub export: ExportCounters,
     rare: Mutex<Rare>,
     /// Set when OTLP metrics are on: plugin call latencies also go there.
@@ -85,7 +83,6 @@ pub struct Snapshot {
     pub events_in: BTreeMap<String, u64>,
     pub events_out: u64,
     pub kernel_lost: u64,
-    pub queue_dropped: u64,
     pub dropped_by_plugin: BTreeMap<String, u64>,
     pub plugin_failures: BTreeMap<String, BTreeMap<String, u64>>,
     pub plugin_quarantines: BTreeMap<String, u64>,
@@ -221,7 +218,6 @@ impl Stats {
                 .collect(),
             events_out: self.events_out.load(Ordering::Relaxed),
             kernel_lost: self.kernel_lost.load(Ordering::Relaxed),
-            queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
             dropped_by_plugin: rare.dropped_by_plugin,
             plugin_failures: rare.plugin_failures,
             plugin_quarantines: rare.plugin_quarantines,

@@ -337,10 +337,6 @@ impl ContainerEnricher {
 }
 
 impl Enricher for ContainerEnricher {
-    fn name(&self) -> &'static str {
-        "container"
-    }
-
     fn enrich(&mut self, event: &mut Event) {
         let Some(id) = event.container.as_ref().map(|c| c.id.clone()) else {
             return;

@@ -10,7 +10,6 @@ pub mod container;
 use driftwatch_sdk::Event;
 
 pub trait Enricher: Send {
-    fn name(&self) -> &'static str;
     /// Fills fields of `event` it knows about; leaves the rest alone.
     fn enrich(&mut self, event: &mut Event);
 }

@@ -166,10 +166,6 @@ pub fn apply(pc: &PodContainer, event: &mut Event) {
 }
 
 impl Enricher for PodEnricher {
-    fn name(&self) -> &'static str {
-        "k8s"
-    }
-
     fn enrich(&mut self, event: &mut Event) {
         let Some(id) = event.container.as_ref().map(|c| c.id.as_str()) else {
             return;

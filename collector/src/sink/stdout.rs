@@ -24,10 +24,6 @@ impl<W: Write + Send> JsonLines<W> {
         JsonLines { out, events }
     }
 
-    pub fn into_inner(self) -> W {
-        self.out
-    }
-
     fn write_batch(&mut self, batch: &Batch) -> std::io::Result<()> {
         for p in batch {
             for rec in p.findings {
