@@ -19,9 +19,6 @@ use tokio::sync::{mpsc, watch};
 struct Feed(mpsc::Receiver<Event>);
 
 impl Source for Feed {
-    fn name(&self) -> &'static str {
-        "feed"
-    }
     fn run(mut self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
             while let Some(ev) = self.0.recv().await {
@@ -72,15 +69,31 @@ fn exec(name: &str) -> Event {
 const SHELL_ONLY: &str = "[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n";
 const PM_ONLY: &str = "[[plugins]]\nname = \"a\"\nbuiltin = \"package-manager\"\n";
 
-async fn wait_for(seen: &Collect, what: &str) -> bool {
+impl Collect {
+    fn count(&self, prefix: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .count()
+    }
+}
+
+/// Polls `cond` until it holds (true) or 20 s pass (false).
+async fn until(mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if seen.0.lock().unwrap().iter().any(|r| r == what) {
+        if cond() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+async fn wait_for(seen: &Collect, what: &str) -> bool {
+    until(|| seen.0.lock().unwrap().iter().any(|r| r == what)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,9 +143,15 @@ async fn edited_chain_applies_and_broken_edit_keeps_the_old_one() {
             "reload never applied"
         );
     }
+    // Events keep their order through one source: once this apk's finding
+    // is out, the sh before it went through the new chain too.
+    let apks = seen.count("apk:");
     tx.send(exec("sh")).await.unwrap();
     tx.send(exec("apk")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        until(|| seen.count("apk:") > apks).await,
+        "the apk after the reload was not detected"
+    );
 
     // A broken edit: reported, and the running chain stays.
     std::fs::write(
@@ -140,7 +159,10 @@ async fn edited_chain_applies_and_broken_edit_keeps_the_old_one() {
         format!("{header}[[plugins]]\nname = \"a\"\nbuiltin = \"nope\"\n"),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        until(|| counters.snapshot().reloads.get("failed") == Some(&1)).await,
+        "the broken edit was never reported"
+    );
     tx.send(exec("apk")).await.unwrap();
     drop(tx);
     let report = run.await.unwrap().unwrap();

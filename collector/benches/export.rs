@@ -313,10 +313,6 @@ struct Paced {
 }
 
 impl Source for Paced {
-    fn name(&self) -> &'static str {
-        "paced"
-    }
-
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
             let start = tokio::time::Instant::now();

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod enrich;
 pub mod fsdiff;
+pub mod host;
 pub mod k8s;
 pub mod pipeline;
 pub mod plugin;

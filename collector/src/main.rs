@@ -20,7 +20,7 @@ use driftwatch::source::ebpf::{EbpfSensor, EbpfSource};
 use driftwatch::source::replay::Replay;
 use driftwatch::source::scan::Scan;
 use driftwatch::stats::Stats;
-use driftwatch_sdk::EventKind;
+use driftwatch_sdk::KindSet;
 use tokio::sync::watch;
 use tracing_subscriber::prelude::*;
 
@@ -282,11 +282,11 @@ fn verify_digests(a: VerifyDigestsArgs) -> Result<ExitCode> {
         let stats = Arc::new(Stats::default());
         (
             sinks(&cfg, false, &stats)?,
-            runtime::hostname(&cfg),
+            driftwatch::host::hostname(cfg.daemon.hostname.as_deref()),
             driftwatch::sink::stdout_active(&cfg),
         )
     } else {
-        (Vec::new(), runtime::hostname(&Config::default()), false)
+        (Vec::new(), driftwatch::host::hostname(None), false)
     };
     let opts = VerifyOptions {
         namespace: a.namespace,
@@ -365,7 +365,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         // every kind the kernel can see, not only the ones plugins want.
         let mut kinds = chain.kinds();
         if driftwatch::sink::stdout_active(&cfg) && cfg.outputs.stdout.events {
-            kinds |= EventKind::ALL.iter().fold(0, |m, k| m | k.bit());
+            kinds = KindSet::ALL;
         }
         let sensor =
             EbpfSensor::start(&cfg.sources.ebpf, kinds).context("starting the kernel sensor")?;

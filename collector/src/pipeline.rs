@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftwatch_sdk::{Action, Event, Finding, Manifest, Prefilter, Verdict, codec};
+use driftwatch_sdk::{Action, Event, Finding, KindSet, Manifest, Prefilter, Verdict, codec};
 
 use crate::config::{Config, OnError, PluginConfig, PluginSource};
 use crate::plugin::host::Limits;
@@ -154,7 +154,7 @@ struct Stage {
     instance: Option<PluginInstance>,
     manifest: Manifest,
     version: Arc<str>,
-    kinds: u32,
+    kinds: KindSet,
     /// The manifest's prefilter: events that fail it never reach the plugin.
     prefilter: Prefilter,
     on_error: OnError,
@@ -202,7 +202,7 @@ impl Chain {
             let instance = plugin.instantiate()?;
             let manifest = instance.manifest().clone();
             stages.push(Stage {
-                kinds: manifest.kinds.iter().fold(0, |m, k| m | k.bit()),
+                kinds: manifest.kinds.iter().collect(),
                 prefilter: instance.prefilter().clone(),
                 version: Arc::from(manifest.version.as_str()),
                 manifest,
@@ -221,8 +221,11 @@ impl Chain {
 
     /// The union of the event kinds the plugins asked for: the sources need
     /// capture nothing else.
-    pub fn kinds(&self) -> u32 {
-        self.stages.iter().fold(0, |m, s| m | s.kinds)
+    pub fn kinds(&self) -> KindSet {
+        self.stages
+            .iter()
+            .map(|s| s.kinds)
+            .fold(KindSet::EMPTY, KindSet::union)
     }
 
     pub fn manifests(&self) -> impl Iterator<Item = (&str, &Manifest)> {
@@ -245,7 +248,7 @@ impl Chain {
                 .iter()
                 .enumerate()
                 .filter(|&(i, e)| {
-                    keep[i] && e.kind.bit() & stage.kinds != 0 && stage.prefilter.matches(e)
+                    keep[i] && stage.kinds.contains(e.kind) && stage.prefilter.matches(e)
                 })
                 .map(|(i, _)| i)
                 .collect();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use driftwatch_sdk::{Event, EventKind};
+use driftwatch_sdk::{Event, EventKind, KindSet};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -68,96 +68,44 @@ pub fn engine(cfg: &Config) -> Result<Engine, RuntimeError> {
     Ok(Engine::new(ComponentCache::new(&cfg.daemon.cache_dir))?)
 }
 
-/// The host name put into events.
-pub fn hostname(cfg: &Config) -> String {
-    if let Some(h) = &cfg.daemon.hostname {
-        return h.clone();
-    }
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
+/// Runs the pipeline until every source is done (or shutdown is
+/// requested), then drains it: the last batch still reaches the sinks.
 pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     let Setup {
         cfg,
         config_path,
         engine,
-        mut chain,
+        chain,
         sources,
-        mut sinks,
-        mut enrichers,
+        sinks,
+        enrichers,
         stats,
         shutdown,
     } = setup;
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(cfg.pipeline.queue_capacity);
-    let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(4);
+    let (msg_tx, msg_rx) = mpsc::channel::<Msg>(4);
     let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Batch>(16);
     // Sources capture what the chain asked for at start; a reload that wants
     // new kinds takes a restart (the reloader says so).
     let kinds = chain.kinds();
 
-    let pipeline = std::thread::Builder::new()
-        .name("plugin-chain".into())
-        .spawn(move || {
-            while let Some(msg) = msg_rx.blocking_recv() {
-                match msg {
-                    Msg::Batch(mut events) => {
-                        for e in enrichers.iter_mut() {
-                            events.iter_mut().for_each(|ev| e.enrich(ev));
-                        }
-                        let out = chain.process(events);
-                        if !out.is_empty() && out_tx.send(out).is_err() {
-                            break;
-                        }
-                    }
-                    Msg::Swap(new) => {
-                        chain = *new;
-                        tracing::info!("plugin chain reloaded");
-                    }
-                }
-            }
-        })
-        .map_err(|e| RuntimeError::Thread("plugin-chain", e))?;
+    let chain_thread = spawn_chain(chain, enrichers, msg_rx, out_tx)?;
+    let outputs_thread = spawn_outputs(sinks, out_rx, stats.clone())?;
 
-    let out_stats = stats.clone();
-    let outputs = std::thread::Builder::new()
-        .name("outputs".into())
-        .spawn(move || {
-            for batch in out_rx {
-                for sink in sinks.iter_mut() {
-                    if let Err(e) = sink.send(&batch) {
-                        out_stats.sink_error(sink.name());
-                        tracing::error!("output failed: {e}");
-                    }
-                }
-            }
-            for sink in sinks.iter_mut() {
-                if let Err(e) = sink.flush() {
-                    tracing::error!("output flush failed: {e}");
-                }
-            }
+    let hostname: Arc<str> = Arc::from(crate::host::hostname(cfg.daemon.hostname.as_deref()));
+    let sources: Vec<_> = sources
+        .into_iter()
+        .map(|source| {
+            tokio::spawn(source.run(SourceContext {
+                events: ev_tx.clone(),
+                shutdown: shutdown.clone(),
+                stats: stats.clone(),
+                kinds,
+                hostname: hostname.clone(),
+            }))
         })
-        .map_err(|e| RuntimeError::Thread("outputs", e))?;
-
-    let hostname: Arc<str> = Arc::from(hostname(&cfg));
-    let mut handles = Vec::new();
-    for source in sources {
-        let ctx = SourceContext {
-            events: ev_tx.clone(),
-            shutdown: shutdown.clone(),
-            stats: stats.clone(),
-            kinds,
-            hostname: hostname.clone(),
-        };
-        handles.push(tokio::spawn(source.run(ctx)));
-    }
+        .collect();
+    // The sources hold the only senders now: the queue closes when they end.
     drop(ev_tx);
 
     let batcher = tokio::spawn(batch_events(
@@ -180,33 +128,11 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         _ => None,
     };
     drop(msg_tx);
-    let ticker = (cfg.daemon.stats_interval_secs > 0).then(|| {
-        let stats = stats.clone();
-        let every = Duration::from_secs(cfg.daemon.stats_interval_secs);
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every);
-            t.tick().await;
-            loop {
-                t.tick().await;
-                let s = stats.snapshot();
-                tracing::info!(stats = %serde_json::to_string(&s).unwrap_or_default(), "counters");
-            }
-        })
-    });
-
-    let control = (!cfg.daemon.control_socket.as_os_str().is_empty()).then(|| {
-        let path = cfg.daemon.control_socket.clone();
-        match crate::control::bind(&path) {
-            Ok(l) => Some((path, tokio::spawn(crate::control::serve(l, stats.clone())))),
-            Err(e) => {
-                tracing::warn!("`driftwatch stats` will not work: {e}");
-                None
-            }
-        }
-    });
+    let ticker = spawn_stats_log(&cfg, &stats);
+    let control = serve_control(&cfg, &stats);
 
     let mut source_errors = Vec::new();
-    for h in handles {
+    for h in sources {
         match h.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -228,15 +154,15 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     if let Some(t) = ticker {
         t.abort();
     }
-    if let Some(Some((path, task))) = control {
+    if let Some((path, task)) = control {
         task.abort();
         let _ = std::fs::remove_file(path);
     }
     tokio::task::spawn_blocking(move || {
-        pipeline
+        chain_thread
             .join()
             .map_err(|_| RuntimeError::Panicked("plugin-chain"))?;
-        outputs
+        outputs_thread
             .join()
             .map_err(|_| RuntimeError::Panicked("outputs"))
     })
@@ -246,6 +172,102 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         source_errors,
         stats: stats.snapshot(),
     })
+}
+
+/// The plugin chain's own thread: enriches and processes each batch, and
+/// swaps in a reloaded chain between two batches. Ends when the batcher
+/// and the reloader are gone, or the outputs are.
+fn spawn_chain(
+    mut chain: Chain,
+    mut enrichers: Vec<Box<dyn Enricher>>,
+    mut rx: mpsc::Receiver<Msg>,
+    out: std::sync::mpsc::SyncSender<Batch>,
+) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
+    std::thread::Builder::new()
+        .name("plugin-chain".into())
+        .spawn(move || {
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Batch(mut events) => {
+                        for e in enrichers.iter_mut() {
+                            events.iter_mut().for_each(|ev| e.enrich(ev));
+                        }
+                        let batch = chain.process(events);
+                        if !batch.is_empty() && out.send(batch).is_err() {
+                            break;
+                        }
+                    }
+                    Msg::Swap(new) => {
+                        chain = *new;
+                        tracing::info!("plugin chain reloaded");
+                    }
+                }
+            }
+        })
+        .map_err(|e| RuntimeError::Thread("plugin-chain", e))
+}
+
+/// The outputs thread: every batch to every sink in order, a failure
+/// counted and logged without stopping the others; a flush at the end.
+fn spawn_outputs(
+    mut sinks: Vec<Box<dyn Sink>>,
+    rx: std::sync::mpsc::Receiver<Batch>,
+    stats: Arc<Stats>,
+) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
+    std::thread::Builder::new()
+        .name("outputs".into())
+        .spawn(move || {
+            for batch in rx {
+                for sink in sinks.iter_mut() {
+                    if let Err(e) = sink.send(&batch) {
+                        stats.sink_error(sink.name());
+                        tracing::error!("output failed: {e}");
+                    }
+                }
+            }
+            for sink in sinks.iter_mut() {
+                if let Err(e) = sink.flush() {
+                    tracing::error!("output flush failed: {e}");
+                }
+            }
+        })
+        .map_err(|e| RuntimeError::Thread("outputs", e))
+}
+
+/// Logs the counters every `stats_interval_secs` (0: never).
+fn spawn_stats_log(cfg: &Config, stats: &Arc<Stats>) -> Option<tokio::task::JoinHandle<()>> {
+    (cfg.daemon.stats_interval_secs > 0).then(|| {
+        let stats = stats.clone();
+        let every = Duration::from_secs(cfg.daemon.stats_interval_secs);
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(every);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let s = stats.snapshot();
+                tracing::info!(stats = %serde_json::to_string(&s).unwrap_or_default(), "counters");
+            }
+        })
+    })
+}
+
+/// Serves `driftwatch stats` on the control socket, when one is configured
+/// and can be bound; a daemon without it still runs.
+fn serve_control(
+    cfg: &Config,
+    stats: &Arc<Stats>,
+) -> Option<(PathBuf, tokio::task::JoinHandle<()>)> {
+    if cfg.daemon.control_socket.as_os_str().is_empty() {
+        return None;
+    }
+    let path = cfg.daemon.control_socket.clone();
+    match crate::control::bind(&path) {
+        Ok(l) => Some((path, tokio::spawn(crate::control::serve(l, stats.clone())))),
+        Err(e) => {
+            tracing::warn!("`driftwatch stats` will not work: {e}");
+            None
+        }
+    }
 }
 
 /// Groups events into batches of at most `size`, sending a partial batch
@@ -280,16 +302,16 @@ async fn batch_events(
 struct Running {
     cfg: Config,
     /// Event kinds the sources capture.
-    kinds: u32,
+    kinds: KindSet,
 }
 
 /// What a reload to `new` (whose chain wants `new_kinds`) leaves for the
 /// next restart, one sentence each; empty when the reload applies fully.
 pub fn reload_leftovers(
     running: &Config,
-    running_kinds: u32,
+    running_kinds: KindSet,
     new: &Config,
-    new_kinds: u32,
+    new_kinds: KindSet,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let sections = new.restart_needed(running);
@@ -299,10 +321,10 @@ pub fn reload_leftovers(
             sections.join(", ")
         ));
     }
-    let missing: Vec<&str> = EventKind::ALL
+    let missing: Vec<&str> = new_kinds
+        .difference(running_kinds)
         .iter()
-        .filter(|k| new_kinds & !running_kinds & k.bit() != 0)
-        .map(|k| k.as_str())
+        .map(EventKind::as_str)
         .collect();
     if !missing.is_empty() {
         out.push(format!(
@@ -412,7 +434,7 @@ mod tests {
     #[test]
     fn a_reload_says_what_waits_for_a_restart() {
         let running = Config::parse("[sources.ebpf]\nring_buffer_kib = 8192\n").unwrap();
-        let exec = EventKind::Exec.bit();
+        let exec = KindSet::of(EventKind::Exec);
         let same = Config::parse("[sources.ebpf]\nring_buffer_kib = 8192\n").unwrap();
         assert!(reload_leftovers(&running, exec, &same, exec).is_empty());
 
@@ -424,7 +446,7 @@ mod tests {
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("[sources, outputs]"), "{notes:?}");
 
-        let writes = exec | EventKind::OpenWrite.bit();
+        let writes = exec | KindSet::of(EventKind::OpenWrite);
         let notes = reload_leftovers(&running, exec, &same, writes);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("(open_write)"), "{notes:?}");

@@ -193,4 +193,26 @@ mod tests {
         assert_eq!(ev.process.name, "sh");
         assert_eq!(ev.schema_version, crate::SCHEMA_VERSION);
     }
+
+    #[test]
+    fn events_of_an_unknown_schema_are_refused() {
+        for v in [0, crate::SCHEMA_VERSION + 1] {
+            let json = format!(r#"{{"schema_version":{v},"kind":"exec"}}"#);
+            let err = serde_json::from_str::<Event>(&json)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("schema_version {v} is not supported")),
+                "{err}"
+            );
+            let ev = Event {
+                schema_version: v,
+                ..Event::default()
+            };
+            let err = decode::<Event>(&encode(&ev).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not supported"), "{err}");
+        }
+    }
 }

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::kind::EventKind;
+
 /// One observation, owning its strings: what sources produce and outputs get.
 pub type Event = EventOf<String>;
 /// One observation borrowing its strings from a decoded buffer: what
@@ -33,6 +35,9 @@ pub type FileInfoRef<'a> = FileInfoOf<&'a str>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
 pub struct EventOf<S> {
+    /// The schema the event was written with; input for a newer schema is
+    /// refused (see [`crate::SCHEMA_VERSION`]).
+    #[serde(deserialize_with = "supported_schema")]
     pub schema_version: u32,
     /// Wall-clock time of the observation, nanoseconds since the Unix epoch.
     pub time_ns: u64,
@@ -47,6 +52,21 @@ pub struct EventOf<S> {
     pub k8s: Option<K8sOf<S>>,
     /// The file concerned, for every kind but `exec`.
     pub file: Option<FileInfoOf<S>>,
+}
+
+/// Refuses events written for another schema than this one reads: a newer
+/// writer's fields may mean what this reader cannot know, and 0 was never
+/// written by anything.
+fn supported_schema<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if (1..=crate::SCHEMA_VERSION).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format_args!(
+            "schema_version {v} is not supported: this driftwatch reads schema versions 1 to {}",
+            crate::SCHEMA_VERSION
+        )))
+    }
 }
 
 impl<S: Default> Default for EventOf<S> {
@@ -197,7 +217,7 @@ impl<S> EventOf<S> {
                     created: *created,
                     upper_layer: *upper_layer,
                     outside_root: *outside_root,
-                    change: o(change),
+                    change: *change,
                     sha256: o(sha256),
                     size: *size,
                     uid: *uid,
@@ -221,58 +241,6 @@ impl EventRef<'_> {
     /// An owned copy of this event.
     pub fn to_event(&self) -> Event {
         self.map_strings(&|s: &&str| s.to_string())
-    }
-}
-
-/// What happened. Serialized in snake case (`open_write`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A successful execve/execveat (`sched_process_exec`).
-    Exec,
-    /// A successful open with write intent: write access, create or truncate.
-    OpenWrite,
-    /// A successful chmod/fchmod/fchmodat; `file.mode` is the new mode.
-    Chmod,
-    /// A successful unlink/unlinkat.
-    Unlink,
-    /// A successful rename; `file.path` is the source, `file.target_path` the destination.
-    Rename,
-    /// A difference between a container's filesystem and its image, found by
-    /// the periodic scan rather than seen happen.
-    FileDrift,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 6] = [
-        EventKind::Exec,
-        EventKind::OpenWrite,
-        EventKind::Chmod,
-        EventKind::Unlink,
-        EventKind::Rename,
-        EventKind::FileDrift,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Exec => "exec",
-            EventKind::OpenWrite => "open_write",
-            EventKind::Chmod => "chmod",
-            EventKind::Unlink => "unlink",
-            EventKind::Rename => "rename",
-            EventKind::FileDrift => "file_drift",
-        }
-    }
-
-    /// Bit for kind sets (manifests, kernel filters).
-    pub fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -385,9 +353,8 @@ pub struct FileInfoOf<S> {
     /// its own root directory is on another filesystem, as for a runtime
     /// setting the container up before `pivot_root`.
     pub outside_root: bool,
-    /// For `file_drift`: what kind of difference (`added`, `modified`,
-    /// `metadata`, `removed`).
-    pub change: Option<S>,
+    /// For `file_drift`: what kind of difference.
+    pub change: Option<FileChange>,
     /// For `file_drift` of regular files: sha256 of the content, hex.
     pub sha256: Option<S>,
     /// For `file_drift`: size in bytes (for `removed`, the image's file).
@@ -401,6 +368,41 @@ pub struct FileInfoOf<S> {
     /// For `file_drift` of regular files: the content starts with the ELF
     /// magic, whatever its mode (a binary can be run after a later chmod).
     pub elf: bool,
+}
+
+/// How a path in a container differs from its image (`file_drift` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChange {
+    /// In the upper layer, absent from every image layer.
+    Added,
+    /// In both, with different content: the sha256, the symlink target or
+    /// the device number differs, or the file type changed.
+    Modified,
+    /// In both with the same content; mode, owner or (for non-directories)
+    /// modification time differ.
+    Metadata,
+    /// In the image, hidden by a whiteout or an opaque directory.
+    Removed,
+}
+
+impl FileChange {
+    pub const ALL: [FileChange; 4] = [
+        FileChange::Added,
+        FileChange::Modified,
+        FileChange::Metadata,
+        FileChange::Removed,
+    ];
+
+    /// The wire name (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileChange::Added => "added",
+            FileChange::Modified => "modified",
+            FileChange::Metadata => "metadata",
+            FileChange::Removed => "removed",
+        }
+    }
 }
 
 /// Falco's `fd.typechar` classes.

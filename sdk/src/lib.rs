@@ -11,6 +11,7 @@ pub mod codec;
 pub mod event;
 pub mod fields;
 pub mod finding;
+pub mod kind;
 pub mod manifest;
 pub mod msgpack;
 pub mod plugin;
@@ -21,10 +22,11 @@ pub mod rules;
 pub mod guest;
 
 pub use event::{
-    Container, ContainerOf, ContainerRef, Event, EventKind, EventOf, EventRef, FileInfo,
+    Container, ContainerOf, ContainerRef, Event, EventOf, EventRef, FileChange, FileInfo,
     FileInfoOf, FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef,
 };
 pub use finding::{Action, Finding, Priority, Remediation, Verdict};
+pub use kind::{EventKind, KindSet};
 pub use manifest::Manifest;
 pub use plugin::Plugin;
 pub use prefilter::{Condition, Prefilter};
@@ -37,6 +39,3 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Version of the plugin ABI (the WIT package version, as an integer for
 /// manifests). The host refuses plugins built for another ABI.
 pub const ABI_VERSION: u32 = 1;
-
-/// The WIT package the ABI is defined by.
-pub const WIT_PACKAGE: &str = "driftwatch:plugin@0.1.0";

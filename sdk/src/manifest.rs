@@ -57,8 +57,4 @@ impl Manifest {
         self.prefilter.extend(conditions);
         self
     }
-
-    pub fn wants(&self, kind: EventKind) -> bool {
-        self.kinds.contains(&kind)
-    }
 }

@@ -48,39 +48,9 @@ pub enum DiffError {
     Thread { id: String, source: std::io::Error },
 }
 
-/// How a path differs from the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Change {
-    /// In the upper layer, absent from every image layer.
-    Added,
-    /// In both, with different content: the sha256, the symlink target or
-    /// the device number differs, or the file type changed.
-    Modified,
-    /// In both with the same content; mode, owner or (for non-directories)
-    /// modification time differ.
-    Metadata,
-    /// In the image, hidden by a whiteout or an opaque directory.
-    Removed,
-}
-
-impl Change {
-    pub const ALL: [Change; 4] = [
-        Change::Added,
-        Change::Modified,
-        Change::Metadata,
-        Change::Removed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Change::Added => "added",
-            Change::Modified => "modified",
-            Change::Metadata => "metadata",
-            Change::Removed => "removed",
-        }
-    }
-}
+/// How a path differs from the image: the schema's own type, so the scan's
+/// events and `diff`'s report cannot disagree on the names.
+pub use driftwatch_sdk::FileChange as Change;
 
 /// The image's version of a path (for `modified` and `metadata`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

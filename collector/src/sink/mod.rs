@@ -58,7 +58,7 @@ pub fn build(
     }
     if otlp_active(cfg) {
         let origin = otlp::Origin {
-            host_name: crate::runtime::hostname(cfg),
+            host_name: crate::host::hostname(cfg.daemon.hostname.as_deref()),
             node_name: cfg
                 .k8s
                 .node_name

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use driftwatch_sdk::Event;
+use driftwatch_sdk::{Event, KindSet};
 use tokio::sync::{mpsc, watch};
 
 use crate::stats::Stats;
@@ -18,10 +18,18 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{source_name}: {message}")]
+    #[error("{source_name}: {source}")]
     Failed {
         source_name: &'static str,
-        message: String,
+        /// What went wrong: the underlying error, or a message where there
+        /// is none.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{source_name}: reading {path}: {source}")]
+    Read {
+        source_name: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -32,13 +40,13 @@ pub struct SourceContext {
     /// Turns true when the daemon shuts down.
     pub shutdown: watch::Receiver<bool>,
     pub stats: Arc<Stats>,
-    /// Bit set of the event kinds the plugin chain wants (see `EventKind::bit`).
-    pub kinds: u32,
+    /// The event kinds the plugin chain wants.
+    pub kinds: KindSet,
     pub hostname: Arc<str>,
 }
 
+/// A source of events. Its errors name it ([`SourceError::Failed`]).
 pub trait Source: Send {
-    fn name(&self) -> &'static str;
     /// Runs until the source is exhausted or `ctx.shutdown` turns true.
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>>;
 }

@@ -79,19 +79,15 @@ fn parse_msgpack(bytes: &[u8]) -> (Vec<Event>, Vec<String>) {
 }
 
 impl Source for Replay {
-    fn name(&self) -> &'static str {
-        "replay"
-    }
-
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
-            let fail = |message: String| SourceError::Failed {
-                source_name: "replay",
-                message,
-            };
             let bytes = tokio::fs::read(&self.path)
                 .await
-                .map_err(|e| fail(format!("reading {}: {e}", self.path.display())))?;
+                .map_err(|source| SourceError::Read {
+                    source_name: "replay",
+                    path: self.path.clone(),
+                    source,
+                })?;
             let (events, errors) = parse(&bytes);
             for e in &errors {
                 tracing::error!("{}: {e}", self.path.display());
@@ -110,11 +106,15 @@ impl Source for Replay {
             if errors.is_empty() {
                 Ok(())
             } else {
-                Err(fail(format!(
-                    "{}: {} bad record(s) skipped (see above)",
-                    self.path.display(),
-                    errors.len()
-                )))
+                Err(SourceError::Failed {
+                    source_name: "replay",
+                    source: format!(
+                        "{}: {} bad record(s) skipped (see above)",
+                        self.path.display(),
+                        errors.len()
+                    )
+                    .into(),
+                })
             }
         })
     }

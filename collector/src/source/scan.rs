@@ -104,7 +104,7 @@ impl Scan {
 fn fail(message: String) -> SourceError {
     SourceError::Failed {
         source_name: "scan",
-        message,
+        source: message.into(),
     }
 }
 
@@ -145,7 +145,7 @@ pub fn event(e: &Entry, container: &driftwatch_sdk::Container, hostname: &str) -
             mode: u32::from_str_radix(&e.mode, 8).unwrap_or(0),
             file_type: e.file_type,
             upper_layer: e.change != fsdiff::Change::Removed,
-            change: Some(e.change.as_str().to_string()),
+            change: Some(e.change),
             sha256: e.sha256.clone(),
             size: Some(e.size),
             uid: Some(e.uid),
@@ -159,10 +159,6 @@ pub fn event(e: &Entry, container: &driftwatch_sdk::Container, hostname: &str) -
 }
 
 impl Source for Scan {
-    fn name(&self) -> &'static str {
-        "scan"
-    }
-
     fn run(mut self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
             let every = Duration::from_secs(self.cfg.interval_secs);

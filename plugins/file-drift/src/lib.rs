@@ -110,7 +110,7 @@ impl Plugin for FileDrift {
         let Some(file) = ev.file.as_ref() else {
             return Verdict::pass();
         };
-        let change = file.change.unwrap_or("");
+        let change = file.change.map_or("", |c| c.as_str());
         if ev.kind != EventKind::FileDrift
             || ev.container.is_none()
             || file.file_type != FileType::Regular
@@ -154,9 +154,9 @@ driftwatch_sdk::export_plugin!(FileDrift);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftwatch_sdk::{Container, Event, FileInfo};
+    use driftwatch_sdk::{Container, Event, FileChange, FileInfo};
 
-    fn drift(path: &str, change: &str, executable: bool, elf: bool) -> Event {
+    fn drift(path: &str, change: FileChange, executable: bool, elf: bool) -> Event {
         Event {
             kind: EventKind::FileDrift,
             container: Some(Container {
@@ -167,7 +167,7 @@ mod tests {
             file: Some(FileInfo {
                 path: path.into(),
                 file_type: FileType::Regular,
-                change: Some(change.into()),
+                change: Some(change),
                 sha256: Some("ab".repeat(32)),
                 executable,
                 elf,
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn added_or_modified_executables_fire() {
         let mut p = plugin(Config::default());
-        let v = p.process(&drift("/usr/local/bin/x", "added", true, true).as_event_ref());
+        let v = p.process(&drift("/usr/local/bin/x", FileChange::Added, true, true).as_event_ref());
         assert_eq!(v.findings.len(), 1);
         assert_eq!(v.findings[0].rule, RULE);
         assert!(v.findings[0].output.contains("file=/usr/local/bin/x"));
@@ -192,13 +192,13 @@ mod tests {
         assert_eq!(v.findings[0].fields["drift.sha256"], "ab".repeat(32));
         // ELF without an execute bit still counts: chmod later is one call.
         assert_eq!(
-            p.process(&drift("/tmp/x", "modified", false, true).as_event_ref())
+            p.process(&drift("/tmp/x", FileChange::Modified, false, true).as_event_ref())
                 .findings
                 .len(),
             1
         );
         assert_eq!(
-            p.process(&drift("/tmp/s.sh", "added", true, false).as_event_ref())
+            p.process(&drift("/tmp/s.sh", FileChange::Added, true, false).as_event_ref())
                 .findings
                 .len(),
             1
@@ -209,27 +209,27 @@ mod tests {
     fn everything_else_passes() {
         let mut p = plugin(Config::default());
         assert!(
-            p.process(&drift("/etc/x", "added", false, false).as_event_ref())
+            p.process(&drift("/etc/x", FileChange::Added, false, false).as_event_ref())
                 .findings
                 .is_empty()
         );
         assert!(
-            p.process(&drift("/bin/x", "removed", true, true).as_event_ref())
+            p.process(&drift("/bin/x", FileChange::Removed, true, true).as_event_ref())
                 .findings
                 .is_empty()
         );
         assert!(
-            p.process(&drift("/bin/x", "metadata", true, true).as_event_ref())
+            p.process(&drift("/bin/x", FileChange::Metadata, true, true).as_event_ref())
                 .findings
                 .is_empty()
         );
-        let mut ev = drift("/bin/x", "added", true, true);
+        let mut ev = drift("/bin/x", FileChange::Added, true, true);
         ev.kind = EventKind::OpenWrite;
         assert!(p.process(&ev.as_event_ref()).findings.is_empty());
-        let mut ev = drift("/bin/x", "added", true, true);
+        let mut ev = drift("/bin/x", FileChange::Added, true, true);
         ev.container = None;
         assert!(p.process(&ev.as_event_ref()).findings.is_empty());
-        let mut ev = drift("/bin", "added", true, false);
+        let mut ev = drift("/bin", FileChange::Added, true, false);
         if let Some(f) = ev.file.as_mut() {
             f.file_type = FileType::Directory;
         }
@@ -244,13 +244,13 @@ mod tests {
             ..Config::default()
         });
         assert_eq!(
-            p.process(&drift("/bin/x", "metadata", true, true).as_event_ref())
+            p.process(&drift("/bin/x", FileChange::Metadata, true, true).as_event_ref())
                 .findings
                 .len(),
             1
         );
         assert!(
-            p.process(&drift("/opt/x", "metadata", true, true).as_event_ref())
+            p.process(&drift("/opt/x", FileChange::Metadata, true, true).as_event_ref())
                 .findings
                 .is_empty()
         );

@@ -282,7 +282,9 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
         if f.outside_root {
             a.b(Attr::FileOutsideRoot, true);
         }
-        a.opt(Attr::FileChange, &f.change);
+        if let Some(c) = f.change {
+            a.s(Attr::FileChange, c.as_str());
+        }
         if ev.kind == EventKind::Chmod || f.mode != 0 {
             a.s(Attr::FileMode, &format!("{:o}", f.mode & 0o7777));
         }

@@ -19,7 +19,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader, Pod};
 use driftwatch_common::{Filter, Offsets, op};
-use driftwatch_sdk::{Event, EventKind};
+use driftwatch_sdk::{Event, EventKind, KindSet};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -195,6 +195,12 @@ fn syscalls() -> Vec<Syscall> {
     v
 }
 
+/// The kernel programs' kind bits (`Filter::kinds`, K_* in collector-ebpf)
+/// for a kind set.
+fn kernel_kinds(kinds: KindSet) -> u32 {
+    kinds.iter().fold(0, |bits, k| bits | 1 << (k as u32))
+}
+
 /// The loaded and attached sensor. Dropping it detaches every program.
 pub struct EbpfSensor {
     bpf: Ebpf,
@@ -207,8 +213,8 @@ pub struct EbpfSensor {
 impl EbpfSensor {
     /// Checks privileges, mounts tracefs/bpffs when missing, resolves
     /// offsets from BTF, loads the programs and attaches the ones that feed
-    /// the `kinds` (an `EventKind::bit` set) the chain asked for.
-    pub fn start(cfg: &EbpfConfig, kinds: u32) -> Result<EbpfSensor, EbpfError> {
+    /// the `kinds` the chain asked for.
+    pub fn start(cfg: &EbpfConfig, kinds: KindSet) -> Result<EbpfSensor, EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
@@ -219,9 +225,9 @@ impl EbpfSensor {
         sys::mount_tracefs()?;
         sys::mount_bpffs();
         let all = syscalls();
-        let wanted: Vec<&Syscall> = all.iter().filter(|s| kinds & s.kind.bit() != 0).collect();
+        let wanted: Vec<&Syscall> = all.iter().filter(|s| kinds.contains(s.kind)).collect();
         // Check every tracepoint before loading anything, for one clear error.
-        if kinds & EventKind::Exec.bit() != 0 {
+        if kinds.contains(EventKind::Exec) {
             sys::check_tracepoint("sched", "sched_process_exec")?;
         }
         for s in &wanted {
@@ -232,7 +238,7 @@ impl EbpfSensor {
         let filter = Filter {
             self_tgid: std::process::id(),
             containers_only: u32::from(cfg.scope == Scope::Containers),
-            kinds,
+            kinds: kernel_kinds(kinds),
             fmode_created: sys::FMODE_CREATED,
             wakeup_bytes: if cfg.drain_interval_ms == 0 {
                 0
@@ -269,7 +275,7 @@ impl EbpfSensor {
             }
         }
 
-        if kinds & EventKind::Exec.bit() != 0 {
+        if kinds.contains(EventKind::Exec) {
             attach(
                 &mut bpf,
                 "sched_process_exec",
@@ -303,7 +309,7 @@ impl EbpfSensor {
             scope = ?cfg.scope,
             ring_buffer_bytes = ring_bytes,
             syscalls = wanted.len(),
-            exec = kinds & EventKind::Exec.bit() != 0,
+            exec = kinds.contains(EventKind::Exec),
             "kernel sensor attached"
         );
         Ok(EbpfSensor {
@@ -362,17 +368,13 @@ impl EbpfSource {
 }
 
 impl Source for EbpfSource {
-    fn name(&self) -> &'static str {
-        "ebpf"
-    }
-
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
             drain(self.sensor, ctx)
                 .await
                 .map_err(|e| SourceError::Failed {
                     source_name: "ebpf",
-                    message: e.to_string(),
+                    source: Box::new(e),
                 })
         })
     }
