@@ -445,3 +445,31 @@ fn plugin_inspect_prints_the_manifest() {
     assert_eq!(out.status.code(), Some(2));
     assert!(support::stderr(&out).contains("junk.wasm is not a usable driftwatch plugin"));
 }
+
+/// Shells and package managers are known by the program they run, not by
+/// the comm the caller picked (a symlink's name, `busybox`, the loader).
+#[test]
+fn shells_and_package_managers_are_known_by_what_they_are() {
+    let out = replay_file(&support::root().join("tests/data/evasions.jsonl"), &[]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let got: BTreeSet<(String, String)> = support::json_lines(&out)
+        .iter()
+        .map(|l| {
+            (
+                l["output_fields"]["proc.pid"].as_str().unwrap().to_string(),
+                l["rule"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [
+        ("901", SHELL),
+        ("902", SHELL),
+        ("903", SHELL),
+        ("904", PM),
+        ("905", PM),
+    ]
+    .iter()
+    .map(|(p, r)| (p.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}

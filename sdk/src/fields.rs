@@ -47,6 +47,7 @@ field_names! {
     "proc.ppid" => ProcPpid,
     "proc.exe" => ProcExe,
     "proc.exepath" => ProcExepath,
+    "proc.program" => ProcProgram,
     "proc.args" => ProcArgs,
     "proc.cmdline" => ProcCmdline,
     "proc.cwd" => ProcCwd,
@@ -144,6 +145,7 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
         }
         ProcExe => opt(p.args.first()),
         ProcExepath => non_empty(&p.exe_path),
+        ProcProgram => crate::program::program(p),
         ProcArgs => {
             let mut out = String::new();
             for (i, a) in p.args.iter().skip(1).enumerate() {

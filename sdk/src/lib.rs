@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod msgpack;
 pub mod plugin;
 pub mod prefilter;
+pub mod program;
 pub mod rules;
 
 #[cfg(feature = "guest")]

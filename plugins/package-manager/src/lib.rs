@@ -2,6 +2,7 @@
 //! running container is drift by definition.
 
 use driftwatch_sdk::fields::Template;
+use driftwatch_sdk::program::runs_one_of;
 use driftwatch_sdk::{
     Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
 };
@@ -13,7 +14,8 @@ const OUTPUT: &str = "Package manager executed in container (user=%user.name com
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Process names (`proc.name`, exact match) of package managers.
+    /// Program names of package managers, matched exactly against
+    /// `proc.name` and `proc.program` (a symlinked or loader-run one counts).
     pub package_managers: Vec<String>,
     pub priority: Priority,
     pub output: String,
@@ -59,7 +61,10 @@ impl Plugin for PackageManagerDetector {
         .with_description("Detect use of package managers indicating drift")
         .with_prefilter([
             Condition::in_container(),
-            Condition::is_in("proc.name", &self.names),
+            Condition::Any(vec![
+                Condition::is_in("proc.name", &self.names),
+                Condition::is_in("proc.program", &self.names),
+            ]),
         ])
     }
 
@@ -68,7 +73,7 @@ impl Plugin for PackageManagerDetector {
         // process is a package manager is installing software at run time.
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || !self.names.iter().any(|n| n == ev.process.name)
+            || !runs_one_of(&ev.process, &self.names)
         {
             return Verdict::pass();
         }

@@ -2,6 +2,7 @@
 //! immutable, unless it is the container's own main process.
 
 use driftwatch_sdk::fields::Template;
+use driftwatch_sdk::program::runs_one_of;
 use driftwatch_sdk::rules::EntrypointExemption;
 use driftwatch_sdk::{
     Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
@@ -14,7 +15,8 @@ const OUTPUT: &str = "Shell spawned in container (user=%user.name shell=%proc.na
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Process names (`proc.name`) that count as shells.
+    /// Program names that count as shells, matched against `proc.name` and
+    /// `proc.program` (a symlinked, renamed or busybox shell is still one).
     pub shells: Vec<String>,
     /// See [`EntrypointExemption`].
     pub entrypoint_parents: Vec<String>,
@@ -60,14 +62,17 @@ impl Plugin for ShellDetector {
             // Most execs are not shells: the host keeps them from us.
             .with_prefilter([
                 Condition::in_container(),
-                Condition::is_in("proc.name", &self.shells),
+                Condition::Any(vec![
+                    Condition::is_in("proc.name", &self.shells),
+                    Condition::is_in("proc.program", &self.shells),
+                ]),
             ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || !self.shells.iter().any(|s| s == ev.process.name)
+            || !runs_one_of(&ev.process, &self.shells)
             || self.entrypoint.exempts(ev)
         {
             return Verdict::pass();
