@@ -98,7 +98,11 @@ fn build_image() {
     for real in ["usr/bin/uname", "usr/bin/id"] {
         std::fs::copy(busybox, root.join(real)).expect("copy");
     }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+    )
+    .expect("passwd");
     let tar = dir.path().join("rootfs.tar");
     let out = sh(&format!(
         "tar -C {} -cf {} . && podman import -q {} {IMAGE}",
@@ -140,6 +144,10 @@ impl Container {
 
     fn exec(&self, script: &str) -> String {
         podman(&["exec", &self.name, "sh", "-c", script])
+    }
+
+    fn exec_as(&self, uid: &str, script: &str) -> String {
+        podman(&["exec", "--user", uid, &self.name, "sh", "-c", script])
     }
 }
 
@@ -364,6 +372,18 @@ fn exec_findings_on_real_containers() {
             .is_some_and(|v| v["process"]["name"] == "sh" && v["process"]["vpid"] != 1)
     });
     assert!(ev["process"]["vpid"].as_u64().unwrap_or(0) > 1, "{ev}");
+    // user.name from the container's own /etc/passwd, the uid where it has none.
+    assert_eq!(field(&f, "user.name"), "root", "{f}");
+    c.exec_as("1000", "true");
+    let f = d.wait_for("the shell finding of uid 1000", |v| {
+        finding_in(&c, SHELL_RULE, v) && field(v, "user.uid") == "1000"
+    });
+    assert_eq!(field(&f, "user.name"), "app", "{f}");
+    c.exec_as("4242", "true");
+    let f = d.wait_for("the shell finding of uid 4242", |v| {
+        finding_in(&c, SHELL_RULE, v) && field(v, "user.uid") == "4242"
+    });
+    assert_eq!(field(&f, "user.name"), "4242", "{f}");
 
     // A package manager by name.
     c.exec("printf '#!/bin/sh\\necho installing\\n' > /tmp/apk && chmod +x /tmp/apk && /tmp/apk add curl");

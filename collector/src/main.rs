@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
 use driftwatch::enrich::Enricher;
 use driftwatch::enrich::container::ContainerEnricher;
+use driftwatch::enrich::user::UserEnricher;
 use driftwatch::pipeline::Chain;
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
@@ -383,8 +384,10 @@ fn run(config: &Path) -> Result<ExitCode> {
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sinks = sinks(&cfg, false, &stats)?;
-    let mut enrichers: Vec<Box<dyn Enricher>> =
-        vec![Box::new(ContainerEnricher::with_default_stores())];
+    let mut enrichers: Vec<Box<dyn Enricher>> = vec![
+        Box::new(ContainerEnricher::with_default_stores()),
+        Box::new(UserEnricher::new()),
+    ];
     // The pod watch runs on the runtime for as long as the daemon does.
     let _pod_watch = match rt.block_on(driftwatch::k8s::enrich::start(&cfg.k8s))? {
         Some((enricher, watch)) => {

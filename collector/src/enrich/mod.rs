@@ -6,6 +6,7 @@
 //! invented) rather than blocking on I/O.
 
 pub mod container;
+pub mod user;
 
 use driftwatch_sdk::Event;
 
