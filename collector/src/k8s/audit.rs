@@ -161,32 +161,9 @@ pub fn audit_paths(paths: &[PathBuf]) -> AuditReport {
 
 /// Checks one object.
 pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
-    let mut add = |rule: &Rule, container: Option<&str>, rel: &str, message: String| {
-        out.push(Violation {
-            file: obj.doc.file.clone(),
-            line: obj.line_of(rel),
-            object: obj.display(),
-            container: container.map(str::to_string),
-            rule: rule.id,
-            rule_name: rule.name,
-            message,
-            fix: rule.fix,
-        });
-    };
+    let mut found = Found { obj, out };
     if obj.kind() == "Namespace" {
-        let labels = obj.value.pointer("/metadata/labels");
-        for mode in ["enforce", "audit", "warn"] {
-            let key = format!("pod-security.kubernetes.io/{mode}");
-            let got = labels.and_then(|l| l.get(&key)).and_then(Value::as_str);
-            if got != Some("restricted") {
-                let message = match got {
-                    Some(v) => format!("namespace label {key} is {v:?}, not \"restricted\""),
-                    None => format!("namespace has no {key}: restricted label"),
-                };
-                let rel = format!("/metadata/labels/{}", key.replace('/', "~1"));
-                add(&NAMESPACE_RESTRICTED, None, &rel, message);
-            }
-        }
+        audit_namespace(&mut found);
         return;
     }
     let Some(ptr) = pod_spec_pointer(obj.kind()) else {
@@ -195,129 +172,177 @@ pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
     let Some(spec) = obj.value.pointer(ptr) else {
         return;
     };
-    let pod_non_root = spec
-        .pointer("/securityContext/runAsNonRoot")
-        .and_then(Value::as_bool);
-    let volumes: Vec<&Value> = spec
-        .get("volumes")
-        .and_then(Value::as_array)
-        .map(|v| v.iter().collect())
-        .unwrap_or_default();
-
+    let pod = PodSpec {
+        ptr,
+        non_root: spec
+            .pointer("/securityContext/runAsNonRoot")
+            .and_then(Value::as_bool),
+        volumes: spec
+            .get("volumes")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().collect())
+            .unwrap_or_default(),
+    };
     for group in ["containers", "initContainers", "ephemeralContainers"] {
         let Some(list) = spec.get(group).and_then(Value::as_array) else {
             continue;
         };
         for (i, c) in list.iter().enumerate() {
-            let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
-            let base = format!("{ptr}/{group}/{i}");
-            let sc = c.get("securityContext");
-            let flag = |k: &str| sc.and_then(|s| s.get(k)).and_then(Value::as_bool);
-
-            if flag("readOnlyRootFilesystem") != Some(true) {
-                add(
-                    &READ_ONLY_ROOT,
-                    Some(name),
-                    &format!("{base}/securityContext/readOnlyRootFilesystem"),
-                    format!(
-                        "container {name:?} can write its root filesystem (readOnlyRootFilesystem is not true)"
-                    ),
-                );
-            }
-            if flag("allowPrivilegeEscalation") != Some(false) {
-                add(
-                    &NO_PRIVILEGE_ESCALATION,
-                    Some(name),
-                    &format!("{base}/securityContext/allowPrivilegeEscalation"),
-                    format!(
-                        "container {name:?} may gain privileges (allowPrivilegeEscalation is not false)"
-                    ),
-                );
-            }
-            // The container's setting overrides the pod's.
-            match flag("runAsNonRoot").or(pod_non_root) {
-                Some(true) => {}
-                Some(false) => add(
-                    &RUN_AS_NON_ROOT,
-                    Some(name),
-                    &format!("{base}/securityContext/runAsNonRoot"),
-                    format!("container {name:?} sets runAsNonRoot: false"),
-                ),
-                None => add(
-                    &RUN_AS_NON_ROOT,
-                    Some(name),
-                    &format!("{base}/securityContext/runAsNonRoot"),
-                    format!(
-                        "container {name:?} may run as root (runAsNonRoot is set on neither the container nor the pod)"
-                    ),
-                ),
-            }
-            if flag("privileged") == Some(true) {
-                add(
-                    &NOT_PRIVILEGED,
-                    Some(name),
-                    &format!("{base}/securityContext/privileged"),
-                    format!("container {name:?} is privileged"),
-                );
-            }
-            let image_ptr = format!("{base}/image");
-            match c.get("image").and_then(Value::as_str) {
-                None => add(
-                    &IMAGE_DIGEST,
-                    Some(name),
-                    &image_ptr,
-                    format!("container {name:?} names no image"),
-                ),
-                Some(image) => match ImageRef::parse(image).pin() {
-                    Pin::Digest(_) => {}
-                    Pin::Tag => add(
-                        &IMAGE_DIGEST,
-                        Some(name),
-                        &image_ptr,
-                        format!("image {image} is pinned by a mutable tag, not by digest"),
-                    ),
-                    Pin::Malformed(d) => add(
-                        &DIGEST_VALID,
-                        Some(name),
-                        &image_ptr,
-                        format!(
-                            "image {image} pins {d:?}, which is not sha256: followed by 64 lowercase hex digits"
-                        ),
-                    ),
-                },
-            }
-            // Writable host paths, per mount (readOnly is per mount).
-            for (m, mount) in c
-                .get("volumeMounts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let vname = mount.get("name").and_then(Value::as_str).unwrap_or("");
-                let host = volumes.iter().find(|v| {
-                    v.get("name").and_then(Value::as_str) == Some(vname)
-                        && v.get("hostPath").is_some()
-                });
-                if host.is_some() && mount.get("readOnly").and_then(Value::as_bool) != Some(true) {
-                    let path = mount
-                        .get("mountPath")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?");
-                    add(
-                        &HOSTPATH_READ_ONLY,
-                        Some(name),
-                        &format!("{base}/volumeMounts/{m}"),
-                        format!(
-                            "container {name:?} mounts hostPath volume {vname:?} writable at {path}"
-                        ),
-                    );
-                }
-            }
+            audit_container(&mut found, &pod, c, &format!("{ptr}/{group}/{i}"));
         }
     }
+    audit_volumes(&mut found, &pod);
+}
 
-    for (j, v) in volumes.iter().enumerate() {
+/// The violations of one object, as they are found.
+struct Found<'o, 'a> {
+    obj: &'o Object<'a>,
+    out: &'o mut Vec<Violation>,
+}
+
+impl Found<'_, '_> {
+    /// `rule` is broken at JSON pointer `rel` of the object.
+    fn add(&mut self, rule: &Rule, container: Option<&str>, rel: &str, message: String) {
+        self.out.push(Violation {
+            file: self.obj.doc.file.clone(),
+            line: self.obj.line_of(rel),
+            object: self.obj.display(),
+            container: container.map(str::to_string),
+            rule: rule.id,
+            rule_name: rule.name,
+            message,
+            fix: rule.fix,
+        });
+    }
+}
+
+/// What the containers' checks need of their pod spec.
+struct PodSpec<'v> {
+    /// The spec's JSON pointer in the object.
+    ptr: &'static str,
+    /// The pod-level runAsNonRoot, which a container's own setting overrides.
+    non_root: Option<bool>,
+    volumes: Vec<&'v Value>,
+}
+
+fn audit_namespace(found: &mut Found<'_, '_>) {
+    let labels = found.obj.value.pointer("/metadata/labels");
+    for mode in ["enforce", "audit", "warn"] {
+        let key = format!("pod-security.kubernetes.io/{mode}");
+        let got = labels.and_then(|l| l.get(&key)).and_then(Value::as_str);
+        if got != Some("restricted") {
+            let message = match got {
+                Some(v) => format!("namespace label {key} is {v:?}, not \"restricted\""),
+                None => format!("namespace has no {key}: restricted label"),
+            };
+            let rel = format!("/metadata/labels/{}", key.replace('/', "~1"));
+            found.add(&NAMESPACE_RESTRICTED, None, &rel, message);
+        }
+    }
+}
+
+/// One container's security context, image and mounts; `base` is its JSON
+/// pointer.
+fn audit_container(found: &mut Found<'_, '_>, pod: &PodSpec<'_>, c: &Value, base: &str) {
+    let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+    let sc = c.get("securityContext");
+    let flag = |k: &str| sc.and_then(|s| s.get(k)).and_then(Value::as_bool);
+    let at = |k: &str| format!("{base}/securityContext/{k}");
+
+    if flag("readOnlyRootFilesystem") != Some(true) {
+        found.add(
+            &READ_ONLY_ROOT,
+            Some(name),
+            &at("readOnlyRootFilesystem"),
+            format!(
+                "container {name:?} can write its root filesystem (readOnlyRootFilesystem is not true)"
+            ),
+        );
+    }
+    if flag("allowPrivilegeEscalation") != Some(false) {
+        found.add(
+            &NO_PRIVILEGE_ESCALATION,
+            Some(name),
+            &at("allowPrivilegeEscalation"),
+            format!(
+                "container {name:?} may gain privileges (allowPrivilegeEscalation is not false)"
+            ),
+        );
+    }
+    // The container's setting overrides the pod's.
+    let non_root = match flag("runAsNonRoot").or(pod.non_root) {
+        Some(true) => None,
+        Some(false) => Some(format!("container {name:?} sets runAsNonRoot: false")),
+        None => Some(format!(
+            "container {name:?} may run as root (runAsNonRoot is set on neither the container nor the pod)"
+        )),
+    };
+    if let Some(message) = non_root {
+        found.add(&RUN_AS_NON_ROOT, Some(name), &at("runAsNonRoot"), message);
+    }
+    if flag("privileged") == Some(true) {
+        found.add(
+            &NOT_PRIVILEGED,
+            Some(name),
+            &at("privileged"),
+            format!("container {name:?} is privileged"),
+        );
+    }
+    audit_image(found, c, name, &format!("{base}/image"));
+    audit_host_mounts(found, pod, c, name, base);
+}
+
+fn audit_image(found: &mut Found<'_, '_>, c: &Value, name: &str, image_ptr: &str) {
+    let (rule, message) = match c.get("image").and_then(Value::as_str) {
+        None => (&IMAGE_DIGEST, format!("container {name:?} names no image")),
+        Some(image) => match ImageRef::parse(image).pin() {
+            Pin::Digest(_) => return,
+            Pin::Tag => (
+                &IMAGE_DIGEST,
+                format!("image {image} is pinned by a mutable tag, not by digest"),
+            ),
+            Pin::Malformed(d) => (
+                &DIGEST_VALID,
+                format!(
+                    "image {image} pins {d:?}, which is not sha256: followed by 64 lowercase hex digits"
+                ),
+            ),
+        },
+    };
+    found.add(rule, Some(name), image_ptr, message);
+}
+
+/// Writable host paths, per mount (readOnly is per mount).
+fn audit_host_mounts(
+    found: &mut Found<'_, '_>,
+    pod: &PodSpec<'_>,
+    c: &Value,
+    name: &str,
+    base: &str,
+) {
+    let mounts = c.get("volumeMounts").and_then(Value::as_array);
+    for (m, mount) in mounts.into_iter().flatten().enumerate() {
+        let vname = mount.get("name").and_then(Value::as_str).unwrap_or("");
+        let host = pod.volumes.iter().any(|v| {
+            v.get("name").and_then(Value::as_str) == Some(vname) && v.get("hostPath").is_some()
+        });
+        if host && mount.get("readOnly").and_then(Value::as_bool) != Some(true) {
+            let path = mount
+                .get("mountPath")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            found.add(
+                &HOSTPATH_READ_ONLY,
+                Some(name),
+                &format!("{base}/volumeMounts/{m}"),
+                format!("container {name:?} mounts hostPath volume {vname:?} writable at {path}"),
+            );
+        }
+    }
+}
+
+fn audit_volumes(found: &mut Found<'_, '_>, pod: &PodSpec<'_>) {
+    for (j, v) in pod.volumes.iter().enumerate() {
         let Some(ed) = v.get("emptyDir") else {
             continue;
         };
@@ -326,10 +351,10 @@ pub fn audit_object(obj: &Object<'_>, out: &mut Vec<Violation>) {
             .is_some_and(|s| !s.is_null() && s.as_str() != Some(""));
         if !limited {
             let vname = v.get("name").and_then(Value::as_str).unwrap_or("?");
-            add(
+            found.add(
                 &EMPTYDIR_SIZE,
                 None,
-                &format!("{ptr}/volumes/{j}/emptyDir"),
+                &format!("{}/volumes/{j}/emptyDir", pod.ptr),
                 format!("emptyDir volume {vname:?} has no sizeLimit"),
             );
         }
