@@ -22,7 +22,7 @@ pub mod guest;
 
 pub use event::{
     Container, ContainerOf, ContainerRef, Event, EventKind, EventOf, EventRef, FileInfo,
-    FileInfoOf, FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef,
+    FileInfoOf, FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef, Runtime,
 };
 pub use finding::{Action, Finding, Priority, Remediation, Verdict};
 pub use manifest::Manifest;

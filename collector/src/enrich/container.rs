@@ -37,6 +37,17 @@ impl Runtime {
             Runtime::Unknown => None,
         }
     }
+
+    /// The runtime, as events carry it.
+    pub fn runtime(self) -> Option<driftwatch_sdk::Runtime> {
+        match self {
+            Runtime::Podman => Some(driftwatch_sdk::Runtime::Podman),
+            Runtime::Docker => Some(driftwatch_sdk::Runtime::Docker),
+            Runtime::Containerd => Some(driftwatch_sdk::Runtime::Containerd),
+            Runtime::CriO => Some(driftwatch_sdk::Runtime::CriO),
+            Runtime::Unknown => None,
+        }
+    }
 }
 
 fn is_id(s: &str) -> bool {
@@ -99,7 +110,7 @@ fn from_component(c: &str, parent: Option<&str>) -> Option<(String, Runtime)> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metadata {
     pub name: Option<String>,
-    pub runtime: Option<String>,
+    pub runtime: Option<driftwatch_sdk::Runtime>,
     pub image_repository: Option<String>,
     pub image_tag: Option<String>,
     pub image_digest: Option<String>,
@@ -249,7 +260,7 @@ impl RuntimeStore for PodmanStore {
         };
         Some(Metadata {
             name,
-            runtime: Some("podman".into()),
+            runtime: Some(driftwatch_sdk::Runtime::Podman),
             image_repository: repo,
             image_tag: tag,
             image_digest: image.and_then(|i| i.digest.clone()),
@@ -510,7 +521,7 @@ mod tests {
         e.enrich(&mut ev);
         let c = ev.container.unwrap();
         assert_eq!(c.name.as_deref(), Some("web-3ab2"));
-        assert_eq!(c.runtime.as_deref(), Some("podman"));
+        assert_eq!(c.runtime, Some(driftwatch_sdk::Runtime::Podman));
         // The name the container was created from wins over the image's first name.
         assert_eq!(c.image_repository.as_deref(), Some("localhost/dw-test"));
         assert_eq!(c.image_tag.as_deref(), Some("3"));

@@ -50,8 +50,8 @@ pub struct Container {
     pub name: Option<String>,
     /// A process inside the container (the lowest pid: usually its init).
     pub pid: u32,
-    /// `podman` when containers/storage knows it, else unknown.
-    pub runtime: Option<String>,
+    /// Podman when containers/storage knows it, else unknown.
+    pub runtime: Option<driftwatch_sdk::Runtime>,
     /// e.g. `localhost/app:1`.
     pub image: Option<String>,
     pub image_id: Option<String>,
@@ -206,7 +206,9 @@ impl Resolver {
         let k = known.get(&id).cloned().unwrap_or_default();
         Container {
             name: k.names.first().cloned(),
-            runtime: known.contains_key(&id).then(|| "podman".to_string()),
+            runtime: known
+                .contains_key(&id)
+                .then_some(driftwatch_sdk::Runtime::Podman),
             image: k.image,
             image_id: k.image_id,
             id,
