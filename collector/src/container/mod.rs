@@ -8,7 +8,7 @@
 //! one is a cgroup naming scheme in [`cgroup`] and a store in a file of
 //! its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use driftwatch_sdk::{Container, Runtime};
 
@@ -49,6 +49,12 @@ pub trait RuntimeStore: Send {
     /// Whether the container still exists (false drops it from caches).
     /// Called rarely; may read the runtime's state.
     fn exists(&mut self, id: &str) -> bool;
+}
+
+/// The stores of every runtime driftwatch reads, podman's under
+/// `podman_root`. A runtime that is not installed costs a failed `stat`.
+pub fn stores(podman_root: &Path) -> Vec<Box<dyn RuntimeStore>> {
+    vec![Box::new(PodmanStore::new(podman_root))]
 }
 
 /// A runtime's state file that cannot be used.

@@ -5,13 +5,13 @@
 //! stays `None`.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use driftwatch_sdk::{Container, Event};
 
 use super::Enricher;
-use crate::container::RuntimeStore;
-use crate::container::podman::{self, PodmanStore};
+use crate::container::{self, RuntimeStore, podman};
 
 /// The kernel source's parser, where it has always imported it from.
 pub use crate::container::cgroup::container_from_cgroup;
@@ -47,7 +47,7 @@ impl ContainerEnricher {
 
     /// The stores of the runtimes this host has (podman's default storage).
     pub fn with_default_stores() -> ContainerEnricher {
-        ContainerEnricher::new(vec![Box::new(PodmanStore::new(podman::DEFAULT_ROOT))])
+        ContainerEnricher::new(container::stores(Path::new(podman::DEFAULT_ROOT)))
     }
 
     fn lookup(&mut self, id: &str) -> Option<Container> {
@@ -131,8 +131,9 @@ fn fill_missing(c: &mut Container, from: Container) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use std::time::SystemTime;
+
+    use crate::container::PodmanStore;
 
     use driftwatch_sdk::Runtime;
 

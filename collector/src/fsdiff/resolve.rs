@@ -4,8 +4,8 @@
 //! Running containers are found the runtime-independent way: a process's
 //! cgroup path names its container's 64-hex id
 //! ([`container_in_cgroup_path`]). Names and image names come from the
-//! runtime's on-disk state, here podman's containers/storage
-//! ([`PodmanStore`]), read afresh for every resolution. A container the
+//! runtimes' on-disk state ([`container::stores`]: podman's
+//! containers/storage), read afresh for every resolution. A container the
 //! state knows but that has no process is stopped.
 
 use std::collections::BTreeMap;
@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use driftwatch_sdk::Runtime;
 use serde::Serialize;
 
-use crate::container::{
-    ImageRef, KnownContainer, PodmanStore, RuntimeStore, StoreError, container_in_cgroup_path,
-};
+use crate::container::{self, ImageRef, KnownContainer, StoreError, container_in_cgroup_path};
 
 /// Where podman (as root) keeps containers/storage; `--storage-root`'s
 /// default.
@@ -100,16 +98,17 @@ impl Resolver {
         }
     }
 
-    /// Every container the runtime's state knows, by id, with the runtime.
-    /// Missing files mean no such runtime here, not an error.
+    /// Every container the runtimes' state knows, by id, with its
+    /// runtime. Missing files mean no such runtime here, not an error.
     fn known(&self) -> Result<BTreeMap<String, (KnownContainer, Runtime)>, ResolveError> {
-        let mut store = PodmanStore::new(self.storage_root.clone());
-        let runtime = store.runtime();
-        Ok(store
-            .containers()?
-            .into_iter()
-            .map(|k| (k.id.clone(), (k, runtime.clone())))
-            .collect())
+        let mut out = BTreeMap::new();
+        for mut store in container::stores(&self.storage_root) {
+            let runtime = store.runtime();
+            for k in store.containers()? {
+                out.insert(k.id.clone(), (k, runtime.clone()));
+            }
+        }
+        Ok(out)
     }
 
     /// Running containers by id, each with its lowest pid.
