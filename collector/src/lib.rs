@@ -10,6 +10,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod config;
+pub mod container;
 pub mod control;
 pub mod enrich;
 pub mod fsdiff;

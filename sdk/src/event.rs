@@ -167,7 +167,7 @@ impl<S> EventOf<S> {
                 ContainerOf {
                     id: f(id),
                     name: o(name),
-                    runtime: o(runtime),
+                    runtime: runtime.clone(),
                     image_repository: o(image_repository),
                     image_tag: o(image_tag),
                     image_digest: o(image_digest),
@@ -304,8 +304,8 @@ pub struct ContainerOf<S> {
     /// Full 64-hex id.
     pub id: S,
     pub name: Option<S>,
-    /// `podman`, `docker`, `containerd`, `cri-o`.
-    pub runtime: Option<S>,
+    /// The runtime that runs it; on the wire its name (`podman`, ...).
+    pub runtime: Option<Runtime>,
     pub image_repository: Option<S>,
     pub image_tag: Option<S>,
     /// `sha256:...` digest of the image as pulled (repo digest).
@@ -319,6 +319,76 @@ impl<S: AsRef<str>> ContainerOf<S> {
     pub fn short_id(&self) -> &str {
         let id = self.id.as_ref();
         id.get(..12).unwrap_or(id)
+    }
+}
+
+/// A container runtime, as `container.runtime` names it.
+///
+/// Serialized as its name, the string the schema always carried, so the
+/// wire format is that of a string field. A name this version does not
+/// know decodes as [`Runtime::Other`] rather than failing the event: an
+/// older plugin must read events from a newer sensor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    Podman,
+    Docker,
+    Containerd,
+    CriO,
+    /// A name not listed above, kept as written. The one string a borrowed
+    /// [`EventRef`] copies; no driftwatch source writes one.
+    Other(String),
+}
+
+impl Runtime {
+    /// The name on the wire and in Falco's `container.type`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Runtime::Podman => "podman",
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Other(name) => name,
+        }
+    }
+}
+
+impl From<&str> for Runtime {
+    fn from(name: &str) -> Runtime {
+        match name {
+            "podman" => Runtime::Podman,
+            "docker" => Runtime::Docker,
+            "containerd" => Runtime::Containerd,
+            "cri-o" => Runtime::CriO,
+            other => Runtime::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Runtime {
+    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Runtime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Runtime, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Runtime;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a container runtime name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Runtime, E> {
+                Ok(Runtime::from(name))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
@@ -452,5 +522,78 @@ impl FileType {
             FileType::Socket => "u",
             FileType::Unknown => "?",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ContainerOf` as it was when `runtime` was a string field.
+    #[derive(Serialize)]
+    struct StringRuntime<'a> {
+        id: &'a str,
+        name: Option<&'a str>,
+        runtime: Option<&'a str>,
+        image_repository: Option<&'a str>,
+        image_tag: Option<&'a str>,
+        image_digest: Option<&'a str>,
+        image_id: Option<&'a str>,
+    }
+
+    fn both(runtime: Option<&str>) -> (Container, StringRuntime<'_>) {
+        let c = Container {
+            id: "abc".into(),
+            name: Some("web".into()),
+            runtime: runtime.map(Runtime::from),
+            ..Container::default()
+        };
+        let s = StringRuntime {
+            id: "abc",
+            name: Some("web"),
+            runtime,
+            image_repository: None,
+            image_tag: None,
+            image_digest: None,
+            image_id: None,
+        };
+        (c, s)
+    }
+
+    #[test]
+    fn runtime_is_a_string_on_the_wire() {
+        for name in [None, Some("podman"), Some("docker"), Some("containerd")]
+            .into_iter()
+            .chain([Some("cri-o"), Some("lxc"), Some("")])
+        {
+            let (c, s) = both(name);
+            let packed = crate::codec::encode(&c).unwrap();
+            assert_eq!(packed, crate::codec::encode(&s).unwrap(), "{name:?}");
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, serde_json::to_string(&s).unwrap(), "{name:?}");
+            // Unknown names survive a round trip, owned and borrowed.
+            assert_eq!(crate::codec::decode::<Container>(&packed).unwrap(), c);
+            assert_eq!(serde_json::from_str::<Container>(&json).unwrap(), c);
+            let mut de = crate::msgpack::Deserializer::new(&packed);
+            let borrowed = ContainerRef::deserialize(&mut de).unwrap();
+            assert_eq!(borrowed.runtime, c.runtime);
+        }
+    }
+
+    #[test]
+    fn runtime_names() {
+        assert_eq!(Runtime::from("podman"), Runtime::Podman);
+        assert_eq!(Runtime::from("cri-o"), Runtime::CriO);
+        assert_eq!(Runtime::from("lxc"), Runtime::Other("lxc".into()));
+        for r in [
+            Runtime::Podman,
+            Runtime::Docker,
+            Runtime::Containerd,
+            Runtime::CriO,
+        ] {
+            assert_eq!(Runtime::from(r.as_str()), r);
+        }
+        // A runtime that is not a string is still refused.
+        assert!(serde_json::from_str::<Container>(r#"{"runtime":5}"#).is_err());
     }
 }

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::EventOf;
+use crate::{EventOf, Runtime};
 
 /// The value Falco prints for a field with no value.
 pub const NA: &str = "<NA>";
@@ -171,7 +171,7 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
             None => Some("host"),
             Some(c) => opt(c.name.as_ref()),
         },
-        ContainerType => opt(c.and_then(|c| c.runtime.as_ref())),
+        ContainerType => c.and_then(|c| c.runtime.as_ref()).map(Runtime::as_str),
         ContainerImageRepository => opt(c.and_then(|c| c.image_repository.as_ref())),
         ContainerImageTag => opt(c.and_then(|c| c.image_tag.as_ref())),
         ContainerImageDigest => opt(c.and_then(|c| c.image_digest.as_ref())),

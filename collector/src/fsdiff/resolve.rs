@@ -2,20 +2,23 @@
 //! container) to a running container and a process in it.
 //!
 //! Running containers are found the runtime-independent way: a process's
-//! cgroup path names its container's 64-hex id (`libpod-<id>`,
-//! `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>`, ...).
-//! Names and image names come from the runtime's on-disk metadata, here
-//! containers/storage's `containers.json` (podman, buildah, CRI-O), read
-//! directly so no runtime CLI is needed. A container the metadata knows
-//! but that has no process is stopped.
+//! cgroup path names its container's 64-hex id
+//! ([`container_in_cgroup_path`]). Names and image names come from the
+//! runtimes' on-disk state ([`container::stores`]: podman's
+//! containers/storage), read afresh for every resolution. A container the
+//! state knows but that has no process is stopped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use driftwatch_sdk::Runtime;
+use serde::Serialize;
 
-/// Where podman (as root) keeps containers/storage.
-pub const DEFAULT_STORAGE_ROOT: &str = "/var/lib/containers/storage";
+use crate::container::{self, ImageRef, KnownContainer, StoreError, container_in_cgroup_path};
+
+/// Where podman (as root) keeps containers/storage; `--storage-root`'s
+/// default.
+pub use crate::container::podman::DEFAULT_ROOT as DEFAULT_STORAGE_ROOT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -35,11 +38,8 @@ pub enum ResolveError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not valid container metadata: {source}")]
-    Metadata {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A running container.
@@ -50,8 +50,8 @@ pub struct Container {
     pub name: Option<String>,
     /// A process inside the container (the lowest pid: usually its init).
     pub pid: u32,
-    /// `podman` when containers/storage knows it, else unknown.
-    pub runtime: Option<String>,
+    /// The runtime whose state knows it, else unknown.
+    pub runtime: Option<Runtime>,
     /// e.g. `localhost/app:1`.
     pub image: Option<String>,
     pub image_id: Option<String>,
@@ -64,58 +64,17 @@ impl Container {
 
     /// The schema's view of this container, for events.
     pub fn to_event_container(&self) -> driftwatch_sdk::Container {
-        let (repo, tag) = match &self.image {
-            Some(img) => split_image(img),
-            None => (None, None),
-        };
+        let image = self.image.as_deref().map(ImageRef::parse);
         driftwatch_sdk::Container {
             id: self.id.clone(),
             name: self.name.clone(),
             runtime: self.runtime.clone(),
-            image_repository: repo,
-            image_tag: tag,
+            image_tag: image.as_ref().and_then(|i| i.tag.clone()),
+            image_repository: image.map(|i| i.repository),
             image_digest: None,
             image_id: self.image_id.clone(),
         }
     }
-}
-
-/// `registry/repo:tag` → (`registry/repo`, `tag`); a `:` before the last
-/// `/` is a registry port, not a tag.
-fn split_image(img: &str) -> (Option<String>, Option<String>) {
-    let img = img.split('@').next().unwrap_or(img);
-    match img.rfind(':') {
-        Some(i) if !img[i..].contains('/') => {
-            (Some(img[..i].to_string()), Some(img[i + 1..].to_string()))
-        }
-        _ => (Some(img.to_string()), None),
-    }
-}
-
-/// What containers/storage records about a container.
-#[derive(Debug, Clone, Default)]
-struct Known {
-    names: Vec<String>,
-    image: Option<String>,
-    image_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct StorageRecord {
-    id: String,
-    #[serde(default)]
-    names: Vec<String>,
-    #[serde(default)]
-    image: Option<String>,
-    /// A JSON document in a string: `{"image-name": ..., "name": ...}`.
-    #[serde(default)]
-    metadata: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct StorageMetadata {
-    #[serde(rename = "image-name")]
-    image_name: Option<String>,
 }
 
 /// Resolves containers against `/proc` and a containers/storage root.
@@ -139,34 +98,14 @@ impl Resolver {
         }
     }
 
-    /// Every container containers/storage knows, by id. Missing files mean
-    /// no such runtime here, not an error.
-    fn known(&self) -> Result<BTreeMap<String, Known>, ResolveError> {
+    /// Every container the runtimes' state knows, by id, with its
+    /// runtime. Missing files mean no such runtime here, not an error.
+    fn known(&self) -> Result<BTreeMap<String, (KnownContainer, Runtime)>, ResolveError> {
         let mut out = BTreeMap::new();
-        // Containers made with `--rm` may live in the volatile file.
-        for file in ["containers.json", "volatile-containers.json"] {
-            let path = self.storage_root.join("overlay-containers").join(file);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(ResolveError::Read { path, source }),
-            };
-            let records: Vec<StorageRecord> = serde_json::from_slice(&bytes)
-                .map_err(|source| ResolveError::Metadata { path, source })?;
-            for r in records {
-                let meta: StorageMetadata = r
-                    .metadata
-                    .as_deref()
-                    .and_then(|m| serde_json::from_str(m).ok())
-                    .unwrap_or_default();
-                out.insert(
-                    r.id,
-                    Known {
-                        names: r.names,
-                        image: meta.image_name,
-                        image_id: r.image,
-                    },
-                );
+        for mut store in container::stores(&self.storage_root) {
+            let runtime = store.runtime();
+            for k in store.containers()? {
+                out.insert(k.id.clone(), (k, runtime.clone()));
             }
         }
         Ok(out)
@@ -199,14 +138,22 @@ impl Resolver {
             std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
         text.lines()
             .filter_map(|l| l.splitn(3, ':').nth(2))
-            .find_map(id_in_cgroup_path)
+            .find_map(|path| container_in_cgroup_path(path).map(|(id, _)| id))
     }
 
-    fn container(&self, id: String, pid: u32, known: &BTreeMap<String, Known>) -> Container {
-        let k = known.get(&id).cloned().unwrap_or_default();
+    fn container(
+        &self,
+        id: String,
+        pid: u32,
+        known: &BTreeMap<String, (KnownContainer, Runtime)>,
+    ) -> Container {
+        let (k, runtime) = match known.get(&id) {
+            Some((k, rt)) => (k.clone(), Some(rt.clone())),
+            None => (KnownContainer::default(), None),
+        };
         Container {
             name: k.names.first().cloned(),
-            runtime: known.contains_key(&id).then(|| "podman".to_string()),
+            runtime,
             image: k.image,
             image_id: k.image_id,
             id,
@@ -251,7 +198,7 @@ impl Resolver {
             query.to_string()
         } else if let Some((id, _)) = known
             .iter()
-            .find(|(_, k)| k.names.iter().any(|n| n == query))
+            .find(|(_, (k, _))| k.names.iter().any(|n| n == query))
         {
             id.clone()
         } else {
@@ -285,23 +232,6 @@ impl Resolver {
     }
 }
 
-/// The 64-hex container id in one cgroup path, looking from the leaf up.
-/// Conmon's own scope (`libpod-conmon-<id>.scope`) is not the container.
-pub fn id_in_cgroup_path(path: &str) -> Option<String> {
-    path.rsplit('/').find_map(|comp| {
-        if comp.contains("conmon") {
-            return None;
-        }
-        let comp = comp.strip_suffix(".scope").unwrap_or(comp);
-        let tail = comp.rsplit(['-', ':']).next().unwrap_or(comp);
-        (tail.len() == 64
-            && tail
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-        .then(|| tail.to_string())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,44 +244,6 @@ mod tests {
     }
 
     const ID: &str = "c811d759cd84d2b82f41bca4039440b6c48b9a7e33c361ed30c4b94006d3eaae";
-
-    #[test]
-    fn cgroup_paths_of_common_runtimes() {
-        for p in [
-            format!("/libpod_parent/libpod-{ID}"),
-            format!("/machine.slice/libpod-{ID}.scope"),
-            format!("/machine.slice/libpod-{ID}.scope/container"),
-            format!("/system.slice/docker-{ID}.scope"),
-            format!("/docker/{ID}"),
-            format!(
-                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{ID}.scope"
-            ),
-            format!("/kubepods/besteffort/pod1/crio-{ID}"),
-        ] {
-            assert_eq!(id_in_cgroup_path(&p).as_deref(), Some(ID), "{p}");
-        }
-        assert_eq!(
-            id_in_cgroup_path(&format!("/machine.slice/libpod-conmon-{ID}.scope")),
-            None
-        );
-        assert_eq!(id_in_cgroup_path("/libpod_parent/conmon"), None);
-        assert_eq!(
-            id_in_cgroup_path("/user.slice/user-0.slice/session-1.scope"),
-            None
-        );
-    }
-
-    #[test]
-    fn image_names_split_at_the_tag_not_the_port() {
-        assert_eq!(
-            split_image("localhost:5000/app:1.2"),
-            (Some("localhost:5000/app".into()), Some("1.2".into()))
-        );
-        assert_eq!(
-            split_image("localhost:5000/app"),
-            (Some("localhost:5000/app".into()), None)
-        );
-    }
 
     #[test]
     fn resolution_order_and_errors_on_a_fake_host() {
@@ -379,7 +271,7 @@ mod tests {
             std::fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
             std::fs::write(proc_root.join(pid.to_string()).join("cgroup"), cg).unwrap();
         }
-        let r = with_proc(Resolver::new(storage), &proc_root);
+        let r = with_proc(Resolver::new(storage.clone()), &proc_root);
         let c = r.resolve("web").unwrap();
         assert_eq!((c.id.as_str(), c.pid), (ID, 40));
         assert_eq!(c.image.as_deref(), Some("localhost/app:1"));
@@ -403,5 +295,27 @@ mod tests {
             Err(ResolveError::Ambiguous { .. })
         ));
         assert_eq!(r.running().unwrap().len(), 1);
+        assert_eq!(c.runtime, Some(Runtime::Podman));
+        let ev = c.to_event_container();
+        assert_eq!(
+            (ev.image_repository.as_deref(), ev.image_tag.as_deref()),
+            (Some("localhost/app"), Some("1"))
+        );
+
+        // A container podman does not know: no runtime. Then state that
+        // cannot be read: an error naming the file, its cause kept.
+        std::fs::write(storage.join("overlay-containers/containers.json"), "[]").unwrap();
+        assert_eq!(r.resolve("40").unwrap().runtime, None);
+        std::fs::write(storage.join("overlay-containers/containers.json"), "[{").unwrap();
+        let err = r.resolve("web").unwrap_err();
+        assert!(
+            matches!(err, ResolveError::Store(StoreError::Parse { .. })),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("containers.json: not valid container metadata"),
+            "{err}"
+        );
     }
 }

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::image::{ImageRef, Pin};
 use super::manifest::{self, Object, pod_spec_pointer};
 use super::table;
+use crate::container::image_ref::{ImageRef, Pin};
 
 /// A rule of the audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -26,9 +26,10 @@ use kube::runtime::watcher;
 use serde::Serialize;
 
 use super::K8sError;
-use super::image::{self, ImageRef, Pin};
+use super::image;
 use super::table;
 use super::workload::{ApprovedSet, Inventory, Key, Workload};
+use crate::container::image_ref::{ImageRef, Pin};
 use crate::pipeline::{Batch, FindingRecord, Outcome};
 
 /// What a check found, most severe last in this list's exit-code order.

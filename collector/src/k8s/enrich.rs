@@ -17,8 +17,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
-use super::image::{self, ImageRef};
+use super::image;
 use crate::config::{K8sConfig, Switch};
+use crate::container::image_ref::ImageRef;
 use crate::enrich::Enricher;
 
 /// What a container id maps to.

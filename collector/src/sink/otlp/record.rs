@@ -249,7 +249,9 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
     if let Some(c) = &ev.container {
         a.s(Attr::ContainerId, &c.id);
         a.opt(Attr::ContainerName, &c.name);
-        a.opt(Attr::RuntimeName, &c.runtime);
+        if let Some(r) = &c.runtime {
+            a.s(Attr::RuntimeName, r.as_str());
+        }
         a.opt(Attr::ImageName, &c.image_repository);
         if let Some(t) = &c.image_tag {
             a.l(Attr::ImageTags, std::iter::once(t.as_str()));

@@ -364,7 +364,7 @@ impl Decoder {
                 );
                 let found = container_from_cgroup(&path).map(|(id, rt)| Container {
                     id,
-                    runtime: rt.name().map(String::from),
+                    runtime: rt.runtime(),
                     ..Container::default()
                 });
                 if self.cgroups.len() >= CGROUPS_REMEMBERED {
@@ -489,13 +489,16 @@ mod tests {
         for _ in 0..2 {
             let c = d.container(&podman).expect("a podman container");
             assert_eq!(c.id, ID);
-            assert_eq!(c.runtime.as_deref(), Some("podman"));
+            assert_eq!(c.runtime.as_ref().map(|r| r.as_str()), Some("podman"));
         }
         assert_eq!(d.cgroups.len(), 1);
         // The same id with other names (a reused id): not the cached answer.
         assert!(d.container(&header("user.slice")).is_none());
         let c = d.container(&header(&format!("crio-{ID}.scope")));
-        assert_eq!(c.and_then(|c| c.runtime).as_deref(), Some("cri-o"));
+        assert_eq!(
+            c.and_then(|c| c.runtime).as_ref().map(|r| r.as_str()),
+            Some("cri-o")
+        );
     }
 
     #[test]
