@@ -43,12 +43,15 @@ use crate::read::{Reads, fact};
 use crate::task::{current_task, current_tid, fd_file, file_path, fill_header, fs_root, wanted};
 use crate::walk::{walk_base, walk_path_struct};
 
+/// Every `syscalls:sys_enter_*` of `SYSCALLS`: `__syscall_nr` and the
+/// argument slots (see the module doc).
 #[tracepoint]
 pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
     on_enter(&ctx);
     0
 }
 
+/// Every matching `syscalls:sys_exit_*`: `__syscall_nr` and `ret`.
 #[tracepoint]
 pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     on_exit(&ctx);
@@ -58,15 +61,15 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 /// Reads of a tracepoint record that remember failing, like [`Reads`]: a
 /// failure reads as 0 and is a `Fault::Syscall`, since the call then goes
 /// unseen.
-struct Record<'a> {
+struct SyscallRecord<'a> {
     ctx: &'a TracePointContext,
     failed: bool,
 }
 
-impl<'a> Record<'a> {
+impl<'a> SyscallRecord<'a> {
     #[inline(always)]
     fn new(ctx: &'a TracePointContext) -> Self {
-        Record { ctx, failed: false }
+        SyscallRecord { ctx, failed: false }
     }
 
     #[inline(always)]
@@ -118,7 +121,7 @@ impl<'a> Record<'a> {
 
 #[inline(always)]
 fn on_enter(ctx: &TracePointContext) {
-    let mut rec = Record::new(ctx);
+    let mut rec = SyscallRecord::new(ctx);
     let nr = rec.nr();
     if !rec.ok() {
         return;
@@ -158,7 +161,7 @@ fn on_enter(ctx: &TracePointContext) {
 
 /// The file arguments of the syscall entering, into `p`.
 #[inline(always)]
-fn read_args(rec: &mut Record, p: &mut Pending, args: ArgLayout) {
+fn read_args(rec: &mut SyscallRecord, p: &mut Pending, args: ArgLayout) {
     match args {
         ArgLayout::Path => p.p1 = rec.arg(0),
         ArgLayout::DfdPath => {
@@ -182,7 +185,12 @@ fn read_args(rec: &mut Record, p: &mut Pending, args: ArgLayout) {
 /// The open flags and mode of the syscall entering, into `p`; false when
 /// openat2's `struct open_how` could not be read (counted, not followed).
 #[inline(always)]
-fn read_flags_mode(rec: &mut Record, p: &mut Pending, fm: FlagsMode, args: ArgLayout) -> bool {
+fn read_flags_mode(
+    rec: &mut SyscallRecord,
+    p: &mut Pending,
+    fm: FlagsMode,
+    args: ArgLayout,
+) -> bool {
     match fm {
         FlagsMode::None => {}
         FlagsMode::Open => {
@@ -227,7 +235,7 @@ fn on_exit(ctx: &TracePointContext) {
         return;
     };
     let _ = PENDING.remove(tid);
-    let mut rec = Record::new(ctx);
+    let mut rec = SyscallRecord::new(ctx);
     let nr = rec.nr();
     let ret = rec.ret();
     if !rec.ok() || ret < 0 || nr != p.nr {
