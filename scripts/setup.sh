@@ -41,9 +41,12 @@ done
 if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing nightly toolchain"; rustup toolchain install nightly --profile minimal
 fi
-if ! rustup component list --installed --toolchain nightly | grep -q '^rust-src'; then
-  log "adding rust-src to nightly"; rustup component add rust-src --toolchain nightly
-fi
+# rust-src to build the eBPF crate, rustfmt and clippy to check it (the
+# minimal profile has neither).
+for c in rust-src rustfmt clippy; do
+  rustup component list --installed --toolchain nightly | grep -q "^$c" ||
+    { log "adding $c to nightly"; rustup component add "$c" --toolchain nightly; }
+done
 if ! command -v bpf-linker >/dev/null 2>&1; then
   log "building bpf-linker against LLVM 22 (about a minute)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22

@@ -7,4 +7,10 @@ scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The eBPF crate is outside the workspace (bpfel-unknown-none, nightly,
+# build-std): check it on its own, in a target dir of its own.
+cargo +nightly fmt --manifest-path collector-ebpf/Cargo.toml -- --check
+cargo +nightly clippy --manifest-path collector-ebpf/Cargo.toml --locked \
+  --target bpfel-unknown-none -Z build-std=core \
+  --target-dir "${CARGO_TARGET_DIR:-target}/bpf-lint" -- -D warnings
 cargo test --workspace --locked

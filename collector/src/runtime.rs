@@ -136,7 +136,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         match h.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!("source stopped: {e}");
+                tracing::error!("source stopped: {}", e.with_causes());
                 source_errors.push(e);
             }
             Err(_) => return Err(RuntimeError::Panicked("source")),

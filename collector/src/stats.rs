@@ -15,6 +15,9 @@ pub struct Stats {
     events_out: AtomicU64,
     /// Events the kernel could not queue (ring buffer full).
     pub kernel_lost: AtomicU64,
+    /// Facts of kernel records the kernel could not read (one per fact per
+    /// record), reported as unknown.
+    pub kernel_read_faults: AtomicU64,
     pub export: ExportCounters,
     rare: Mutex<Rare>,
     /// Set when OTLP metrics are on: plugin call latencies also go there.
@@ -83,6 +86,8 @@ pub struct Snapshot {
     pub events_in: BTreeMap<String, u64>,
     pub events_out: u64,
     pub kernel_lost: u64,
+    #[serde(default)]
+    pub kernel_read_faults: u64,
     pub dropped_by_plugin: BTreeMap<String, u64>,
     pub plugin_failures: BTreeMap<String, BTreeMap<String, u64>>,
     pub plugin_quarantines: BTreeMap<String, u64>,
@@ -218,6 +223,7 @@ impl Stats {
                 .collect(),
             events_out: self.events_out.load(Ordering::Relaxed),
             kernel_lost: self.kernel_lost.load(Ordering::Relaxed),
+            kernel_read_faults: self.kernel_read_faults.load(Ordering::Relaxed),
             dropped_by_plugin: rare.dropped_by_plugin,
             plugin_failures: rare.plugin_failures,
             plugin_quarantines: rare.plugin_quarantines,

@@ -45,6 +45,21 @@ pub struct SourceContext {
     pub hostname: Arc<str>,
 }
 
+impl SourceError {
+    /// The error and every cause under it, for a log line: the errors
+    /// below say only their own part, so one line tells the whole story.
+    pub fn with_causes(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self).and_then(|s| s.source());
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+}
+
 /// A source of events. Its errors name it ([`SourceError::Failed`]).
 pub trait Source: Send {
     /// Runs until the source is exhausted or `ctx.shutdown` turns true.

@@ -5,7 +5,7 @@
 //! global (`OFFSETS`). Nothing is compiled in: a kernel whose structs moved
 //! still works, and a kernel lacking a field fails with its name.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Struct, Type};
 use driftwatch_common::Offsets;
@@ -23,8 +23,31 @@ pub struct KernelBtf {
     overlay: Option<Btf>,
 }
 
-fn err(what: impl Into<String>) -> EbpfError {
-    EbpfError::Btf(what.into())
+/// What the kernel's BTF lacks, or could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: btf_rs::Error,
+    },
+    #[error("struct {0} is not in the kernel's BTF")]
+    NoStruct(String),
+    #[error("struct {strukt} has no member {member}")]
+    NoMember { strukt: String, member: String },
+    #[error("{strukt}.{member} is not a struct")]
+    NotAStruct { strukt: String, member: String },
+    #[error("{strukt}.{member} is a bitfield")]
+    Bitfield { strukt: String, member: String },
+    #[error("enum {name}")]
+    Enum {
+        name: String,
+        #[source]
+        source: btf_rs::Error,
+    },
+    #[error("enum {name} has no {member}")]
+    NoEnumerator { name: String, member: String },
 }
 
 impl KernelBtf {
@@ -36,8 +59,10 @@ impl KernelBtf {
         if !vmlinux.exists() {
             return Err(EbpfError::NoBtf(vmlinux.to_path_buf()));
         }
-        let base = Btf::from_file(vmlinux)
-            .map_err(|e| err(format!("parsing {}: {e}", vmlinux.display())))?;
+        let base = Btf::from_file(vmlinux).map_err(|source| BtfError::Parse {
+            path: vmlinux.to_path_buf(),
+            source,
+        })?;
         let overlay = if overlay.exists() {
             match Btf::from_split_file(overlay, &base) {
                 Ok(b) => Some(b),
@@ -69,7 +94,7 @@ impl KernelBtf {
             })
     }
 
-    fn strukt(&self, name: &str) -> Result<(&Btf, Struct), EbpfError> {
+    fn strukt(&self, name: &str) -> Result<(&Btf, Struct), BtfError> {
         if let Some(s) = Self::find_struct(&self.vmlinux, name) {
             return Ok((&self.vmlinux, s));
         }
@@ -78,7 +103,7 @@ impl KernelBtf {
         {
             return Ok((b, s));
         }
-        Err(err(format!("struct {name} is not in the kernel's BTF")))
+        Err(BtfError::NoStruct(name.to_string()))
     }
 
     /// Follows typedefs and qualifiers to a struct or union.
@@ -117,28 +142,35 @@ impl KernelBtf {
     }
 
     /// Byte offset of a dotted member path (`ns.inum`) in struct `name`.
-    pub fn offset_of(&self, name: &str, path: &str) -> Result<u32, EbpfError> {
+    pub fn offset_of(&self, name: &str, path: &str) -> Result<u32, BtfError> {
         let (btf, mut s) = self.strukt(name)?;
         let mut bits = 0u32;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
-            let (off, t) = Self::member(btf, &s, part)
-                .ok_or_else(|| err(format!("struct {name} has no member {path}")))?;
+            let (off, t) = Self::member(btf, &s, part).ok_or_else(|| BtfError::NoMember {
+                strukt: name.to_string(),
+                member: path.to_string(),
+            })?;
             bits += off;
             if parts.peek().is_some() {
-                s = Self::as_struct(btf, t)
-                    .ok_or_else(|| err(format!("{name}.{part} is not a struct")))?;
+                s = Self::as_struct(btf, t).ok_or_else(|| BtfError::NotAStruct {
+                    strukt: name.to_string(),
+                    member: part.to_string(),
+                })?;
             }
         }
         if !bits.is_multiple_of(8) {
-            return Err(err(format!("{name}.{path} is a bitfield")));
+            return Err(BtfError::Bitfield {
+                strukt: name.to_string(),
+                member: path.to_string(),
+            });
         }
         Ok(bits / 8)
     }
 
     /// The first of `paths` that exists in struct `name` (members renamed
     /// between kernel versions).
-    pub fn offset_of_any(&self, name: &str, paths: &[&str]) -> Result<u32, EbpfError> {
+    pub fn offset_of_any(&self, name: &str, paths: &[&str]) -> Result<u32, BtfError> {
         let mut last = None;
         for p in paths {
             match self.offset_of(name, p) {
@@ -146,20 +178,26 @@ impl KernelBtf {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| err(format!("struct {name}: no member to look for"))))
+        Err(last.unwrap_or_else(|| BtfError::NoMember {
+            strukt: name.to_string(),
+            member: paths.join(" or "),
+        }))
     }
 
-    pub fn size_of(&self, name: &str) -> Result<u32, EbpfError> {
+    pub fn size_of(&self, name: &str) -> Result<u32, BtfError> {
         let (_, s) = self.strukt(name)?;
         Ok(s.size() as u32)
     }
 
     /// The value of enumerator `member` of `enum name`.
-    pub fn enum_value(&self, name: &str, member: &str) -> Result<u32, EbpfError> {
+    pub fn enum_value(&self, name: &str, member: &str) -> Result<u32, BtfError> {
         let types = self
             .vmlinux
             .resolve_types_by_name(name)
-            .map_err(|e| err(format!("enum {name}: {e}")))?;
+            .map_err(|source| BtfError::Enum {
+                name: name.to_string(),
+                source,
+            })?;
         for t in types {
             if let Type::Enum(e) = t {
                 for m in &e.members {
@@ -169,13 +207,16 @@ impl KernelBtf {
                 }
             }
         }
-        Err(err(format!("enum {name} has no {member}")))
+        Err(BtfError::NoEnumerator {
+            name: name.to_string(),
+            member: member.to_string(),
+        })
     }
 
     /// Everything the programs need. Fails naming the first missing piece,
     /// except overlayfs's inode layout, whose absence only turns the
     /// upper-layer facts off (with a warning).
-    pub fn offsets(&self) -> Result<Offsets, EbpfError> {
+    pub fn offsets(&self) -> Result<Offsets, BtfError> {
         let o = |s: &str, m: &str| self.offset_of(s, m);
         let ovl_upper_from_inode = match (
             self.offset_of("ovl_inode", "__upperdentry"),

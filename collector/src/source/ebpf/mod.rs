@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader, Pod};
-use driftwatch_common::{Filter, Offsets, op};
+use aya::{Ebpf, EbpfLoader};
+use driftwatch_common::{ArgLayout, Fault, Filter, FlagsMode, Kind, Op, SyscallSpec};
 use driftwatch_sdk::{Event, EventKind, KindSet};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -50,12 +50,13 @@ pub enum EbpfError {
          struct offsets from it; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf(PathBuf),
-    #[error("kernel BTF: {0}")]
-    Btf(String),
-    #[error("mounting {what} at {path}: {source}")]
+    #[error("kernel BTF")]
+    Btf(#[from] btf::BtfError),
+    #[error("mounting {what} at {path}")]
     Mount {
         what: &'static str,
         path: &'static str,
+        #[source]
         source: std::io::Error,
     },
     #[error(
@@ -69,136 +70,131 @@ pub enum EbpfError {
         path: String,
         detail: String,
     },
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object")]
     Load(#[source] aya::EbpfError),
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program {
         name: String,
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("map {name}: {detail}")]
-    Map { name: &'static str, detail: String },
-    #[error("ring buffer polling: {0}")]
+    #[error("{what} {name} is missing from the eBPF object (a build of another version?)")]
+    Missing { what: &'static str, name: String },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("ring buffer polling")]
     Poll(#[source] std::io::Error),
 }
 
-/// `Pod` wrappers: the shared types live in a crate that cannot depend on aya.
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct PodOffsets(Offsets);
-// SAFETY: repr(C) struct of u32s, no padding, every bit pattern valid.
-unsafe impl Pod for PodOffsets {}
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-struct PodFilter(Filter);
-// SAFETY: as above.
-unsafe impl Pod for PodFilter {}
+/// The sdk kind of a kernel kind: the one place the two meet.
+pub fn event_kind(kind: Kind) -> EventKind {
+    match kind {
+        Kind::Exec => EventKind::Exec,
+        Kind::OpenWrite => EventKind::OpenWrite,
+        Kind::Chmod => EventKind::Chmod,
+        Kind::Unlink => EventKind::Unlink,
+        Kind::Rename => EventKind::Rename,
+    }
+}
+
+/// The kernel kind of an sdk kind; None for kinds no program reports
+/// (`file_drift` comes from the scan).
+pub fn kernel_kind(kind: EventKind) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| event_kind(*k) == kind)
+}
 
 /// Which syscalls feed which kind, and how the program finds their
-/// arguments (see collector-ebpf's `SYSCALLS` codes).
+/// arguments.
 struct Syscall {
     name: &'static str,
     nr: libc::c_long,
-    code: u32,
-    kind: EventKind,
+    spec: SyscallSpec,
 }
 
-// Layout codes, mirrored from collector-ebpf/src/main.rs.
-const L_PATH: u32 = 1 << 8;
-const L_DFD_PATH: u32 = 2 << 8;
-const L_FD: u32 = 3 << 8;
-const L_PATH_PATH: u32 = 4 << 8;
-const L_DFD_PATH_DFD_PATH: u32 = 5 << 8;
-const V_OPEN: u32 = 1 << 16;
-const V_OPENAT: u32 = 2 << 16;
-const V_OPENAT2: u32 = 3 << 16;
-const V_CREAT: u32 = 4 << 16;
-const V_CHMOD: u32 = 5 << 16;
+impl Syscall {
+    fn kind(&self) -> Option<Kind> {
+        self.spec.op().map(Op::kind)
+    }
+}
 
 fn syscalls() -> Vec<Syscall> {
-    let s = |name, nr, code, kind| Syscall {
+    use ArgLayout::*;
+    let s = |name, nr, op, args, flags_mode| Syscall {
         name,
         nr,
-        code,
-        kind,
+        spec: SyscallSpec::new(op, args, flags_mode),
     };
-    use EventKind::*;
     let mut v = vec![
         s(
             "openat",
             libc::SYS_openat,
-            op::OPEN | L_DFD_PATH | V_OPENAT,
-            OpenWrite,
+            Op::Open,
+            DfdPath,
+            FlagsMode::Openat,
         ),
         s(
             "openat2",
             libc::SYS_openat2,
-            op::OPEN | L_DFD_PATH | V_OPENAT2,
-            OpenWrite,
+            Op::Open,
+            DfdPath,
+            FlagsMode::Openat2,
         ),
-        s(
-            "fchmod",
-            libc::SYS_fchmod,
-            op::CHMOD | L_FD | V_CHMOD,
-            Chmod,
-        ),
+        s("fchmod", libc::SYS_fchmod, Op::Chmod, Fd, FlagsMode::Chmod),
         s(
             "fchmodat",
             libc::SYS_fchmodat,
-            op::CHMOD | L_DFD_PATH | V_CHMOD,
-            Chmod,
+            Op::Chmod,
+            DfdPath,
+            FlagsMode::Chmod,
         ),
         s(
             "unlinkat",
             libc::SYS_unlinkat,
-            op::UNLINK | L_DFD_PATH,
-            Unlink,
+            Op::Unlink,
+            DfdPath,
+            FlagsMode::None,
         ),
         s(
             "renameat",
             libc::SYS_renameat,
-            op::RENAME | L_DFD_PATH_DFD_PATH,
-            Rename,
+            Op::Rename,
+            DfdPathDfdPath,
+            FlagsMode::None,
         ),
         s(
             "renameat2",
             libc::SYS_renameat2,
-            op::RENAME | L_DFD_PATH_DFD_PATH,
-            Rename,
+            Op::Rename,
+            DfdPathDfdPath,
+            FlagsMode::None,
         ),
     ];
     // The legacy syscalls exist on x86-64 but not on newer architectures.
     #[cfg(target_arch = "x86_64")]
     v.extend([
+        s("open", libc::SYS_open, Op::Open, Path, FlagsMode::Open),
+        s("creat", libc::SYS_creat, Op::Open, Path, FlagsMode::Creat),
+        s("chmod", libc::SYS_chmod, Op::Chmod, Path, FlagsMode::Chmod),
         s(
-            "open",
-            libc::SYS_open,
-            op::OPEN | L_PATH | V_OPEN,
-            OpenWrite,
+            "unlink",
+            libc::SYS_unlink,
+            Op::Unlink,
+            Path,
+            FlagsMode::None,
         ),
         s(
-            "creat",
-            libc::SYS_creat,
-            op::OPEN | L_PATH | V_CREAT,
-            OpenWrite,
+            "rename",
+            libc::SYS_rename,
+            Op::Rename,
+            PathPath,
+            FlagsMode::None,
         ),
-        s(
-            "chmod",
-            libc::SYS_chmod,
-            op::CHMOD | L_PATH | V_CHMOD,
-            Chmod,
-        ),
-        s("unlink", libc::SYS_unlink, op::UNLINK | L_PATH, Unlink),
-        s("rename", libc::SYS_rename, op::RENAME | L_PATH_PATH, Rename),
     ]);
     v
-}
-
-/// The kernel programs' kind bits (`Filter::kinds`, K_* in collector-ebpf)
-/// for a kind set.
-fn kernel_kinds(kinds: KindSet) -> u32 {
-    kinds.iter().fold(0, |bits, k| bits | 1 << (k as u32))
 }
 
 /// The loaded and attached sensor. Dropping it detaches every program.
@@ -224,10 +220,19 @@ impl EbpfSensor {
         tracing::debug!(?offsets, "kernel offsets from BTF");
         sys::mount_tracefs()?;
         sys::mount_bpffs();
+        // The kinds asked for that a program reports, as the kernel knows them.
+        let kinds: u32 = kinds
+            .iter()
+            .filter_map(kernel_kind)
+            .fold(0, |set, k| set | k.bit());
+        let exec = kinds & Kind::Exec.bit() != 0;
         let all = syscalls();
-        let wanted: Vec<&Syscall> = all.iter().filter(|s| kinds.contains(s.kind)).collect();
+        let wanted: Vec<&Syscall> = all
+            .iter()
+            .filter(|s| s.kind().is_some_and(|k| kinds & k.bit() != 0))
+            .collect();
         // Check every tracepoint before loading anything, for one clear error.
-        if kinds.contains(EventKind::Exec) {
+        if exec {
             sys::check_tracepoint("sched", "sched_process_exec")?;
         }
         for s in &wanted {
@@ -238,7 +243,7 @@ impl EbpfSensor {
         let filter = Filter {
             self_tgid: std::process::id(),
             containers_only: u32::from(cfg.scope == Scope::Containers),
-            kinds: kernel_kinds(kinds),
+            kinds,
             fmode_created: sys::FMODE_CREATED,
             wakeup_bytes: if cfg.drain_interval_ms == 0 {
                 0
@@ -246,8 +251,6 @@ impl EbpfSensor {
                 ring_bytes / 4
             },
         };
-        let offsets = PodOffsets(offsets);
-        let filter = PodFilter(filter);
         let mut bpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILTER", &filter, true)
@@ -256,26 +259,21 @@ impl EbpfSensor {
             .map_err(EbpfError::Load)?;
 
         {
-            let map = bpf.map_mut("SYSCALLS").ok_or(EbpfError::Map {
+            let map_err = |source| EbpfError::Map {
                 name: "SYSCALLS",
-                detail: "missing from the object".into(),
-            })?;
-            let mut table: BpfHashMap<_, u32, u32> =
-                BpfHashMap::try_from(map).map_err(|e| EbpfError::Map {
-                    name: "SYSCALLS",
-                    detail: e.to_string(),
-                })?;
+                source,
+            };
+            let map = bpf
+                .map_mut("SYSCALLS")
+                .ok_or_else(|| missing_map("SYSCALLS"))?;
+            let mut table: BpfHashMap<_, u32, SyscallSpec> =
+                BpfHashMap::try_from(map).map_err(map_err)?;
             for s in &wanted {
-                table
-                    .insert(s.nr as u32, s.code, 0)
-                    .map_err(|e| EbpfError::Map {
-                        name: "SYSCALLS",
-                        detail: e.to_string(),
-                    })?;
+                table.insert(s.nr as u32, s.spec, 0).map_err(map_err)?;
             }
         }
 
-        if kinds.contains(EventKind::Exec) {
+        if exec {
             attach(
                 &mut bpf,
                 "sched_process_exec",
@@ -297,19 +295,18 @@ impl EbpfSensor {
             attach_owned(&mut bpf, "sys_enter_file", &enters)?;
         }
 
-        let ring = RingBuf::try_from(bpf.take_map("EVENTS").ok_or(EbpfError::Map {
+        let events = bpf
+            .take_map("EVENTS")
+            .ok_or_else(|| missing_map("EVENTS"))?;
+        let ring = RingBuf::try_from(events).map_err(|source| EbpfError::Map {
             name: "EVENTS",
-            detail: "missing from the object".into(),
-        })?)
-        .map_err(|e| EbpfError::Map {
-            name: "EVENTS",
-            detail: e.to_string(),
+            source,
         })?;
         tracing::info!(
             scope = ?cfg.scope,
             ring_buffer_bytes = ring_bytes,
             syscalls = wanted.len(),
-            exec = kinds.contains(EventKind::Exec),
+            exec,
             "kernel sensor attached"
         );
         Ok(EbpfSensor {
@@ -319,6 +316,13 @@ impl EbpfSensor {
             drain_every: (cfg.drain_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.drain_interval_ms)),
         })
+    }
+}
+
+fn missing_map(name: &str) -> EbpfError {
+    EbpfError::Missing {
+        what: "map",
+        name: name.to_string(),
     }
 }
 
@@ -340,9 +344,9 @@ fn attach_owned(bpf: &mut Ebpf, prog: &str, points: &[(&str, String)]) -> Result
     };
     let p: &mut TracePoint = bpf
         .program_mut(prog)
-        .ok_or_else(|| EbpfError::Map {
-            name: "programs",
-            detail: format!("program {prog} missing from the object"),
+        .ok_or_else(|| EbpfError::Missing {
+            what: "program",
+            name: prog.to_string(),
         })?
         .try_into()
         .map_err(perr)?;
@@ -405,6 +409,58 @@ impl LossReport {
     }
 }
 
+/// The `FAULTS` counters: facts the kernel could not read, by `Fault`.
+struct FaultReport {
+    last: [u64; Fault::COUNT],
+    logged: [u64; Fault::COUNT],
+    last_log: Option<Instant>,
+}
+
+impl FaultReport {
+    fn update(&mut self, counts: [u64; Fault::COUNT], stats: &Stats) {
+        if counts == self.last {
+            return;
+        }
+        self.last = counts;
+        let total: u64 = counts.iter().sum();
+        stats.kernel_read_faults.store(total, Ordering::Relaxed);
+        if self.last_log.is_none_or(|t| t.elapsed() >= LOSS_LOG_EVERY) {
+            let facts: Vec<String> = Fault::ALL
+                .iter()
+                .zip(counts.iter().zip(self.logged))
+                .filter(|(_, (n, logged))| **n > *logged)
+                .map(|(f, (n, logged))| format!("{} {}", f.name(), n - logged))
+                .collect();
+            tracing::warn!(
+                facts = %facts.join(", "),
+                total,
+                "kernel reads failed: these facts are reported as unknown (docs/sensor.md, \
+                 \"Unread facts\")"
+            );
+            self.logged = counts;
+            self.last_log = Some(Instant::now());
+        }
+    }
+}
+
+/// The sum over CPUs of a per-CPU counter map's `N` slots; zeroes for a
+/// map that cannot be read.
+fn counters<const N: usize>(bpf: &Ebpf, name: &str) -> [u64; N] {
+    let mut out = [0; N];
+    let Some(map) = bpf
+        .map(name)
+        .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
+    else {
+        return out;
+    };
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Ok(v) = map.get(&(i as u32), 0) {
+            *slot = v.iter().sum();
+        }
+    }
+    out
+}
+
 async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfError> {
     let EbpfSensor {
         bpf,
@@ -423,12 +479,10 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         logged_total: 0,
         last_log: None,
     };
-    let lost_of = |bpf: &Ebpf| -> u64 {
-        bpf.map("LOST")
-            .and_then(|m| PerCpuArray::<_, u64>::try_from(m).ok())
-            .and_then(|a| a.get(&0, 0).ok())
-            .map(|v| v.iter().sum())
-            .unwrap_or(0)
+    let mut faults = FaultReport {
+        last: [0; Fault::COUNT],
+        logged: [0; Fault::COUNT],
+        last_log: None,
     };
     let mut tick = tokio::time::interval(LOSS_POLL);
     // Records committed without a wake-up are picked up by this timer.
@@ -441,7 +495,9 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
             biased;
             _ = ctx.shutdown.changed() => break,
             _ = tick.tick() => {
-                losses.update(lost_of(&sensor_maps), &ctx.stats);
+                let [lost] = counters(&sensor_maps, "LOST");
+                losses.update(lost, &ctx.stats);
+                faults.update(counters(&sensor_maps, "FAULTS"), &ctx.stats);
                 false
             }
             _ = drain_tick.tick(), if drain_every.is_some() => {
@@ -520,8 +576,33 @@ mod tests {
         nrs.dedup();
         assert_eq!(nrs.len(), all.len());
         for s in &all {
-            assert_ne!(s.code & 0xff, 0, "{}", s.name);
-            assert_ne!(s.code & 0xff00, 0, "{}", s.name);
+            assert!(s.kind().is_some(), "{}", s.name);
+            assert!(s.spec.args().is_some(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn sdk_and_kernel_kinds_map_one_to_one() {
+        for k in Kind::ALL {
+            assert_eq!(kernel_kind(event_kind(k)), Some(k));
+        }
+        let reported = EventKind::ALL
+            .into_iter()
+            .filter(|k| kernel_kind(*k).is_some())
+            .count();
+        assert_eq!(reported, Kind::ALL.len());
+        assert_eq!(kernel_kind(EventKind::FileDrift), None);
+    }
+
+    #[test]
+    fn syscall_specs_round_trip() {
+        for s in syscalls() {
+            let spec = SyscallSpec::new(
+                s.spec.op().expect("an op"),
+                s.spec.args().expect("a layout"),
+                s.spec.flags_mode(),
+            );
+            assert_eq!(spec, s.spec, "{}", s.name);
         }
     }
 }

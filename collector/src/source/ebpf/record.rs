@@ -8,11 +8,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use driftwatch_common::{
-    ExecRecord, FileRecord, Header, RECORD_EXEC, RECORD_FILE, Walk, info, op, walk,
+    ExecRecord, Fault, FileRecord, Header, Kind, Op, RecordKind, Walk, exe, info, open_flags, walk,
 };
-use driftwatch_sdk::{Container, Event, EventKind, FileInfo, FileType, Process};
+use driftwatch_sdk::{Container, Event, FileInfo, FileType, Process};
 
+use super::event_kind;
 use crate::enrich::container::container_from_cgroup;
+
+/// A uid, gid or tty the kernel could not read: all ones, `(uid_t)-1`, the
+/// kernel's own "no such id", so it never passes for root (0) or for "no
+/// terminal" (0).
+pub const UNREAD_ID: u32 = u32::MAX;
 
 /// The NUL-terminated prefix of `b`.
 fn until_nul(b: &[u8]) -> &[u8] {
@@ -146,20 +152,27 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The identity in a record's header. Facts the kernel could not read are
+/// presented as unknown (docs/sensor.md, "Unread facts"): ids as
+/// [`UNREAD_ID`], pid and namespace numbers as 0 (no process or namespace
+/// has that number).
 fn process(h: &Header) -> Process {
+    let unread = |f: Fault| f.is_in(h.faults);
+    let id = |f: Fault, v: u32| if unread(f) { UNREAD_ID } else { v };
+    let zero = |f: Fault, v: u64| if unread(f) { 0 } else { v };
     Process {
         pid: h.pid,
         tid: h.tid,
-        ppid: h.ppid,
-        vpid: h.vpid,
-        uid: h.uid,
-        gid: h.gid,
-        euid: h.euid,
+        ppid: zero(Fault::Parent, h.ppid.into()) as u32,
+        vpid: zero(Fault::PidNs, h.vpid.into()) as u32,
+        uid: id(Fault::Cred, h.uid),
+        gid: id(Fault::Cred, h.gid),
+        euid: id(Fault::Cred, h.euid),
         name: cstr(&h.comm),
-        tty: h.tty,
+        tty: id(Fault::Tty, h.tty),
         cgroup_id: h.cgroup_id,
-        pid_ns: h.pid_ns,
-        mnt_ns: h.mnt_ns,
+        pid_ns: zero(Fault::PidNs, h.pid_ns),
+        mnt_ns: zero(Fault::MntNs, h.mnt_ns),
         ..Process::default()
     }
 }
@@ -181,24 +194,35 @@ fn exec_event(
     hostname: &str,
     container: Option<Container>,
 ) -> Event {
+    let unread = |f: Fault| f.is_in(r.hdr.faults);
     let mut p = process(&r.hdr);
-    let exe = WalkPath::from_walk(&r.exe);
-    if let WalkPath::Anonymous(name) = &exe {
-        p.exe_from_memfd = name.starts_with("memfd:");
+    if !unread(Fault::Exe) {
+        let exe = WalkPath::from_walk(&r.exe);
+        if let WalkPath::Anonymous(name) = &exe {
+            p.exe_from_memfd = name.starts_with("memfd:");
+        }
+        p.exe_path = exe.into_string();
     }
-    p.exe_path = exe.into_string();
-    let overlay = r.exe_flags & driftwatch_common::EXE_OVERLAY != 0;
-    p.exe_upper_layer = r.exe_flags & driftwatch_common::EXE_UPPER != 0;
-    p.exe_lower_layer = overlay && !p.exe_upper_layer;
-    p.pname = cstr(&r.pcomm);
-    p.pexe_path = WalkPath::from_walk(&r.pexe).into_string();
-    p.cwd = WalkPath::from_walk(&r.cwd).into_string();
+    // An unread layer is neither: not "upper", and not "lower" either.
+    if !unread(Fault::Layer) {
+        let overlay = r.exe_flags & exe::OVERLAY != 0;
+        p.exe_upper_layer = r.exe_flags & exe::UPPER != 0;
+        p.exe_lower_layer = overlay && !p.exe_upper_layer;
+    }
+    if !unread(Fault::Parent) {
+        p.pname = cstr(&r.pcomm);
+        p.pexe_path = WalkPath::from_walk(&r.pexe).into_string();
+    }
+    if !unread(Fault::Cwd) {
+        p.cwd = WalkPath::from_walk(&r.cwd).into_string();
+    }
     let n = (r.args_len as usize).min(r.args.len());
     p.args = split_args(&r.args[..n]);
-    p.args_truncated = r.args_truncated != 0;
+    // Unread argv is an empty prefix of it.
+    p.args_truncated = r.args_truncated != 0 || unread(Fault::Args);
     Event {
         time_ns: clock.wall(r.hdr.ktime_ns),
-        kind: EventKind::Exec,
+        kind: event_kind(Kind::Exec),
         hostname: hostname.to_string(),
         container,
         process: p,
@@ -212,47 +236,47 @@ fn file_event(
     hostname: &str,
     container: Option<Container>,
 ) -> Option<Event> {
-    let kind = match r.op {
-        op::OPEN => EventKind::OpenWrite,
-        op::CHMOD => EventKind::Chmod,
-        op::UNLINK => EventKind::Unlink,
-        op::RENAME => EventKind::Rename,
-        _ => return None,
-    };
+    let op = Op::from_raw(r.op)?;
+    let unread = |f: Fault| f.is_in(r.hdr.faults);
     let p1 = cstr(&r.path1);
     let base1 = WalkPath::from_walk(&r.base1);
-    let path = if r.info & info::FILE_WALK != 0 {
-        match base1 {
-            WalkPath::None => resolve(&WalkPath::None, &p1),
-            w => w.into_string(),
-        }
-    } else {
-        resolve(&base1, &p1)
+    let path = match base1 {
+        WalkPath::None if r.info & info::FILE_WALK != 0 => resolve(&WalkPath::None, &p1),
+        w if r.info & info::FILE_WALK != 0 => w.into_string(),
+        // Neither the file's own walk nor the string it was named by: the
+        // base directory alone is not the file.
+        _ if unread(Fault::Path) => String::new(),
+        w => resolve(&w, &p1),
     };
-    let target_path =
-        (r.op == op::RENAME).then(|| resolve(&WalkPath::from_walk(&r.base2), &cstr(&r.path2)));
+    let target_path = (op == Op::Rename).then(|| {
+        if unread(Fault::Target) {
+            String::new()
+        } else {
+            resolve(&WalkPath::from_walk(&r.base2), &cstr(&r.path2))
+        }
+    });
     let file_type = if r.info & info::HAS_INODE != 0 {
         FileType::from_mode(r.i_mode)
     } else {
         FileType::Unknown
     };
-    let mode = match r.op {
-        op::CHMOD => r.mode & 0o7777,
-        _ if r.flags & libc::O_CREAT as u32 != 0 || r.flags & libc::O_TMPFILE as u32 != 0 => {
+    let mode = match op {
+        Op::Chmod => r.mode & 0o7777,
+        _ if r.flags & open_flags::O_CREAT != 0 || r.flags & libc::O_TMPFILE as u32 != 0 => {
             r.mode & 0o7777
         }
         _ => 0,
     };
     Some(Event {
         time_ns: clock.wall(r.hdr.ktime_ns),
-        kind,
+        kind: event_kind(op.kind()),
         hostname: hostname.to_string(),
         container,
         process: process(&r.hdr),
         file: Some(FileInfo {
             path,
             target_path,
-            flags: if r.op == op::OPEN { r.flags } else { 0 },
+            flags: if op == Op::Open { r.flags } else { 0 },
             mode,
             file_type,
             created: r.info & info::CREATED != 0,
@@ -264,12 +288,6 @@ fn file_event(
     })
 }
 
-/// Kernel record layouts that are plain old data: `repr(C)`, integers and
-/// byte arrays only, so every bit pattern is a valid value.
-trait Pod: Copy {}
-impl Pod for ExecRecord {}
-impl Pod for FileRecord {}
-
 /// Runs `f` on the record at the start of `bytes`, or returns None when
 /// `bytes` is too short for one.
 ///
@@ -277,15 +295,15 @@ impl Pod for FileRecord {}
 /// to 8 bytes after an 8-byte header), so the record is read in place. An
 /// item that is not aligned is copied out first. Copying every 4-5 KiB
 /// record into a fresh allocation was a visible share of the daemon's CPU.
-fn with_record<T: Pod, R>(bytes: &[u8], f: impl FnOnce(&T) -> R) -> Option<R> {
+fn with_record<T: aya::Pod, R>(bytes: &[u8], f: impl FnOnce(&T) -> R) -> Option<R> {
     if bytes.len() < std::mem::size_of::<T>() {
         return None;
     }
     let p = bytes.as_ptr();
     if p.align_offset(std::mem::align_of::<T>()) == 0 {
         // SAFETY: `p` is aligned for T and valid for size_of::<T>() bytes
-        // (checked above) for as long as `bytes` is borrowed; T is plain old
-        // data, so any bytes are a valid T; the ring item is not written
+        // (checked above) for as long as `bytes` is borrowed; T is `Pod`, so
+        // any bytes are a valid T; the ring item is not written
         // while the consumer holds it.
         Some(f(unsafe { &*p.cast::<T>() }))
     } else {
@@ -331,23 +349,26 @@ impl Decoder {
             return None;
         }
         let kind = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        match kind {
-            RECORD_EXEC => with_record(bytes, |r: &ExecRecord| {
+        match RecordKind::from_raw(kind)? {
+            RecordKind::Exec => with_record(bytes, |r: &ExecRecord| {
                 let container = self.container(&r.hdr);
                 exec_event(r, &self.clock, &self.hostname, container)
             }),
-            RECORD_FILE => with_record(bytes, |r: &FileRecord| {
+            RecordKind::File => with_record(bytes, |r: &FileRecord| {
                 let container = self.container(&r.hdr);
                 file_event(r, &self.clock, &self.hostname, container)
             })?,
-            _ => None,
         }
     }
 
     /// The container the record's task is in, from its cgroup names. The
     /// names are compared on every hit, so a reused id or a renamed cgroup
     /// is parsed afresh rather than trusted.
+    /// Unread names say nothing, and are not remembered.
     fn container(&mut self, h: &Header) -> Option<Container> {
+        if Fault::Cgroup.is_in(h.faults) {
+            return None;
+        }
         let leaf = until_nul(&h.cgroup_leaf);
         let parent = until_nul(&h.cgroup_parent);
         let known = self
@@ -446,9 +467,9 @@ mod tests {
     fn records_decode_in_place_and_when_misaligned() {
         // SAFETY: FileRecord is plain old data: all zeroes is a valid value.
         let mut r: FileRecord = unsafe { std::mem::zeroed() };
-        r.hdr.kind = RECORD_FILE;
+        r.hdr.kind = RecordKind::File as u32;
         r.hdr.pid = 42;
-        r.op = op::OPEN;
+        r.op = Op::Open as u32;
         r.flags = libc::O_WRONLY as u32;
         r.path1[..6].copy_from_slice(b"/etc/x");
         let size = std::mem::size_of::<FileRecord>();
@@ -465,7 +486,11 @@ mod tests {
         for offset in [0, 1] {
             bytes[offset..offset + size].copy_from_slice(raw);
             let ev = d.decode(&bytes[offset..offset + size]).expect("decodes");
-            assert_eq!(ev.kind, EventKind::OpenWrite, "offset {offset}");
+            assert_eq!(
+                ev.kind,
+                driftwatch_sdk::EventKind::OpenWrite,
+                "offset {offset}"
+            );
             assert_eq!(ev.process.pid, 42);
             assert_eq!(ev.file.map(|f| f.path).as_deref(), Some("/etc/x"));
             // One byte short of a record: nothing, not a read past the end.
@@ -499,6 +524,78 @@ mod tests {
             c.and_then(|c| c.runtime).as_ref().map(|r| r.as_str()),
             Some("cri-o")
         );
+    }
+
+    #[test]
+    fn unread_facts_are_unknown_not_values() {
+        // SAFETY: ExecRecord is plain old data: all zeroes is a valid value.
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.hdr.kind = RecordKind::Exec as u32;
+        r.hdr.vpid = 7;
+        r.hdr.pid_ns = 4026531836;
+        r.exe = w(walk::ROOT, &["sh", "bin"]);
+        r.exe_flags = exe::OVERLAY;
+        let clock = Clock::now();
+        let ev = exec_event(&r, &clock, "h", None);
+        // Read: uid 0 is root, a lower-layer exe, argv complete.
+        assert_eq!((ev.process.uid, ev.process.euid), (0, 0));
+        assert!(ev.process.exe_lower_layer && !ev.process.exe_upper_layer);
+        assert_eq!(ev.process.exe_path, "/bin/sh");
+        assert!(!ev.process.args_truncated);
+
+        r.hdr.faults = Fault::Cred.bit()
+            | Fault::Layer.bit()
+            | Fault::Exe.bit()
+            | Fault::Args.bit()
+            | Fault::PidNs.bit()
+            | Fault::Tty.bit();
+        let ev = exec_event(&r, &clock, "h", None);
+        let p = &ev.process;
+        assert_eq!(
+            (p.uid, p.gid, p.euid, p.tty),
+            (UNREAD_ID, UNREAD_ID, UNREAD_ID, UNREAD_ID)
+        );
+        assert!(!p.exe_lower_layer && !p.exe_upper_layer, "neither layer");
+        assert_eq!(p.exe_path, "");
+        assert!(p.args.is_empty() && p.args_truncated);
+        assert_eq!((p.vpid, p.pid_ns), (0, 0));
+
+        // A file named only by a string that could not be read is not its
+        // base directory.
+        // SAFETY: as above.
+        let mut f: FileRecord = unsafe { std::mem::zeroed() };
+        f.hdr.kind = RecordKind::File as u32;
+        f.op = Op::Unlink as u32;
+        f.base1 = w(walk::ROOT, &["tmp"]);
+        let path = |f: &FileRecord| {
+            file_event(f, &clock, "h", None)
+                .and_then(|e| e.file)
+                .map(|f| f.path)
+        };
+        f.path1[..1].copy_from_slice(b"x");
+        assert_eq!(path(&f).as_deref(), Some("/tmp/x"));
+        f.path1[0] = 0;
+        f.hdr.faults = Fault::Path.bit();
+        assert_eq!(path(&f).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn unread_cgroup_names_are_not_remembered() {
+        // SAFETY: Header is plain old data: all zeroes is a valid value.
+        let mut h: Header = unsafe { std::mem::zeroed() };
+        h.cgroup_id = 9;
+        h.faults = Fault::Cgroup.bit();
+        let mut d = Decoder::new(Clock::now(), Arc::from("h"));
+        assert!(d.container(&h).is_none());
+        assert!(d.cgroups.is_empty());
+    }
+
+    #[test]
+    fn open_flags_match_the_host() {
+        assert_eq!(open_flags::O_WRONLY, libc::O_WRONLY as u32);
+        assert_eq!(open_flags::O_RDWR, libc::O_RDWR as u32);
+        assert_eq!(open_flags::O_CREAT, libc::O_CREAT as u32);
+        assert_eq!(open_flags::O_TRUNC, libc::O_TRUNC as u32);
     }
 
     #[test]

@@ -91,9 +91,12 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
     None
 }
 
-/// The programs read `__syscall_nr` at byte 8, arguments from byte 16 in
-/// 8-byte slots, and `ret` at byte 16: check both tracepoints say so.
+/// The programs read `__syscall_nr`, the arguments in 8-byte slots, and
+/// `ret` where `driftwatch_common::syscall_record` says: check both
+/// tracepoints say so too.
 pub fn check_syscall_layout(syscall: &str) -> Result<(), EbpfError> {
+    use driftwatch_common::syscall_record::{ARG_SLOT, ARGS, NR, RET};
+    let at = |offset: usize| Some(offset as u32);
     let enter = format!("sys_enter_{syscall}");
     let exit = format!("sys_exit_{syscall}");
     let fe = check_tracepoint("syscalls", &enter)?;
@@ -104,14 +107,14 @@ pub fn check_syscall_layout(syscall: &str) -> Result<(), EbpfError> {
         detail,
     };
     for (name, f) in [(&enter, &fe), (&exit, &fx)] {
-        if field_offset(f, "__syscall_nr") != Some(8) {
-            return Err(bad(name, "__syscall_nr is not at byte 8".into()));
+        if field_offset(f, "__syscall_nr") != at(NR) {
+            return Err(bad(name, format!("__syscall_nr is not at byte {NR}")));
         }
     }
-    if field_offset(&fx, "ret") != Some(16) {
-        return Err(bad(&exit, "ret is not at byte 16".into()));
+    if field_offset(&fx, "ret") != at(RET) {
+        return Err(bad(&exit, format!("ret is not at byte {RET}")));
     }
-    // Argument i at 16 + 8 i: check every declared argument.
+    // Argument i in slot i: check every declared argument.
     let mut i = 0;
     for line in fe.lines() {
         let line = line.trim();
@@ -123,10 +126,11 @@ pub fn check_syscall_layout(syscall: &str) -> Result<(), EbpfError> {
             .split(';')
             .find_map(|p| p.trim().strip_prefix("offset:"))
             .and_then(|v| v.trim().parse::<u32>().ok());
-        if off != Some(16 + 8 * i) {
+        let expected = ARGS + ARG_SLOT * i;
+        if off != at(expected) {
             return Err(bad(
                 &enter,
-                format!("argument {i} is at {off:?}, expected {}", 16 + 8 * i),
+                format!("argument {i} is at {off:?}, expected {expected}"),
             ));
         }
         i += 1;
