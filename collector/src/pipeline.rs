@@ -33,8 +33,11 @@ pub enum ChainError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("plugin {plugin}: its config table cannot be encoded: {message}")]
-    Config { plugin: String, message: String },
+    #[error("plugin {plugin}: its config table cannot be encoded: {source}")]
+    Config {
+        plugin: String,
+        source: codec::CodecError,
+    },
     #[error(transparent)]
     Plugin(#[from] PluginError),
 }
@@ -189,9 +192,9 @@ impl Chain {
         let mut stages = Vec::with_capacity(cfg.plugins.len());
         for p in &cfg.plugins {
             let bytes = plugin_bytes(cfg, p)?;
-            let config = codec::encode(&p.config).map_err(|e| ChainError::Config {
+            let config = codec::encode(&p.config).map_err(|source| ChainError::Config {
                 plugin: p.name.clone(),
-                message: e.to_string(),
+                source,
             })?;
             let limits = Limits {
                 memory_bytes: (p.memory_limit_mib << 20) as usize,
