@@ -194,16 +194,17 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         })
     });
 
-    let control = (!cfg.daemon.control_socket.as_os_str().is_empty()).then(|| {
-        let path = cfg.daemon.control_socket.clone();
-        match crate::control::bind(&path) {
+    let control = cfg
+        .daemon
+        .control_socket
+        .clone()
+        .map(|path| match crate::control::bind(&path) {
             Ok(l) => Some((path, tokio::spawn(crate::control::serve(l, stats.clone())))),
             Err(e) => {
                 tracing::warn!("`driftwatch stats` will not work: {e}");
                 None
             }
-        }
-    });
+        });
 
     let mut source_errors = Vec::new();
     for h in handles {

@@ -259,15 +259,32 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            deadline: Duration::from_millis(50),
-            max_output_bytes: 16 << 20,
-        }
+        Limits::new(
+            Limits::DEFAULT_MEMORY_MIB,
+            Limits::DEFAULT_DEADLINE_MS,
+            Limits::DEFAULT_MAX_OUTPUT_MIB,
+        )
     }
 }
 
 impl Limits {
+    /// The defaults of `[[plugins]]` (`memory_limit_mib`, `deadline_ms`,
+    /// `max_output_mib`) and of `driftwatch plugin inspect`.
+    pub const DEFAULT_MEMORY_MIB: u64 = 64;
+    pub const DEFAULT_DEADLINE_MS: u64 = 50;
+    pub const DEFAULT_MAX_OUTPUT_MIB: u64 = 16;
+
+    /// Limits from configuration units. A size too large for this machine
+    /// saturates rather than wrapping to a small one.
+    pub fn new(memory_mib: u64, deadline_ms: u64, max_output_mib: u64) -> Limits {
+        let bytes = |mib: u64| usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        Limits {
+            memory_bytes: bytes(memory_mib),
+            deadline: Duration::from_millis(deadline_ms),
+            max_output_bytes: bytes(max_output_mib),
+        }
+    }
+
     fn deadline_ticks(&self) -> u64 {
         (self.deadline.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
     }

@@ -15,7 +15,7 @@ use opentelemetry_otlp::{
 };
 
 use super::said;
-use super::settings::{Protocol, Settings};
+use super::settings::{self, Protocol, Settings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -122,7 +122,7 @@ fn over_grpc<B: WithExportConfig + WithTonicConfig>(b: B, s: &Settings) -> Resul
         .with_timeout(s.timeout)
         .with_metadata(metadata(s)?)
         .with_retry_policy(retry_policy());
-    if s.gzip {
+    if s.compression == settings::Compression::Gzip {
         b = b.with_compression(Compression::Gzip);
     }
     if s.is_https() {
@@ -144,7 +144,7 @@ fn over_http<B: WithExportConfig + WithHttpConfig>(
         .with_http_client(client)
         .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
         .with_retry_policy(retry_policy());
-    if s.gzip {
+    if s.compression == settings::Compression::Gzip {
         b = b.with_compression(Compression::Gzip);
     }
     Ok(b)

@@ -104,7 +104,7 @@ impl OtlpSink {
             base_dir.join(&cfg.spool.dir)
         };
         let (spool, recovered) =
-            Spool::open(&dir, cfg.spool.max_kib.max(1) << 10).map_err(|e| io(e.to_string()))?;
+            Spool::open(&dir, cfg.spool.max_bytes()).map_err(|e| io(e.to_string()))?;
         if recovered.pending > 0 {
             tracing::info!(
                 records = recovered.pending,
