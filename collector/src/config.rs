@@ -29,6 +29,8 @@ pub enum ConfigError {
 pub enum ParseError {
     #[error("{0}")]
     Toml(Box<toml::de::Error>),
+    /// A `[[plugins]]` entry that fails its checks: the message is the
+    /// whole story, there is no underlying error.
     #[error("error at line {line}, column {column}: {message}")]
     Invalid {
         line: usize,

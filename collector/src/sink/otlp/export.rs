@@ -210,10 +210,10 @@ impl Worker {
         }
         let started = self
             .settings(Signal::Metrics)
-            .map_err(|e| e.to_string())
+            .map_err(ExportError::from)
             .and_then(|s| {
                 metrics::start(&s, &self.cfg.metrics, &self.resource, &self.stats)
-                    .map_err(|e| e.to_string())
+                    .map_err(ExportError::from)
             });
         started
             .map_err(|e| tracing::error!("self-telemetry metrics are off: {e}"))
