@@ -473,3 +473,29 @@ fn shells_and_package_managers_are_known_by_what_they_are() {
     .collect();
     assert_eq!(got, want);
 }
+
+/// A queue capacity tokio cannot allocate used to panic the replay; it is
+/// now a configuration error naming the key, its range and its line.
+#[test]
+fn an_impossible_queue_capacity_is_a_clean_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = support::config(
+        dir.path(),
+        "[pipeline]\nqueue_capacity = 4611686018427387904\n",
+    );
+    let out = support::bin()
+        .arg("replay")
+        .arg(support::root().join("tests/data/golden.jsonl"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = support::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("queue_capacity must be between 1 and 1048576"),
+        "{err}"
+    );
+    assert!(err.contains("line "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -157,7 +157,7 @@ fn otlp_config(endpoint: String, protocol: &str, spool: &Path) -> OtlpConfig {
     let mut c = OtlpConfig {
         enabled: Switch::On,
         endpoint: Some(endpoint),
-        protocol: Some(protocol.into()),
+        protocol: Some(protocol.parse().expect("a protocol")),
         ..OtlpConfig::default()
     };
     c.spool.dir = spool.to_path_buf();
@@ -191,7 +191,7 @@ fn throughput(protocol: &str, compression: &str, dir: &Path) {
     let spool = dir.join(format!("spool-{grpc}"));
     let stats = Arc::new(Stats::default());
     let mut cfg = otlp_config(endpoint, protocol, &spool);
-    cfg.compression = Some(compression.into());
+    cfg.compression = Some(compression.parse().expect("a compression"));
     let mut sink =
         OtlpSink::start(&cfg, dir, &Origin::default(), stats.clone()).expect("OTLP sink");
     let finding = shell_finding();
@@ -251,7 +251,7 @@ fn exporter_floor(protocol: &str, compression: &str, dir: &Path) {
 
     let (_rx, endpoint, _) = receiver(protocol, dir);
     let mut cfg = otlp_config(endpoint, protocol, &dir.join("unused-spool"));
-    cfg.compression = Some(compression.into());
+    cfg.compression = Some(compression.parse().expect("a compression"));
     let s = settings::resolve(&cfg, dir, Signal::Logs, &settings::process_env).expect("settings");
     let provider = SdkLoggerProvider::builder().build();
     let logger = provider.logger("driftwatch");
@@ -351,7 +351,7 @@ fn latency(dir: &Path) {
     let mut cfg = Config::load(&path).expect("pipeline.toml");
     cfg.daemon.hot_reload = false;
     cfg.daemon.stats_interval_secs = 0;
-    cfg.daemon.control_socket = PathBuf::new();
+    cfg.daemon.control_socket = None;
     cfg.outputs.stdout.enabled = Switch::Off;
     cfg.outputs.otlp = otlp_config(
         format!("http://127.0.0.1:{grpc}"),

@@ -1,13 +1,17 @@
 //! pipeline.toml: parsed once into typed structs.
 //!
-//! Every section denies unknown keys, and semantic checks run inside
-//! deserialization (`try_from`), so every error, typo or bad value alike,
-//! carries the file, line and column.
+//! Every section is declared once, denies unknown keys, and is checked
+//! ([`Check`]) as it is deserialized, so every error, typo or bad value
+//! alike, carries the file, line and column. Plugin entries are checked
+//! right after, with their own spans.
 
 use std::collections::BTreeSet;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::plugin::host::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -25,6 +29,8 @@ pub enum ConfigError {
 pub enum ParseError {
     #[error("{0}")]
     Toml(Box<toml::de::Error>),
+    /// A `[[plugins]]` entry that fails its checks: the message is the
+    /// whole story, there is no underlying error.
     #[error("error at line {line}, column {column}: {message}")]
     Invalid {
         line: usize,
@@ -49,22 +55,55 @@ impl ParseError {
     }
 }
 
+/// A section whose values are checked beyond their types. Every range is
+/// what the code using the value can honour: past it a value would wrap,
+/// overflow a deadline or ask a library for more than it can give.
+trait Check {
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Deserializes a section and checks it. The error is raised inside the
+/// parent table's deserialization, so toml locates it at the section.
+fn checked<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Check,
+{
+    let section = T::deserialize(d)?;
+    section.check().map_err(serde::de::Error::custom)?;
+    Ok(section)
+}
+
+/// `key` must lie in `range`; the message names both.
+fn in_range<T>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), String>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} must be between {} and {}, not {value}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checked")]
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub sources: SourcesConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checked")]
     pub pipeline: PipelineConfig,
-    /// The plugin chain, in order (enabled plugins only).
-    #[serde(skip)]
-    pub plugins: Vec<PluginConfig>,
-    /// `[[plugins]]` as written, checked in [`Config::parse`] where the
-    /// spans can be turned into line and column.
-    #[serde(default, rename = "plugins")]
-    raw_plugins: Vec<toml::Spanned<RawPlugin>>,
+    /// `[[plugins]]` as written, disabled ones included; checked in
+    /// [`Config::parse`], where a span can be turned into line and column
+    /// (toml locates an error inside an array of tables at its first entry).
+    #[serde(default)]
+    plugins: Vec<toml::Spanned<PluginConfig>>,
     #[serde(default)]
     pub outputs: OutputsConfig,
     /// Kubernetes pod enrichment.
@@ -116,23 +155,25 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ParseError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ParseError::Toml(Box::new(e)))?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ParseError::Toml(Box::new(e)))?;
         let mut seen = BTreeSet::new();
-        for raw in std::mem::take(&mut cfg.raw_plugins) {
-            let start = raw.span().start;
-            let raw = raw.into_inner();
-            if !seen.insert(raw.name.clone()) {
-                return Err(ParseError::at(
-                    text,
-                    start,
-                    format!("plugin name {:?} is used twice", raw.name),
-                ));
+        for p in &cfg.plugins {
+            let at = |message| ParseError::at(text, p.span().start, message);
+            let p = p.get_ref();
+            if !seen.insert(p.name.as_str()) {
+                return Err(at(format!("plugin name {:?} is used twice", p.name)));
             }
-            if let Some(p) = plugin(raw).map_err(|m| ParseError::at(text, start, m))? {
-                cfg.plugins.push(p);
-            }
+            p.check().map_err(at)?;
         }
         Ok(cfg)
+    }
+
+    /// The plugin chain, in order: the enabled `[[plugins]]`.
+    pub fn plugins(&self) -> impl Iterator<Item = &PluginConfig> {
+        self.plugins
+            .iter()
+            .map(toml::Spanned::get_ref)
+            .filter(|p| p.enabled)
     }
 
     /// A path from the file, resolved against the file's directory.
@@ -157,9 +198,10 @@ pub struct DaemonConfig {
     pub stats_interval_secs: u64,
     /// Re-read pipeline.toml when it changes (plugin chain only).
     pub hot_reload: bool,
-    /// Unix socket where `driftwatch stats` reads the live counters; empty
-    /// turns it off.
-    pub control_socket: PathBuf,
+    /// Unix socket where `driftwatch stats` reads the live counters; `None`
+    /// (`false` or `""` in the file) turns it off.
+    #[serde(deserialize_with = "socket_path")]
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -169,22 +211,53 @@ impl Default for DaemonConfig {
             cache_dir: PathBuf::from("/var/cache/driftwatch"),
             stats_interval_secs: 60,
             hot_reload: true,
-            control_socket: PathBuf::from("/run/driftwatch/control.sock"),
+            control_socket: Some(PathBuf::from("/run/driftwatch/control.sock")),
         }
     }
+}
+
+impl Check for DaemonConfig {
+    fn check(&self) -> Result<(), String> {
+        in_range("stats_interval_secs", self.stats_interval_secs, 0..=86_400)
+    }
+}
+
+/// A path, or `false` for none. An empty string also means none: it is
+/// what turned the socket off before `false` did.
+fn socket_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<PathBuf>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a socket path, or false")
+        }
+        fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            if b {
+                Err(E::invalid_value(serde::de::Unexpected::Bool(b), &self))
+            } else {
+                Ok(None)
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourcesConfig {
+    #[serde(deserialize_with = "checked")]
     pub ebpf: EbpfConfig,
+    #[serde(deserialize_with = "checked")]
     pub scan: ScanConfig,
 }
 
 /// The periodic drift scan (`[sources.scan]`): diffs running containers
 /// against their images and emits `file_drift` events for new differences.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, try_from = "RawScan")]
+#[serde(default, deny_unknown_fields)]
 pub struct ScanConfig {
     pub enabled: bool,
     /// Seconds between the starts of two scans.
@@ -201,63 +274,6 @@ pub struct ScanConfig {
     pub storage_root: PathBuf,
 }
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawScan {
-    enabled: bool,
-    interval_secs: u64,
-    containers: Vec<String>,
-    include_runtime_files: bool,
-    jobs: usize,
-    storage_root: PathBuf,
-}
-
-impl Default for RawScan {
-    fn default() -> Self {
-        let d = ScanConfig::default();
-        RawScan {
-            enabled: d.enabled,
-            interval_secs: d.interval_secs,
-            containers: d.containers,
-            include_runtime_files: d.include_runtime_files,
-            jobs: d.jobs,
-            storage_root: d.storage_root,
-        }
-    }
-}
-
-impl TryFrom<RawScan> for ScanConfig {
-    type Error = String;
-    fn try_from(r: RawScan) -> Result<Self, String> {
-        if !(1..=86_400).contains(&r.interval_secs) {
-            return Err(format!(
-                "interval_secs must be between 1 and 86400, not {}",
-                r.interval_secs
-            ));
-        }
-        if !(1..=16).contains(&r.jobs) {
-            return Err(format!("jobs must be between 1 and 16, not {}", r.jobs));
-        }
-        if let Some(bad) = r.containers.iter().find(|c| c.trim().is_empty()) {
-            return Err(format!("containers: {bad:?} is not a container name or id"));
-        }
-        if !r.storage_root.is_absolute() {
-            return Err(format!(
-                "storage_root {:?} must be an absolute path",
-                r.storage_root
-            ));
-        }
-        Ok(ScanConfig {
-            enabled: r.enabled,
-            interval_secs: r.interval_secs,
-            containers: r.containers,
-            include_runtime_files: r.include_runtime_files,
-            jobs: r.jobs,
-            storage_root: r.storage_root,
-        })
-    }
-}
-
 impl Default for ScanConfig {
     fn default() -> Self {
         ScanConfig {
@@ -270,6 +286,23 @@ impl Default for ScanConfig {
             jobs: 2,
             storage_root: PathBuf::from(crate::fsdiff::resolve::DEFAULT_STORAGE_ROOT),
         }
+    }
+}
+
+impl Check for ScanConfig {
+    fn check(&self) -> Result<(), String> {
+        in_range("interval_secs", self.interval_secs, 1..=86_400)?;
+        in_range("jobs", self.jobs, 1..=16)?;
+        if let Some(bad) = self.containers.iter().find(|c| c.trim().is_empty()) {
+            return Err(format!("containers: {bad:?} is not a container name or id"));
+        }
+        if !self.storage_root.is_absolute() {
+            return Err(format!(
+                "storage_root {:?} must be an absolute path",
+                self.storage_root
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -307,8 +340,16 @@ impl Default for EbpfConfig {
     }
 }
 
+impl Check for EbpfConfig {
+    fn check(&self) -> Result<(), String> {
+        // One page to the 1 GiB the sensor's loader caps the ring at.
+        in_range("ring_buffer_kib", self.ring_buffer_kib, 4..=1 << 20)?;
+        in_range("drain_interval_ms", self.drain_interval_ms, 0..=10_000)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, try_from = "RawPipeline")]
+#[serde(default, deny_unknown_fields)]
 pub struct PipelineConfig {
     /// Events per plugin call, at most.
     pub batch_size: usize,
@@ -319,48 +360,6 @@ pub struct PipelineConfig {
     pub queue_capacity: usize,
 }
 
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawPipeline {
-    batch_size: usize,
-    batch_timeout_ms: u64,
-    queue_capacity: usize,
-}
-
-impl Default for RawPipeline {
-    fn default() -> Self {
-        let d = PipelineConfig::default();
-        RawPipeline {
-            batch_size: d.batch_size,
-            batch_timeout_ms: d.batch_timeout_ms,
-            queue_capacity: d.queue_capacity,
-        }
-    }
-}
-
-impl TryFrom<RawPipeline> for PipelineConfig {
-    type Error = String;
-    fn try_from(r: RawPipeline) -> Result<Self, String> {
-        if r.batch_size == 0 || r.batch_size > 65536 {
-            return Err(format!(
-                "batch_size must be between 1 and 65536, not {}",
-                r.batch_size
-            ));
-        }
-        if r.queue_capacity < r.batch_size {
-            return Err(format!(
-                "queue_capacity ({}) must be at least batch_size ({})",
-                r.queue_capacity, r.batch_size
-            ));
-        }
-        Ok(PipelineConfig {
-            batch_size: r.batch_size,
-            batch_timeout_ms: r.batch_timeout_ms,
-            queue_capacity: r.queue_capacity,
-        })
-    }
-}
-
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
@@ -368,6 +367,23 @@ impl Default for PipelineConfig {
             batch_timeout_ms: 20,
             queue_capacity: 65536,
         }
+    }
+}
+
+impl Check for PipelineConfig {
+    fn check(&self) -> Result<(), String> {
+        in_range("batch_size", self.batch_size, 1..=65_536)?;
+        in_range("batch_timeout_ms", self.batch_timeout_ms, 0..=60_000)?;
+        // tokio's channel panics past about 2^61; a million events is
+        // already far more memory than a burst should take.
+        in_range("queue_capacity", self.queue_capacity, 1..=1 << 20)?;
+        if self.queue_capacity < self.batch_size {
+            return Err(format!(
+                "queue_capacity ({}) must be at least batch_size ({})",
+                self.queue_capacity, self.batch_size
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -383,133 +399,122 @@ pub enum OnError {
 }
 
 /// Where a plugin's code comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginSource {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginSource<'a> {
     /// One of the plugins compiled into the binary, by name.
-    Builtin(String),
+    Builtin(&'a str),
     /// A component file, relative to pipeline.toml's directory.
-    Path(PathBuf),
+    Path(&'a Path),
 }
 
-#[derive(Debug, Clone)]
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     pub name: String,
-    pub source: PluginSource,
-    pub on_error: OnError,
-    pub memory_limit_mib: u64,
-    pub deadline_ms: u64,
-    pub max_output_mib: u64,
-    /// Consecutive failed batches before the plugin is quarantined.
-    pub quarantine_after: u32,
-    /// The plugin's own settings, handed to its `init`.
-    pub config: toml::Table,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlugin {
-    name: String,
+    /// Exactly one of `builtin` and `path` is set ([`PluginConfig::source`]).
     builtin: Option<String>,
     path: Option<PathBuf>,
+    /// A disabled entry stays in the file but out of the chain.
     #[serde(default = "yes")]
-    enabled: bool,
+    pub enabled: bool,
     #[serde(default)]
-    on_error: OnError,
+    pub on_error: OnError,
     #[serde(default = "default_memory")]
-    memory_limit_mib: u64,
+    pub memory_limit_mib: u64,
     #[serde(default = "default_deadline")]
-    deadline_ms: u64,
+    pub deadline_ms: u64,
     #[serde(default = "default_max_output")]
-    max_output_mib: u64,
+    pub max_output_mib: u64,
+    /// Consecutive failed batches before the plugin is quarantined.
     #[serde(default = "default_quarantine")]
-    quarantine_after: u32,
+    pub quarantine_after: u32,
+    /// The plugin's own settings, handed to its `init`.
     #[serde(default)]
-    config: toml::Table,
+    pub config: toml::Table,
 }
 
 fn yes() -> bool {
     true
 }
 fn default_memory() -> u64 {
-    64
+    Limits::DEFAULT_MEMORY_MIB
 }
 fn default_deadline() -> u64 {
-    50
+    Limits::DEFAULT_DEADLINE_MS
 }
 fn default_max_output() -> u64 {
-    16
+    Limits::DEFAULT_MAX_OUTPUT_MIB
 }
 fn default_quarantine() -> u32 {
     5
 }
 
-/// Parses one `[[plugins]]` entry; `None` when it is disabled.
-fn plugin(r: RawPlugin) -> Result<Option<PluginConfig>, String> {
-    if r.name.is_empty()
-        || !r
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!(
-            "plugin name {:?} must be non-empty [A-Za-z0-9_-]",
-            r.name
-        ));
+impl PluginConfig {
+    pub fn source(&self) -> PluginSource<'_> {
+        match (&self.builtin, &self.path) {
+            (Some(b), _) => PluginSource::Builtin(b),
+            (None, Some(p)) => PluginSource::Path(p),
+            // Refused by `check`; a builtin without a name has no code.
+            (None, None) => PluginSource::Builtin(""),
+        }
     }
-    let source = match (r.builtin, r.path) {
-        (Some(b), None) => {
-            if !crate::plugin::builtin::NAMES.contains(&b.as_str()) {
+
+    /// The sandbox limits, in the units the host counts in.
+    pub fn limits(&self) -> Limits {
+        Limits::new(self.memory_limit_mib, self.deadline_ms, self.max_output_mib)
+    }
+}
+
+impl Check for PluginConfig {
+    fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "plugin name {name:?} must be non-empty [A-Za-z0-9_-]"
+            ));
+        }
+        match (&self.builtin, &self.path) {
+            (Some(b), None) if !crate::plugin::builtin::NAMES.contains(&b.as_str()) => {
                 return Err(format!(
-                    "plugin {:?}: unknown builtin {b:?} (built-ins: {})",
-                    r.name,
+                    "plugin {name:?}: unknown builtin {b:?} (built-ins: {})",
                     crate::plugin::builtin::NAMES.join(", ")
                 ));
             }
-            PluginSource::Builtin(b)
+            (Some(_), None) | (None, Some(_)) => {}
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "plugin {name:?}: set `builtin` or `path`, not both"
+                ));
+            }
+            (None, None) => return Err(format!("plugin {name:?}: set `builtin` or `path`")),
         }
-        (None, Some(p)) => PluginSource::Path(p),
-        (Some(_), Some(_)) => {
+        let knob = |key, value, range| {
+            in_range(key, value, range).map_err(|m| format!("plugin {name:?}: {m}"))
+        };
+        knob("memory_limit_mib", self.memory_limit_mib, 1..=4096)?;
+        knob("deadline_ms", self.deadline_ms, 1..=60_000)?;
+        // The output cap is counted in bytes in a usize; past 1 GiB a
+        // verdict payload is no longer a verdict.
+        knob("max_output_mib", self.max_output_mib, 1..=1024)?;
+        if self.quarantine_after == 0 {
             return Err(format!(
-                "plugin {:?}: set `builtin` or `path`, not both",
-                r.name
+                "plugin {name:?}: quarantine_after must be at least 1"
             ));
         }
-        (None, None) => return Err(format!("plugin {:?}: set `builtin` or `path`", r.name)),
-    };
-    if !(1..=4096).contains(&r.memory_limit_mib) {
-        return Err(format!(
-            "plugin {:?}: memory_limit_mib must be 1..=4096",
-            r.name
-        ));
+        Ok(())
     }
-    if !(1..=60_000).contains(&r.deadline_ms) {
-        return Err(format!(
-            "plugin {:?}: deadline_ms must be 1..=60000",
-            r.name
-        ));
-    }
-    if r.max_output_mib == 0 || r.quarantine_after == 0 {
-        return Err(format!(
-            "plugin {:?}: max_output_mib and quarantine_after must be > 0",
-            r.name
-        ));
-    }
-    Ok(r.enabled.then_some(PluginConfig {
-        name: r.name,
-        source,
-        on_error: r.on_error,
-        memory_limit_mib: r.memory_limit_mib,
-        deadline_ms: r.deadline_ms,
-        max_output_mib: r.max_output_mib,
-        quarantine_after: r.quarantine_after,
-        config: r.config,
-    }))
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputsConfig {
     pub stdout: StdoutConfig,
+    #[serde(deserialize_with = "checked")]
     pub otlp: OtlpConfig,
 }
 
@@ -520,6 +525,63 @@ pub struct StdoutConfig {
     pub enabled: Switch,
     /// Also print every event that passed the chain (schema JSON lines).
     pub events: bool,
+}
+
+/// The OTLP transports driftwatch speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// As `OTEL_EXPORTER_OTLP_PROTOCOL` spells it.
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s {
+            "grpc" => Ok(Protocol::Grpc),
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "http/json" => {
+                Err("http/json is not supported; use \"grpc\" or \"http/protobuf\"".into())
+            }
+            other => Err(format!(
+                "unknown protocol {other:?}; use \"grpc\" or \"http/protobuf\""
+            )),
+        }
+    }
+}
+
+/// Request compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+/// As `OTEL_EXPORTER_OTLP_COMPRESSION` spells it.
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Compression, String> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "none" => Ok(Compression::None),
+            other => Err(format!(
+                "unknown compression {other:?}; use \"gzip\" or \"none\""
+            )),
+        }
+    }
 }
 
 /// `[outputs.otlp]`. Unset keys fall back to the standard
@@ -533,10 +595,8 @@ pub struct OtlpConfig {
     /// Base URL of the receiver (`http://host:4317` for gRPC,
     /// `http://host:4318` for HTTP, where `/v1/logs` is appended).
     pub endpoint: Option<String>,
-    /// `"grpc"` or `"http/protobuf"`.
-    pub protocol: Option<String>,
-    /// `"gzip"` or `"none"`.
-    pub compression: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub compression: Option<Compression>,
     /// Per-request timeout.
     pub timeout_ms: Option<u64>,
     /// Extra request headers (gRPC metadata), e.g. for authentication.
@@ -562,7 +622,9 @@ pub struct OtlpConfig {
     /// At shutdown, how long to keep exporting before leaving the rest in
     /// the spool for the next start.
     pub shutdown_timeout_ms: u64,
+    #[serde(deserialize_with = "checked")]
     pub spool: SpoolConfig,
+    #[serde(deserialize_with = "checked")]
     pub metrics: MetricsConfig,
 }
 
@@ -586,6 +648,28 @@ impl Default for OtlpConfig {
             spool: SpoolConfig::default(),
             metrics: MetricsConfig::default(),
         }
+    }
+}
+
+/// The longest per-request timeout, from here or `OTEL_EXPORTER_OTLP_*TIMEOUT`.
+pub const OTLP_TIMEOUT_MS: RangeInclusive<u64> = 1..=600_000;
+
+impl Check for OtlpConfig {
+    fn check(&self) -> Result<(), String> {
+        if let Some(ms) = self.timeout_ms {
+            in_range("timeout_ms", ms, OTLP_TIMEOUT_MS)?;
+        }
+        in_range("batch_size", self.batch_size, 1..=65_536)?;
+        // 64 MiB: the largest request body the OTLP/HTTP exporter sends.
+        in_range("batch_max_kib", self.batch_max_kib, 1..=65_536)?;
+        in_range("batch_timeout_ms", self.batch_timeout_ms, 0..=60_000)?;
+        in_range("retry_initial_ms", self.retry_initial_ms, 10..=3_600_000)?;
+        in_range(
+            "retry_max_ms",
+            self.retry_max_ms,
+            self.retry_initial_ms..=3_600_000,
+        )?;
+        in_range("shutdown_timeout_ms", self.shutdown_timeout_ms, 0..=600_000)
     }
 }
 
@@ -617,6 +701,19 @@ impl Default for SpoolConfig {
     }
 }
 
+impl SpoolConfig {
+    pub fn max_bytes(&self) -> u64 {
+        self.max_kib.saturating_mul(1024)
+    }
+}
+
+impl Check for SpoolConfig {
+    fn check(&self) -> Result<(), String> {
+        // Up to 1 TiB.
+        in_range("max_kib", self.max_kib, 1..=1 << 30)
+    }
+}
+
 /// The daemon's own counters as OTLP metrics, to the same receiver.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -631,6 +728,12 @@ impl Default for MetricsConfig {
             enabled: true,
             interval_secs: 30,
         }
+    }
+}
+
+impl Check for MetricsConfig {
+    fn check(&self) -> Result<(), String> {
+        in_range("interval_secs", self.interval_secs, 1..=86_400)
     }
 }
 
@@ -692,12 +795,11 @@ mod tests {
     fn the_shipped_pipeline_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
         let cfg = Config::load(&path).unwrap();
-        assert_eq!(cfg.plugins.len(), 5);
+        assert_eq!(cfg.plugins().count(), 5);
         assert!(cfg.sources.scan.enabled);
         assert!(
-            cfg.plugins
-                .iter()
-                .all(|p| matches!(p.source, PluginSource::Builtin(_)))
+            cfg.plugins()
+                .all(|p| matches!(p.source(), PluginSource::Builtin(_)))
         );
     }
 
@@ -785,9 +887,173 @@ mod tests {
     fn disabled_plugins_are_left_out_and_syntax_errors_are_located() {
         let c = Config::parse("[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\nenabled = false\n")
             .unwrap();
-        assert!(c.plugins.is_empty());
+        assert!(c.plugins().next().is_none());
         let e = err("[pipeline\n");
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn every_default_passes_its_own_checks() {
+        let d = Config::default();
+        d.daemon.check().unwrap();
+        d.sources.ebpf.check().unwrap();
+        d.sources.scan.check().unwrap();
+        d.pipeline.check().unwrap();
+        d.outputs.otlp.check().unwrap();
+        d.outputs.otlp.spool.check().unwrap();
+        d.outputs.otlp.metrics.check().unwrap();
+        let p = Config::parse("[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n").unwrap();
+        let p = p.plugins().next().unwrap();
+        assert_eq!(p.limits().memory_bytes, 64 << 20);
+        assert_eq!(p.limits().max_output_bytes, 16 << 20);
+        assert_eq!(p.limits().deadline, std::time::Duration::from_millis(50));
+    }
+
+    /// Each knob past what the code can honour: a clean error naming the
+    /// key and its range, at the line of its table.
+    #[test]
+    fn numeric_knobs_are_range_checked_with_locations() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[pipeline]",
+                "queue_capacity = 4611686018427387904",
+                "queue_capacity must be between 1 and 1048576",
+            ),
+            (
+                "[pipeline]",
+                "batch_timeout_ms = 9223372036854775807",
+                "batch_timeout_ms must be between 0 and 60000",
+            ),
+            (
+                "[daemon]",
+                "stats_interval_secs = 9223372036854775807",
+                "stats_interval_secs must be between 0 and 86400",
+            ),
+            (
+                "[sources.ebpf]",
+                "ring_buffer_kib = 4294967295",
+                "ring_buffer_kib must be between 4 and 1048576",
+            ),
+            (
+                "[sources.ebpf]",
+                "drain_interval_ms = 100000",
+                "drain_interval_ms must be between 0 and 10000",
+            ),
+            (
+                "[outputs.otlp]",
+                "batch_size = 0",
+                "batch_size must be between 1 and 65536",
+            ),
+            (
+                "[outputs.otlp]",
+                "batch_max_kib = 18014398509481984",
+                "batch_max_kib must be between 1 and 65536",
+            ),
+            (
+                "[outputs.otlp]",
+                "timeout_ms = 0",
+                "timeout_ms must be between 1 and 600000",
+            ),
+            (
+                "[outputs.otlp]",
+                "retry_initial_ms = 1",
+                "retry_initial_ms must be between 10 and 3600000",
+            ),
+            (
+                "[outputs.otlp]",
+                "retry_max_ms = 100",
+                "retry_max_ms must be between 500 and 3600000",
+            ),
+            (
+                "[outputs.otlp]",
+                "shutdown_timeout_ms = 9223372036854775807",
+                "shutdown_timeout_ms must be between 0 and 600000",
+            ),
+            (
+                "[outputs.otlp.spool]",
+                "max_kib = 18014398509481984",
+                "max_kib must be between 1 and 1073741824",
+            ),
+            (
+                "[outputs.otlp.metrics]",
+                "interval_secs = 0",
+                "interval_secs must be between 1 and 86400",
+            ),
+        ];
+        for (table, line, want) in cases {
+            let e = err(&format!("[k8s]\nenabled = false\n\n{table}\n{line}\n"));
+            assert!(e.contains(want), "{line}: {e}");
+            assert!(e.contains("line 4, column 1"), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn plugin_limits_are_range_checked_at_their_entry() {
+        let entry = |knob: &str| {
+            err(&format!(
+                "[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n\n\
+                 [[plugins]]\nname = \"b\"\nbuiltin = \"shell\"\n{knob}\n"
+            ))
+        };
+        // `<< 20` of this wrapped to 0 and switched the output cap off.
+        let e = entry("max_output_mib = 17592186044416");
+        assert!(
+            e.contains("plugin \"b\": max_output_mib must be between 1 and 1024"),
+            "{e}"
+        );
+        assert!(e.contains("line 5, column 1"), "{e}");
+        let e = entry("memory_limit_mib = 4097");
+        assert!(
+            e.contains("memory_limit_mib must be between 1 and 4096"),
+            "{e}"
+        );
+        let e = entry("deadline_ms = 60001");
+        assert!(e.contains("deadline_ms must be between 1 and 60000"), "{e}");
+        let e = entry("quarantine_after = 0");
+        assert!(e.contains("quarantine_after must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn closed_sets_are_enums() {
+        let c =
+            Config::parse("[outputs.otlp]\nprotocol = \"grpc\"\ncompression = \"none\"\n").unwrap();
+        assert_eq!(c.outputs.otlp.protocol, Some(Protocol::Grpc));
+        assert_eq!(c.outputs.otlp.compression, Some(Compression::None));
+        let e = err("[outputs.otlp]\nprotocol = \"http/json\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("unknown variant `http/json`"),
+            "{e}"
+        );
+        let e = err("[outputs.otlp]\ncompression = \"zstd\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("unknown variant `zstd`"),
+            "{e}"
+        );
+        let e = err("[sources.ebpf]\nscope = \"host\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("unknown variant `host`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_control_socket_is_a_path_or_off() {
+        let socket = |text: &str| Config::parse(text).unwrap().daemon.control_socket;
+        assert_eq!(
+            socket(""),
+            Some(PathBuf::from("/run/driftwatch/control.sock"))
+        );
+        assert_eq!(
+            socket("[daemon]\ncontrol_socket = \"/tmp/c.sock\"\n"),
+            Some(PathBuf::from("/tmp/c.sock"))
+        );
+        assert_eq!(socket("[daemon]\ncontrol_socket = false\n"), None);
+        assert_eq!(socket("[daemon]\ncontrol_socket = \"\"\n"), None);
+        let e = err("[daemon]\ncontrol_socket = true\n");
+        assert!(
+            e.contains("line 2") && e.contains("a socket path, or false"),
+            "{e}"
+        );
     }
 
     #[test]

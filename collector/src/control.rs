@@ -18,8 +18,11 @@ pub enum ControlError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("control socket {path} answered with something that is not counters: {message}")]
-    Garbled { path: PathBuf, message: String },
+    #[error("control socket {path} answered with something that is not counters: {source}")]
+    Garbled {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
@@ -76,8 +79,8 @@ pub fn read(path: &Path) -> Result<Snapshot, ControlError> {
         .map_err(io(path))?;
     let mut text = String::new();
     conn.read_to_string(&mut text).map_err(io(path))?;
-    serde_json::from_str(&text).map_err(|e| ControlError::Garbled {
+    serde_json::from_str(&text).map_err(|source| ControlError::Garbled {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }

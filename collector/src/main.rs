@@ -233,7 +233,10 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Command::Stats { config, socket } => {
             let path = match socket {
                 Some(p) => p,
-                None => Config::load(&config.config)?.daemon.control_socket,
+                None => Config::load(&config.config)?
+                    .daemon
+                    .control_socket
+                    .context("the configuration turns the control socket off")?,
             };
             let snapshot = driftwatch::control::read(&path)
                 .context("is the daemon running? `driftwatch run` serves its counters there")?;
@@ -424,7 +427,7 @@ fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result
     // control socket to take from a running daemon.
     cfg.daemon.hot_reload = false;
     cfg.daemon.stats_interval_secs = 0;
-    cfg.daemon.control_socket = PathBuf::new();
+    cfg.daemon.control_socket = None;
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sources: Vec<Box<dyn Source>> = vec![Box::new(Replay::new(file.to_path_buf()))];

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use driftwatch_sdk::{Action, Event, Finding, KindSet, Manifest, Prefilter, Verdict, codec};
 
 use crate::config::{Config, OnError, PluginConfig, PluginSource};
-use crate::plugin::host::Limits;
 use crate::plugin::{Engine, LoadedPlugin, PluginError, PluginInstance, builtin};
 use crate::stats::Stats;
 
@@ -33,8 +32,11 @@ pub enum ChainError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("plugin {plugin}: its config table cannot be encoded: {message}")]
-    Config { plugin: String, message: String },
+    #[error("plugin {plugin}: its config table cannot be encoded: {source}")]
+    Config {
+        plugin: String,
+        source: codec::CodecError,
+    },
     #[error(transparent)]
     Plugin(#[from] PluginError),
 }
@@ -168,7 +170,7 @@ struct Stage {
 
 /// Reads a plugin's component bytes from its configured source.
 pub fn plugin_bytes(cfg: &Config, p: &PluginConfig) -> Result<Vec<u8>, ChainError> {
-    match &p.source {
+    match p.source() {
         // The config parser only accepts known built-in names.
         PluginSource::Builtin(b) => Ok(builtin::bytes(b).unwrap_or_default().to_vec()),
         PluginSource::Path(path) => {
@@ -186,19 +188,14 @@ impl Chain {
     /// Loads, compiles and initializes every plugin of `cfg`. Any failure is
     /// an error naming the plugin: a chain is built whole or not at all.
     pub fn build(cfg: &Config, engine: &Engine, stats: Arc<Stats>) -> Result<Chain, ChainError> {
-        let mut stages = Vec::with_capacity(cfg.plugins.len());
-        for p in &cfg.plugins {
+        let mut stages = Vec::new();
+        for p in cfg.plugins() {
             let bytes = plugin_bytes(cfg, p)?;
-            let config = codec::encode(&p.config).map_err(|e| ChainError::Config {
+            let config = codec::encode(&p.config).map_err(|source| ChainError::Config {
                 plugin: p.name.clone(),
-                message: e.to_string(),
+                source,
             })?;
-            let limits = Limits {
-                memory_bytes: (p.memory_limit_mib << 20) as usize,
-                deadline: Duration::from_millis(p.deadline_ms),
-                max_output_bytes: (p.max_output_mib << 20) as usize,
-            };
-            let plugin = engine.load(&p.name, &bytes, limits, config)?;
+            let plugin = engine.load(&p.name, &bytes, p.limits(), config)?;
             let instance = plugin.instantiate()?;
             let manifest = instance.manifest().clone();
             stages.push(Stage {

@@ -257,10 +257,7 @@ fn serve_control(
     cfg: &Config,
     stats: &Arc<Stats>,
 ) -> Option<(PathBuf, tokio::task::JoinHandle<()>)> {
-    if cfg.daemon.control_socket.as_os_str().is_empty() {
-        return None;
-    }
-    let path = cfg.daemon.control_socket.clone();
+    let path = cfg.daemon.control_socket.clone()?;
     match crate::control::bind(&path) {
         Ok(l) => Some((path, tokio::spawn(crate::control::serve(l, stats.clone())))),
         Err(e) => {

@@ -82,32 +82,46 @@ fn key(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
     hex::encode(sha.finalize())
 }
 
-fn prepare(dir: &Path) -> Result<(), String> {
+/// Why a cache directory is not used.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("cannot create it: {0}")]
+    Create(#[source] std::io::Error),
+    #[error("{0}")]
+    Stat(#[source] std::io::Error),
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("owned by uid {owner}, not by us (uid {us})")]
+    Owner { owner: u32, us: u32 },
+    #[error("writable by group or others (mode {mode:o})")]
+    Writable { mode: u32 },
+}
+
+fn prepare(dir: &Path) -> Result<(), Unusable> {
     use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("cannot create it: {e}"))?;
+            .map_err(Unusable::Create)?;
     }
-    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    let meta = std::fs::metadata(dir).map_err(Unusable::Stat)?;
     if !meta.is_dir() {
-        return Err("not a directory".into());
+        return Err(Unusable::NotADirectory);
     }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if meta.uid() != euid {
-        return Err(format!(
-            "owned by uid {}, not by us (uid {euid})",
-            meta.uid()
-        ));
+        return Err(Unusable::Owner {
+            owner: meta.uid(),
+            us: euid,
+        });
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "writable by group or others (mode {:o})",
-            meta.mode() & 0o777
-        ));
+        return Err(Unusable::Writable {
+            mode: meta.mode() & 0o777,
+        });
     }
     Ok(())
 }
@@ -121,7 +135,12 @@ mod tests {
     fn world_writable_dir_is_refused() {
         let d = tempfile::tempdir().unwrap();
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(prepare(d.path()).unwrap_err().contains("writable"));
+        assert!(
+            prepare(d.path())
+                .unwrap_err()
+                .to_string()
+                .contains("writable")
+        );
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         assert!(prepare(d.path()).is_ok());
     }

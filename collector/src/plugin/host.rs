@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use driftwatch_sdk::prefilter::PrefilterError;
 use driftwatch_sdk::{ABI_VERSION, Manifest, Prefilter, Verdict, codec};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap};
@@ -33,28 +34,58 @@ const LOG_LINE_MAX: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("compiling {plugin}: {message}")]
-    Compile { plugin: String, message: String },
-    #[error("linking {plugin}: {message}")]
-    Link { plugin: String, message: String },
-    #[error("plugin {plugin} refused its configuration: {message}")]
-    Init { plugin: String, message: String },
-    #[error("plugin {plugin} returned a bad manifest: {message}")]
-    Manifest { plugin: String, message: String },
+    #[error("compiling {plugin}: {source:#}")]
+    Compile {
+        plugin: String,
+        source: wasmtime::Error,
+    },
+    /// `hint` says what a link failure most likely means.
+    #[error("linking {plugin}: {source:#}{hint}")]
+    Link {
+        plugin: String,
+        hint: &'static str,
+        source: wasmtime::Error,
+    },
+    #[error("plugin {plugin} refused its configuration: {source}")]
+    Init {
+        plugin: String,
+        source: Box<PluginError>,
+    },
+    #[error("plugin {plugin} returned a bad manifest: {source}")]
+    Manifest {
+        plugin: String,
+        source: ManifestError,
+    },
     #[error("exceeded its memory limit of {limit_mib} MiB")]
     Memory { limit_mib: u64 },
     #[error("exceeded its CPU deadline of {deadline_ms} ms")]
     Deadline { deadline_ms: u64 },
+    /// The trap as text: it carries the guest's backtrace, cleaned like
+    /// any guest text, so the error itself cannot be kept.
     #[error("trapped: {0}")]
     Trap(String),
+    /// What the guest returned as its error: a message, not an error value.
     #[error("returned an error: {0}")]
     Guest(String),
     #[error("returned {got} bytes, over its output limit of {limit} bytes")]
     OutputTooLarge { got: usize, limit: usize },
     #[error("returned malformed verdicts: {0}")]
-    Malformed(String),
+    Malformed(#[source] codec::CodecError),
     #[error("returned {got} verdicts for {expected} events")]
     WrongCount { expected: usize, got: usize },
+}
+
+/// Why a plugin's manifest is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(transparent)]
+    Decode(#[from] codec::CodecError),
+    #[error("built for plugin ABI {found}, this driftwatch speaks {ABI_VERSION}")]
+    Abi { found: u32 },
+    /// A prefilter naming a field this host does not know would starve or
+    /// flood the plugin.
+    #[error(transparent)]
+    Prefilter(#[from] PrefilterError),
 }
 
 impl PluginError {
@@ -160,22 +191,20 @@ impl Engine {
         if std::env::var_os("DRIFTWATCH_WASM_PERFMAP").is_some() {
             cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
-        let inner = wasmtime::Engine::new(&cfg).map_err(|e| PluginError::Link {
+        let engine_err = |source| PluginError::Link {
             plugin: "<engine>".into(),
-            message: e.to_string(),
-        })?;
+            hint: "",
+            source,
+        };
+        let inner = wasmtime::Engine::new(&cfg).map_err(engine_err)?;
         let mut linker = Linker::new(&inner);
         bindings::Plugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
-        .map_err(|e| PluginError::Link {
-            plugin: "<engine>".into(),
-            message: e.to_string(),
-        })?;
-        let ticker = Ticker::start(inner.clone()).map_err(|e| PluginError::Link {
-            plugin: "<engine>".into(),
-            message: format!("starting the epoch thread: {e}"),
+        .map_err(engine_err)?;
+        let ticker = Ticker::start(inner.clone()).map_err(|e| {
+            engine_err(wasmtime::Error::new(e).context("starting the epoch thread"))
         })?;
         Ok(Engine {
             inner,
@@ -196,19 +225,18 @@ impl Engine {
         let component: Component =
             self.cache
                 .load(&self.inner, bytes)
-                .map_err(|e| PluginError::Compile {
+                .map_err(|source| PluginError::Compile {
                     plugin: name.to_string(),
-                    message: format!("{e:#}"),
+                    source,
                 })?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .and_then(bindings::PluginPre::new)
-            .map_err(|e| PluginError::Link {
+            .map_err(|source| PluginError::Link {
                 plugin: name.to_string(),
-                message: format!(
-                    "{e:#} (is it a driftwatch:plugin component that imports nothing else?)"
-                ),
+                hint: " (is it a driftwatch:plugin component that imports nothing else?)",
+                source,
             })?;
         Ok(LoadedPlugin {
             name: Arc::from(name),
@@ -231,15 +259,32 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_bytes: 64 << 20,
-            deadline: Duration::from_millis(50),
-            max_output_bytes: 16 << 20,
-        }
+        Limits::new(
+            Limits::DEFAULT_MEMORY_MIB,
+            Limits::DEFAULT_DEADLINE_MS,
+            Limits::DEFAULT_MAX_OUTPUT_MIB,
+        )
     }
 }
 
 impl Limits {
+    /// The defaults of `[[plugins]]` (`memory_limit_mib`, `deadline_ms`,
+    /// `max_output_mib`) and of `driftwatch plugin inspect`.
+    pub const DEFAULT_MEMORY_MIB: u64 = 64;
+    pub const DEFAULT_DEADLINE_MS: u64 = 50;
+    pub const DEFAULT_MAX_OUTPUT_MIB: u64 = 16;
+
+    /// Limits from configuration units. A size too large for this machine
+    /// saturates rather than wrapping to a small one.
+    pub fn new(memory_mib: u64, deadline_ms: u64, max_output_mib: u64) -> Limits {
+        let bytes = |mib: u64| usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        Limits {
+            memory_bytes: bytes(memory_mib),
+            deadline: Duration::from_millis(deadline_ms),
+            max_output_bytes: bytes(max_output_mib),
+        }
+    }
+
     fn deadline_ticks(&self) -> u64 {
         (self.deadline.as_micros().div_ceil(TICK.as_micros()) as u64).max(1) + 1
     }
@@ -278,9 +323,10 @@ impl LoadedPlugin {
         let bindings = self
             .pre
             .instantiate(&mut store)
-            .map_err(|e| PluginError::Link {
+            .map_err(|source| PluginError::Link {
                 plugin: self.name.to_string(),
-                message: format!("{e:#}"),
+                hint: "",
+                source,
             })?;
         let mut inst = PluginInstance {
             store,
@@ -295,28 +341,21 @@ impl LoadedPlugin {
             .guarded(|b, s| b.call_init(s, &self.config))
             .map_err(|e| PluginError::Init {
                 plugin: self.name.to_string(),
-                message: e.to_string(),
+                source: Box::new(e),
             })?;
-        let manifest: Manifest = codec::decode(&raw).map_err(|e| PluginError::Manifest {
+        let bad_manifest = |source: ManifestError| PluginError::Manifest {
             plugin: self.name.to_string(),
-            message: e.to_string(),
-        })?;
+            source,
+        };
+        let manifest: Manifest =
+            codec::decode(&raw).map_err(|e| bad_manifest(ManifestError::Decode(e)))?;
         if manifest.abi_version != ABI_VERSION {
-            return Err(PluginError::Manifest {
-                plugin: self.name.to_string(),
-                message: format!(
-                    "built for plugin ABI {}, this driftwatch speaks {ABI_VERSION}",
-                    manifest.abi_version
-                ),
-            });
+            return Err(bad_manifest(ManifestError::Abi {
+                found: manifest.abi_version,
+            }));
         }
-        // A prefilter naming a field this host does not know would starve or
-        // flood the plugin; refuse it like any other bad manifest.
-        inst.prefilter =
-            Prefilter::compile(&manifest.prefilter).map_err(|e| PluginError::Manifest {
-                plugin: self.name.to_string(),
-                message: e.to_string(),
-            })?;
+        inst.prefilter = Prefilter::compile(&manifest.prefilter)
+            .map_err(|e| bad_manifest(ManifestError::Prefilter(e)))?;
         let _ = inst.manifest.set(manifest);
         Ok(inst)
     }
@@ -360,8 +399,7 @@ impl PluginInstance {
             });
         }
         let mut verdicts = Vec::with_capacity(expected);
-        codec::decode_array(&raw, |v| verdicts.push(v))
-            .map_err(|e| PluginError::Malformed(e.to_string()))?;
+        codec::decode_array(&raw, |v| verdicts.push(v)).map_err(PluginError::Malformed)?;
         if verdicts.len() != expected {
             return Err(PluginError::WrongCount {
                 expected,

@@ -14,8 +14,27 @@ use crate::stats::Stats;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("{sink}: {message}")]
-    Io { sink: &'static str, message: String },
+    #[error("{sink}: {source}")]
+    Io {
+        sink: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{sink}: {source}")]
+    Spool {
+        sink: &'static str,
+        source: spool::SpoolError,
+    },
+    #[error("{sink}: {source} ({lost} records not kept)")]
+    NotKept {
+        sink: &'static str,
+        lost: u64,
+        source: spool::SpoolError,
+    },
+    #[error("{sink}: starting the export thread: {source}")]
+    Thread {
+        sink: &'static str,
+        source: std::io::Error,
+    },
 }
 
 pub trait Sink: Send {

@@ -46,16 +46,16 @@ impl<W: Write + Send> Sink for JsonLines<W> {
     }
 
     fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        self.write_batch(batch).map_err(|e| SinkError::Io {
+        self.write_batch(batch).map_err(|source| SinkError::Io {
             sink: "stdout",
-            message: e.to_string(),
+            source,
         })
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|e| SinkError::Io {
+        self.out.flush().map_err(|source| SinkError::Io {
             sink: "stdout",
-            message: e.to_string(),
+            source,
         })
     }
 }

@@ -15,18 +15,29 @@ use opentelemetry_otlp::{
 };
 
 use super::said;
-use super::settings::{Protocol, Settings};
+use super::settings::{self, Protocol, Settings};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("OTLP exporter for {endpoint}: {message}")]
-    Build { endpoint: String, message: String },
+    /// `what` names the setting the failure is about, when one is.
+    #[error("OTLP exporter for {endpoint}: {what}{source}")]
+    Build {
+        endpoint: String,
+        what: String,
+        source: BoxError,
+    },
+    #[error("OTLP exporter for {endpoint}: no trusted CA certificates")]
+    NoRoots { endpoint: String },
 }
 
-fn build_err(s: &Settings, message: impl std::fmt::Display) -> ClientError {
+/// A failure building `s`'s exporter; `what` is "" or ends in ": ".
+fn build_err(s: &Settings, what: impl Into<String>, source: impl Into<BoxError>) -> ClientError {
     ClientError::Build {
         endpoint: s.endpoint.clone(),
-        message: message.to_string(),
+        what: what.into(),
+        source: source.into(),
     }
 }
 
@@ -41,9 +52,9 @@ fn metadata(s: &Settings) -> Result<MetadataMap, ClientError> {
     let mut headers = http::HeaderMap::new();
     for (k, v) in &s.headers {
         let name = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|e| build_err(s, format!("header {k:?}: {e}")))?;
+            .map_err(|e| build_err(s, format!("header {k:?}: "), e))?;
         let value = http::HeaderValue::from_str(v)
-            .map_err(|e| build_err(s, format!("header {k:?}: {e}")))?;
+            .map_err(|e| build_err(s, format!("header {k:?}: "), e))?;
         headers.insert(name, value);
     }
     Ok(MetadataMap::from_headers(headers))
@@ -70,10 +81,10 @@ fn rustls_config(s: &Settings) -> Result<rustls::ClientConfig, ClientError> {
     match &s.tls.ca_pem {
         Some(pem) => {
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| build_err(s, format!("TLS CA file: {e}")))?;
+                let cert = cert.map_err(|e| build_err(s, "TLS CA file: ", e))?;
                 roots
                     .add(cert)
-                    .map_err(|e| build_err(s, format!("TLS CA file: {e}")))?;
+                    .map_err(|e| build_err(s, "TLS CA file: ", e))?;
             }
         }
         None => {
@@ -85,23 +96,25 @@ fn rustls_config(s: &Settings) -> Result<rustls::ClientConfig, ClientError> {
         }
     }
     if roots.is_empty() {
-        return Err(build_err(s, "no trusted CA certificates"));
+        return Err(ClientError::NoRoots {
+            endpoint: s.endpoint.clone(),
+        });
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| build_err(s, e))?
+        .map_err(|e| build_err(s, "", e))?
         .with_root_certificates(roots);
     match &s.tls.client {
         Some((cert, key)) => {
             let chain = CertificateDer::pem_slice_iter(cert)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| build_err(s, format!("TLS client certificate: {e}")))?;
+                .map_err(|e| build_err(s, "TLS client certificate: ", e))?;
             let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| build_err(s, format!("TLS client key: {e}")))?;
+                .map_err(|e| build_err(s, "TLS client key: ", e))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| build_err(s, format!("TLS client certificate: {e}")))
+                .map_err(|e| build_err(s, "TLS client certificate: ", e))
         }
         None => Ok(builder.with_no_client_auth()),
     }
@@ -112,7 +125,7 @@ fn http_client(s: &Settings) -> Result<reqwest::Client, ClientError> {
     if s.is_https() {
         b = b.tls_backend_preconfigured(rustls_config(s)?);
     }
-    b.build().map_err(|e| build_err(s, e))
+    b.build().map_err(|e| build_err(s, "", e))
 }
 
 /// What every gRPC exporter gets, logs or metrics.
@@ -122,7 +135,7 @@ fn over_grpc<B: WithExportConfig + WithTonicConfig>(b: B, s: &Settings) -> Resul
         .with_timeout(s.timeout)
         .with_metadata(metadata(s)?)
         .with_retry_policy(retry_policy());
-    if s.gzip {
+    if s.compression == settings::Compression::Gzip {
         b = b.with_compression(Compression::Gzip);
     }
     if s.is_https() {
@@ -144,7 +157,7 @@ fn over_http<B: WithExportConfig + WithHttpConfig>(
         .with_http_client(client)
         .with_headers(s.headers.iter().cloned().collect::<HashMap<_, _>>())
         .with_retry_policy(retry_policy());
-    if s.gzip {
+    if s.compression == settings::Compression::Gzip {
         b = b.with_compression(Compression::Gzip);
     }
     Ok(b)
@@ -161,7 +174,7 @@ pub fn log_exporter(s: &Settings) -> Result<LogExporter, ClientError> {
         )?
         .build(),
     }
-    .map_err(|e| build_err(s, e))
+    .map_err(|e| build_err(s, "", e))
 }
 
 pub fn metric_exporter(s: &Settings) -> Result<MetricExporter, ClientError> {
@@ -171,5 +184,5 @@ pub fn metric_exporter(s: &Settings) -> Result<MetricExporter, ClientError> {
             over_http(MetricExporter::builder().with_http(), s, http_client(s)?)?.build()
         }
     }
-    .map_err(|e| build_err(s, e))
+    .map_err(|e| build_err(s, "", e))
 }

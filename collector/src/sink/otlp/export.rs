@@ -29,14 +29,18 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{Logger as _, LoggerProvider as _};
 use opentelemetry_otlp::LogExporter;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::logs::{
+    LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider,
+};
 use tokio::sync::Notify;
 
-use super::record;
-use super::settings::{self, Settings, Signal};
-use super::{client, metrics, said};
+use super::client::{self, ClientError};
+use super::said::{self, Status};
+use super::settings::{self, Settings, SettingsError, Signal};
+use super::{metrics, record};
 use crate::config::OtlpConfig;
-use crate::sink::spool::{Batch as SpoolBatch, Spool};
+use crate::sink::spool::{Batch as SpoolBatch, Spool, SpoolError};
 use crate::stats::Stats;
 
 /// Shared between the sink (outputs thread) and the export loop.
@@ -63,83 +67,180 @@ pub struct Worker {
     pub ready: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
+/// Why an export attempt delivered nothing.
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The exporter's error, with what the backend said ([`said`]).
+    #[error("{source}{}", backend_said(.said))]
+    Backend {
+        source: OTelSdkError,
+        said: Option<String>,
+    },
+}
+
+fn backend_said(said: &Option<String>) -> String {
+    said.as_ref()
+        .map(|reason| format!("; the backend said: {reason}"))
+        .unwrap_or_default()
+}
+
 enum Outcome {
     Delivered,
-    /// The backend refused the data itself.
-    Rejected(String),
+    /// The backend refused the data itself, or a record too large for it
+    /// (`oversized`).
+    Rejected {
+        error: ExportError,
+        oversized: bool,
+    },
     /// The backend refused a request of this many records (and spooled
     /// bytes) for its size.
     TooLarge {
         records: usize,
         bytes: u64,
-        message: String,
+        error: ExportError,
     },
-    Failed(String),
+    Failed(ExportError),
 }
 
 /// How often a persisting failure is logged again.
 const REPEAT_LOG: Duration = Duration::from_secs(30);
 
-impl Worker {
-    fn settings(&self, signal: Signal) -> Result<Settings, String> {
-        settings::resolve(&self.cfg, &self.base_dir, signal, &settings::process_env)
-            .map_err(|e| e.to_string())
-    }
+/// What makes log records and sends them: the logger that creates records,
+/// the scope they are sent under, and the exporter once it is built.
+struct Sender {
+    // Kept for as long as its logger makes records.
+    _provider: SdkLoggerProvider,
+    logger: SdkLogger,
+    scope: InstrumentationScope,
+    /// Built on first use, and again after a failed build (settings and
+    /// TLS files are re-read); a built exporter is kept.
+    exporter: Option<LogExporter>,
+}
 
-    pub async fn run(mut self) {
+impl Sender {
+    fn new() -> Sender {
         let provider = SdkLoggerProvider::builder().build();
         let logger = provider.logger("driftwatch");
         let scope = InstrumentationScope::builder("driftwatch")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        let batch_size = self.cfg.batch_size.max(1);
-        // Spooled bytes per request: halved for good when the backend
-        // refuses a request for its size. A receiver's limit rarely moves;
-        // growing back would only find it again, one refusal at a time.
-        let mut budget = self.cfg.batch_max_kib.max(1) << 10;
-        let batch_timeout = Duration::from_millis(self.cfg.batch_timeout_ms);
-        let initial = Duration::from_millis(self.cfg.retry_initial_ms.max(10));
-        let max = Duration::from_millis(self.cfg.retry_max_ms).max(initial);
-        let mut backoff = initial;
-        let mut exporter: Option<LogExporter> = None;
-        let mut failing_since: Option<Instant> = None;
-        let mut last_log: Option<Instant> = None;
-        let mut rng = Jitter::new();
-        let meters = if self.cfg.metrics.enabled {
-            match self.settings(Signal::Metrics) {
-                Ok(s) => metrics::start(&s, &self.cfg.metrics, &self.resource, &self.stats)
-                    .map_err(|e| tracing::error!("self-telemetry metrics are off: {e}"))
-                    .ok(),
-                Err(e) => {
-                    tracing::error!("self-telemetry metrics are off: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        Sender {
+            _provider: provider,
+            logger,
+            scope,
+            exporter: None,
+        }
+    }
+}
+
+/// Request sizing and the retry state between attempts.
+struct Pacing {
+    batch_size: usize,
+    /// Spooled bytes per request: halved for good when the backend
+    /// refuses a request for its size. A receiver's limit rarely moves;
+    /// growing back would only find it again, one refusal at a time.
+    budget: u64,
+    batch_timeout: Duration,
+    initial: Duration,
+    max: Duration,
+    backoff: Duration,
+    failing_since: Option<Instant>,
+    last_log: Option<Instant>,
+    rng: Jitter,
+}
+
+impl Pacing {
+    /// From range-checked configuration (`crate::config`).
+    fn new(cfg: &OtlpConfig) -> Pacing {
+        let initial = Duration::from_millis(cfg.retry_initial_ms);
+        Pacing {
+            batch_size: cfg.batch_size,
+            budget: cfg.batch_max_kib.saturating_mul(1024),
+            batch_timeout: Duration::from_millis(cfg.batch_timeout_ms),
+            initial,
+            max: Duration::from_millis(cfg.retry_max_ms).max(initial),
+            backoff: initial,
+            failing_since: None,
+            last_log: None,
+            rng: Jitter::new(),
+        }
+    }
+
+    /// The wait before the next attempt after a failure, with jitter.
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.backoff + self.rng.up_to(self.backoff / 2);
+        self.backoff = self.backoff.saturating_mul(2).min(self.max);
+        wait
+    }
+}
+
+impl Worker {
+    fn settings(&self, signal: Signal) -> Result<Settings, SettingsError> {
+        settings::resolve(&self.cfg, &self.base_dir, signal, &settings::process_env)
+    }
+
+    pub async fn run(mut self) {
+        let meters = self.start_metrics();
         if let Some(ready) = self.ready.take() {
             // The sink may have stopped waiting; nothing to do then.
             let _ = ready.send(());
         }
+        let mut sender = Sender::new();
+        let mut pacing = Pacing::new(&self.cfg);
+        while self.batch_ready(&pacing).await {
+            let outcome = self.attempt(&mut sender, &pacing).await;
+            self.settle(outcome, &mut pacing).await;
+        }
+        if let Some(m) = meters {
+            m.shutdown().await;
+        }
+    }
 
+    /// Self-telemetry, when on; a failure to set it up is logged and
+    /// leaves it off.
+    fn start_metrics(&self) -> Option<metrics::Meters> {
+        if !self.cfg.metrics.enabled {
+            return None;
+        }
+        let started = self
+            .settings(Signal::Metrics)
+            .map_err(ExportError::from)
+            .and_then(|s| {
+                metrics::start(&s, &self.cfg.metrics, &self.resource, &self.stats)
+                    .map_err(ExportError::from)
+            });
+        started
+            .map_err(|e| tracing::error!("self-telemetry metrics are off: {e}"))
+            .ok()
+    }
+
+    /// Waits until there is something to send: a full batch, or a partial
+    /// one whose batch timeout ran out, or anything at all while draining.
+    /// False when the loop is to end: stopped, or drained empty.
+    async fn batch_ready(&self, pacing: &Pacing) -> bool {
         loop {
             if self.control.stop.load(Ordering::Acquire) {
-                break;
+                return false;
             }
             let draining = self.control.draining.load(Ordering::Acquire);
             let (pending, _) = self.spool.depth();
             if pending == 0 {
                 if draining {
-                    break;
+                    return false;
                 }
                 self.sleep_or_wake(Duration::from_secs(1)).await;
                 continue;
             }
-            if (pending as usize) < batch_size && !draining {
+            if (pending as usize) < pacing.batch_size && !draining {
                 // Let the batch fill, up to the batch timeout.
-                let deadline = tokio::time::Instant::now() + batch_timeout;
-                while (self.spool.depth().0 as usize) < batch_size
+                let deadline = tokio::time::Instant::now() + pacing.batch_timeout;
+                while (self.spool.depth().0 as usize) < pacing.batch_size
                     && !self.control.draining.load(Ordering::Acquire)
                 {
                     if tokio::time::timeout_at(deadline, self.control.wake.notified())
@@ -150,86 +251,99 @@ impl Worker {
                     }
                 }
             }
-
-            let outcome = match &mut exporter {
-                Some(e) => {
-                    self.export_one(e, &logger, &scope, batch_size, budget)
-                        .await
-                }
-                None => match self.settings(Signal::Logs).and_then(|s| {
-                    let mut e = client::log_exporter(&s).map_err(|e| e.to_string())?;
-                    opentelemetry_sdk::logs::LogExporter::set_resource(&mut e, &self.resource);
-                    Ok(e)
-                }) {
-                    Ok(mut e) => {
-                        let r = self
-                            .export_one(&mut e, &logger, &scope, batch_size, budget)
-                            .await;
-                        exporter = Some(e);
-                        r
-                    }
-                    Err(e) => Outcome::Failed(e),
-                },
-            };
-            match outcome {
-                Outcome::Delivered => {
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!(
-                            "OTLP export works again after {:.1}s; {} records still spooled",
-                            since.elapsed().as_secs_f64(),
-                            self.spool.depth().0
-                        );
-                    }
-                    backoff = initial;
-                    last_log = None;
-                }
-                Outcome::TooLarge {
-                    records,
-                    bytes,
-                    message,
-                } => {
-                    self.stats
-                        .export
-                        .failed_requests
-                        .fetch_add(1, Ordering::Relaxed);
-                    budget = (bytes / 2).max(1);
-                    tracing::warn!(
-                        "the OTLP backend refused a request of {records} records ({bytes} spooled bytes) for its size ({message}); sending at most {budget} bytes per request"
-                    );
-                }
-                Outcome::Rejected(message) => {
-                    tracing::error!(
-                        "the OTLP backend rejected a batch (moved to rejected.jsonl): {message}"
-                    );
-                    backoff = initial;
-                }
-                Outcome::Failed(message) => {
-                    self.stats
-                        .export
-                        .failed_requests
-                        .fetch_add(1, Ordering::Relaxed);
-                    failing_since.get_or_insert_with(Instant::now);
-                    if last_log.is_none_or(|t| t.elapsed() >= REPEAT_LOG) {
-                        let (records, bytes) = self.spool.depth();
-                        tracing::error!(
-                            spooled_records = records,
-                            spooled_bytes = bytes,
-                            "OTLP export failed, keeping findings in the spool and retrying: {message}"
-                        );
-                        last_log = Some(Instant::now());
-                    }
-                    // A failed build is retried from scratch (settings and
-                    // TLS files are re-read); a built exporter is kept.
-                    let wait = backoff + rng.up_to(backoff / 2);
-                    backoff = (backoff * 2).min(max);
-                    // Also while draining: the shutdown deadline (which sets
-                    // `stop`) decides when to give up, not one failure.
-                    self.sleep_unless_stopped(wait).await;
-                }
-            }
+            return true;
         }
-        if let Some(m) = meters {
-            m.shutdown().await;
+    }
+
+    /// One export request, building the exporter first when there is none.
+    async fn attempt(&self, sender: &mut Sender, pacing: &Pacing) -> Outcome {
+        let mut exporter = match sender.exporter.take() {
+            Some(e) => e,
+            None => match self.build_exporter() {
+                Ok(e) => e,
+                Err(e) => return Outcome::Failed(e),
+            },
+        };
+        let outcome = self
+            .export_one(
+                &mut exporter,
+                &sender.logger,
+                &sender.scope,
+                pacing.batch_size,
+                pacing.budget,
+            )
+            .await;
+        sender.exporter = Some(exporter);
+        outcome
+    }
+
+    fn build_exporter(&self) -> Result<LogExporter, ExportError> {
+        let mut e = client::log_exporter(&self.settings(Signal::Logs)?)?;
+        opentelemetry_sdk::logs::LogExporter::set_resource(&mut e, &self.resource);
+        Ok(e)
+    }
+
+    /// Counts and logs an attempt's outcome, and waits out the backoff
+    /// after a failure.
+    async fn settle(&self, outcome: Outcome, pacing: &mut Pacing) {
+        match outcome {
+            Outcome::Delivered => {
+                if let Some(since) = pacing.failing_since.take() {
+                    tracing::info!(
+                        "OTLP export works again after {:.1}s; {} records still spooled",
+                        since.elapsed().as_secs_f64(),
+                        self.spool.depth().0
+                    );
+                }
+                pacing.backoff = pacing.initial;
+                pacing.last_log = None;
+            }
+            Outcome::TooLarge {
+                records,
+                bytes,
+                error,
+            } => {
+                self.stats
+                    .export
+                    .failed_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                pacing.budget = (bytes / 2).max(1);
+                tracing::warn!(
+                    "the OTLP backend refused a request of {records} records ({bytes} spooled bytes) for its size ({error}); sending at most {} bytes per request",
+                    pacing.budget
+                );
+            }
+            Outcome::Rejected { error, oversized } => {
+                let why = if oversized {
+                    " (one record larger than the backend accepts)"
+                } else {
+                    ""
+                };
+                tracing::error!(
+                    "the OTLP backend rejected a batch (moved to rejected.jsonl): {error}{why}"
+                );
+                pacing.backoff = pacing.initial;
+            }
+            Outcome::Failed(error) => {
+                self.stats
+                    .export
+                    .failed_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                pacing.failing_since.get_or_insert_with(Instant::now);
+                if pacing.last_log.is_none_or(|t| t.elapsed() >= REPEAT_LOG) {
+                    let (records, bytes) = self.spool.depth();
+                    tracing::error!(
+                        spooled_records = records,
+                        spooled_bytes = bytes,
+                        "OTLP export failed, keeping findings in the spool and retrying: {error}"
+                    );
+                    pacing.last_log = Some(Instant::now());
+                }
+                let wait = pacing.next_wait();
+                // Also while draining: the shutdown deadline (which sets
+                // `stop`) decides when to give up, not one failure.
+                self.sleep_unless_stopped(wait).await;
+            }
         }
     }
 
@@ -250,14 +364,14 @@ impl Worker {
     async fn export_one(
         &self,
         exporter: &mut LogExporter,
-        logger: &opentelemetry_sdk::logs::SdkLogger,
+        logger: &SdkLogger,
         scope: &InstrumentationScope,
         max_records: usize,
         max_bytes: u64,
     ) -> Outcome {
         let batch = match self.spool.peek(max_records, max_bytes) {
             Ok(b) => b,
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(e.into()),
         };
         if batch.records.is_empty() {
             return Outcome::Delivered;
@@ -277,7 +391,7 @@ impl Worker {
             }
         }
         if let Err(e) = self.spool.mark_inflight(batch.end) {
-            return Outcome::Failed(e.to_string());
+            return Outcome::Failed(e.into());
         }
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, scope)).collect();
@@ -287,7 +401,7 @@ impl Worker {
         match result {
             Ok(()) => {
                 if let Err(e) = self.spool.ack(batch.end, n) {
-                    return Outcome::Failed(e.to_string());
+                    return Outcome::Failed(e.into());
                 }
                 self.stats
                     .export
@@ -296,32 +410,36 @@ impl Worker {
                 self.stats.export.set_spool_depth(self.spool.depth());
                 Outcome::Delivered
             }
-            Err(e) => {
-                let mut message = e.to_string();
-                let code = refusal(&message);
-                if let Some(reason) = said::take() {
-                    message = format!("{message}; the backend said: {reason}");
-                }
-                match code {
-                    Some(Refusal::Data) => self.reject_batch(&batch, records.len(), message),
+            Err(source) => {
+                let said = said::take();
+                let error = ExportError::Backend {
+                    source,
+                    said: said.message,
+                };
+                match said.status.and_then(refusal) {
+                    Some(Refusal::Data) => self.reject_batch(&batch, records.len(), error, false),
                     Some(Refusal::Size { .. }) if records.len() > 1 => Outcome::TooLarge {
                         records: records.len(),
                         bytes: batch.spooled_bytes(),
-                        message,
+                        error,
                     },
-                    Some(Refusal::Size { certain: true }) => self.reject_batch(
-                        &batch,
-                        records.len(),
-                        format!("{message} (one record larger than the backend accepts)"),
-                    ),
-                    Some(Refusal::Size { certain: false }) | None => Outcome::Failed(message),
+                    Some(Refusal::Size { certain: true }) => {
+                        self.reject_batch(&batch, records.len(), error, true)
+                    }
+                    Some(Refusal::Size { certain: false }) | None => Outcome::Failed(error),
                 }
             }
         }
     }
 
     /// Moves a refused batch to `rejected.jsonl` and out of the spool.
-    fn reject_batch(&self, batch: &SpoolBatch, records: usize, message: String) -> Outcome {
+    fn reject_batch(
+        &self,
+        batch: &SpoolBatch,
+        records: usize,
+        error: ExportError,
+        oversized: bool,
+    ) -> Outcome {
         // Rare: decode again rather than keep a copy of every batch on the
         // common path.
         for bytes in &batch.records {
@@ -332,10 +450,10 @@ impl Worker {
             .rejected
             .fetch_add(records as u64, Ordering::Relaxed);
         if let Err(e) = self.spool.ack(batch.end, batch.records.len()) {
-            return Outcome::Failed(e.to_string());
+            return Outcome::Failed(e.into());
         }
         self.stats.export.set_spool_depth(self.spool.depth());
-        Outcome::Rejected(message)
+        Outcome::Rejected { error, oversized }
     }
 
     /// Undecodable records were already moved aside when the batch was built.
@@ -382,17 +500,20 @@ enum Refusal {
     Size { certain: bool },
 }
 
-/// The exporters' errors carry the gRPC code or HTTP status, not the
-/// backend's detail (that is logged at debug level only).
-fn refusal(message: &str) -> Option<Refusal> {
-    if message.contains("gRPC code: InvalidArgument") || message.contains("status code: 400") {
-        Some(Refusal::Data)
-    } else if message.contains("gRPC code: OutOfRange") || message.contains("status code: 413") {
-        Some(Refusal::Size { certain: true })
-    } else if message.contains("gRPC code: ResourceExhausted") {
-        Some(Refusal::Size { certain: false })
-    } else {
-        None
+/// The status of the backend's answer, as [`said`] caught it: the
+/// exporters' errors are only text.
+fn refusal(status: Status) -> Option<Refusal> {
+    use http::StatusCode;
+    use tonic::Code;
+    match status {
+        Status::Grpc(Code::InvalidArgument) | Status::Http(StatusCode::BAD_REQUEST) => {
+            Some(Refusal::Data)
+        }
+        Status::Grpc(Code::OutOfRange) | Status::Http(StatusCode::PAYLOAD_TOO_LARGE) => {
+            Some(Refusal::Size { certain: true })
+        }
+        Status::Grpc(Code::ResourceExhausted) => Some(Refusal::Size { certain: false }),
+        _ => None,
     }
 }
 
@@ -426,22 +547,41 @@ mod tests {
 
     #[test]
     fn refusals_are_told_from_failures_that_can_heal() {
-        let grpc = |code: &str| format!("TonicLogsClient export failed with gRPC code: {code}");
-        let http = |status: u16| format!("HTTP export failed with status code: {status}");
-        assert_eq!(refusal(&grpc("InvalidArgument")), Some(Refusal::Data));
-        assert_eq!(refusal(&http(400)), Some(Refusal::Data));
+        let grpc = Status::Grpc;
+        let http = |status: u16| Status::Http(http::StatusCode::from_u16(status).unwrap());
         assert_eq!(
-            refusal(&grpc("OutOfRange")),
+            refusal(grpc(tonic::Code::InvalidArgument)),
+            Some(Refusal::Data)
+        );
+        assert_eq!(refusal(http(400)), Some(Refusal::Data));
+        assert_eq!(
+            refusal(grpc(tonic::Code::OutOfRange)),
             Some(Refusal::Size { certain: true })
         );
-        assert_eq!(refusal(&http(413)), Some(Refusal::Size { certain: true }));
+        assert_eq!(refusal(http(413)), Some(Refusal::Size { certain: true }));
         assert_eq!(
-            refusal(&grpc("ResourceExhausted")),
+            refusal(grpc(tonic::Code::ResourceExhausted)),
             Some(Refusal::Size { certain: false })
         );
-        assert_eq!(refusal(&grpc("Unavailable: tcp connect error")), None);
-        assert_eq!(refusal(&http(503)), None);
-        assert_eq!(refusal(&http(401)), None);
+        assert_eq!(refusal(grpc(tonic::Code::Unavailable)), None);
+        assert_eq!(refusal(http(503)), None);
+        assert_eq!(refusal(http(401)), None);
+    }
+
+    #[test]
+    fn a_backend_error_carries_what_the_backend_said() {
+        let error = ExportError::Backend {
+            source: OTelSdkError::InternalFailure(
+                "HTTP export failed with status code: 400".into(),
+            ),
+            said: Some("log record 3 lacks a field".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "Operation failed: HTTP export failed with status code: 400; \
+             the backend said: log record 3 lacks a field"
+        );
+        assert!(std::error::Error::source(&error).is_some());
     }
 
     #[test]

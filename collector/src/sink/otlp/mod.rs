@@ -83,10 +83,6 @@ impl OtlpSink {
         origin: &Origin,
         stats: Arc<Stats>,
     ) -> Result<OtlpSink, SinkError> {
-        let io = |message: String| SinkError::Io {
-            sink: "otlp",
-            message,
-        };
         // reqwest and tonic are built without a default crypto provider;
         // ring is the one kube already uses. Already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -104,7 +100,10 @@ impl OtlpSink {
             base_dir.join(&cfg.spool.dir)
         };
         let (spool, recovered) =
-            Spool::open(&dir, cfg.spool.max_kib.max(1) << 10).map_err(|e| io(e.to_string()))?;
+            Spool::open(&dir, cfg.spool.max_bytes()).map_err(|source| SinkError::Spool {
+                sink: "otlp",
+                source,
+            })?;
         if recovered.pending > 0 {
             tracing::info!(
                 records = recovered.pending,
@@ -166,7 +165,10 @@ impl OtlpSink {
                 rt.block_on(worker.run());
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
-            .map_err(|e| io(format!("starting the export thread: {e}")))?;
+            .map_err(|source| SinkError::Thread {
+                sink: "otlp",
+                source,
+            })?;
         // Metrics set-up builds an exporter but does no I/O; a bound only
         // guards against a wedged thread, which must not hold up detection.
         // A thread that could not start has logged why (Disconnected).
@@ -248,9 +250,10 @@ impl Sink for OtlpSink {
         }
         match result {
             Ok(_) => Ok(()),
-            Err(e) => Err(SinkError::Io {
+            Err(source) => Err(SinkError::NotKept {
                 sink: "otlp",
-                message: format!("{e} ({lost} records not kept)"),
+                lost,
+                source,
             }),
         }
     }

@@ -7,8 +7,13 @@
 //! gRPC logs client's debug event (a [`tracing`] layer the daemon installs)
 //! and from the HTTP response itself (a wrapper around the HTTP client).
 //!
+//! The same two places see the answer's status, typed: the gRPC code in
+//! that event and the HTTP status of the response. The export loop decides
+//! between retrying and setting a batch aside on it, since the error the
+//! exporter returns is only text.
+//!
 //! Both happen on the thread that runs the export, inside the export call,
-//! so the message is kept per thread: the export loop clears it before a
+//! so what was said is kept per thread: the export loop clears it before a
 //! request and takes it after a failure.
 
 use std::cell::RefCell;
@@ -21,13 +26,39 @@ use tracing_subscriber::layer::{Context, Filter};
 /// A message longer than this is cut: it goes into one log line.
 const MAX_LEN: usize = 1024;
 
-thread_local! {
-    static SAID: RefCell<Option<String>> = const { RefCell::new(None) };
+/// The status a backend answered a request with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Grpc(tonic::Code),
+    Http(http::StatusCode),
 }
 
 /// What the backend said about the last refused request on this thread.
-pub fn take() -> Option<String> {
-    SAID.with(|s| s.borrow_mut().take())
+#[derive(Debug, Default, PartialEq)]
+pub struct Said {
+    /// The status of the last answer; `None` when the last attempt got no
+    /// answer (unreachable, timed out) or the request was never sent.
+    pub status: Option<Status>,
+    /// The backend's own words, when it gave any.
+    pub message: Option<String>,
+}
+
+thread_local! {
+    static SAID: RefCell<Said> = const {
+        RefCell::new(Said {
+            status: None,
+            message: None,
+        })
+    };
+}
+
+/// What the backend said since the last `take` on this thread.
+pub fn take() -> Said {
+    SAID.with(|s| std::mem::take(&mut *s.borrow_mut()))
+}
+
+fn put_status(status: Option<Status>) {
+    SAID.with(|s| s.borrow_mut().status = status);
 }
 
 fn put(message: &str) {
@@ -44,33 +75,47 @@ fn put(message: &str) {
         message.truncate(cut);
         message.push('…');
     }
-    SAID.with(|s| *s.borrow_mut() = Some(message));
+    SAID.with(|s| s.borrow_mut().message = Some(message));
 }
 
 /// The event opentelemetry-otlp emits when the backend answers a logs
 /// export with a gRPC error status.
 const GRPC_LOGS_FAILED: &str = "TonicLogsClient.ExportFailed";
 
-/// Keeps the `grpc_message` of the gRPC logs client's failure events.
+/// Keeps the `grpc_code` and `grpc_message` of the gRPC logs client's
+/// failure events.
 struct GrpcStatusMessages;
 
 impl<S: tracing::Subscriber> Layer<S> for GrpcStatusMessages {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         struct Message;
-        impl Visit for Message {
-            fn record_str(&mut self, field: &Field, value: &str) {
-                if field.name() == "grpc_message" {
-                    put(value);
+        impl Message {
+            fn record(&self, field: &Field, value: &str) {
+                match field.name() {
+                    "grpc_message" => put(value),
+                    "grpc_code" => put_status(grpc_code(value).map(Status::Grpc)),
+                    _ => {}
                 }
             }
+        }
+        impl Visit for Message {
+            fn record_str(&mut self, field: &Field, value: &str) {
+                self.record(field, value);
+            }
             fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "grpc_message" {
-                    put(&format!("{value:?}"));
-                }
+                self.record(field, &format!("{value:?}"));
             }
         }
         event.record(&mut Message);
     }
+}
+
+/// The event names the code as `tonic::Code`'s `Debug` form: read it back
+/// by tonic's own names, so nothing here spells them.
+fn grpc_code(name: &str) -> Option<tonic::Code> {
+    (0..=16)
+        .map(tonic::Code::from_i32)
+        .find(|c| format!("{c:?}") == name)
 }
 
 /// Only the one event, whatever the daemon's log level.
@@ -107,8 +152,12 @@ impl HttpClient for Recording {
         Self: 'f,
     {
         Box::pin(async move {
+            // The exporter retries inside one export: only the last
+            // attempt's status stands.
+            put_status(None);
             let response = self.0.send_bytes(request).await?;
             if !response.status().is_success() {
+                put_status(Some(Status::Http(response.status())));
                 put(&body_text(response.body()));
             }
             Ok(response)
@@ -175,11 +224,11 @@ mod tests {
     #[test]
     fn a_message_is_taken_once_and_cut_when_long() {
         put(&"x".repeat(5000));
-        let m = take().expect("kept");
+        let m = take().message.expect("kept");
         assert!(m.len() <= MAX_LEN + '…'.len_utf8() && m.ends_with('…'));
-        assert_eq!(take(), None);
+        assert_eq!(take(), Said::default());
         put("  ");
-        assert_eq!(take(), None);
+        assert_eq!(take(), Said::default());
     }
 
     #[test]
@@ -199,6 +248,8 @@ mod tests {
                 grpc_message = "not this one"
             );
         });
-        assert_eq!(take().as_deref(), Some("message too large"));
+        let said = take();
+        assert_eq!(said.message.as_deref(), Some("message too large"));
+        assert_eq!(said.status, Some(Status::Grpc(tonic::Code::OutOfRange)));
     }
 }

@@ -12,12 +12,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{OtlpConfig, Switch};
+pub use crate::config::{Compression, Protocol};
+use crate::config::{OTLP_TIMEOUT_MS, OtlpConfig, OtlpTlsConfig, Switch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
+    /// A value that fails a check; there is no underlying error.
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
+    #[error("{origin}: {value:?} is not a number of milliseconds")]
+    NotMillis {
+        origin: String,
+        value: String,
+        source: std::num::ParseIntError,
+    },
     #[error("{what} {path}: {source}")]
     File {
         what: &'static str,
@@ -26,18 +34,10 @@ pub enum SettingsError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::HttpProtobuf => "http/protobuf",
-        }
+fn invalid(origin: &str, message: String) -> SettingsError {
+    SettingsError::Invalid {
+        origin: origin.to_string(),
+        message,
     }
 }
 
@@ -81,6 +81,12 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+impl Tls {
+    fn is_set(&self) -> bool {
+        self.ca_pem.is_some() || self.client.is_some()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub protocol: Protocol,
@@ -88,7 +94,7 @@ pub struct Settings {
     pub endpoint: String,
     /// Where the endpoint came from (a key or a variable), for messages.
     pub endpoint_origin: String,
-    pub gzip: bool,
+    pub compression: Compression,
     pub timeout: Duration,
     pub headers: Vec<(String, String)>,
     pub tls: Tls,
@@ -121,20 +127,37 @@ pub fn active(cfg: &OtlpConfig, env: Env) -> bool {
     }
 }
 
+/// A value from the environment and the variable it came from.
+struct Var {
+    value: String,
+    name: String,
+    /// From the signal's own variable rather than the generic one.
+    signal_specific: bool,
+}
+
+/// The environment half of the precedence: the signal-specific variable,
+/// then the generic one.
 struct Lookup<'a> {
     env: Env<'a>,
     signal: Signal,
 }
 
 impl Lookup<'_> {
-    /// The signal-specific variable, then the generic one: (value, name).
-    fn get(&self, key: &str) -> Option<(String, String)> {
+    fn get(&self, key: &str) -> Option<Var> {
         let specific = format!("{}{key}", self.signal.env_prefix());
-        if let Some(v) = (self.env)(&specific) {
-            return Some((v, specific));
+        if let Some(value) = (self.env)(&specific) {
+            return Some(Var {
+                value,
+                name: specific,
+                signal_specific: true,
+            });
         }
         let generic = format!("OTEL_EXPORTER_OTLP_{key}");
-        (self.env)(&generic).map(|v| (v, generic))
+        (self.env)(&generic).map(|value| Var {
+            value,
+            name: generic,
+            signal_specific: false,
+        })
     }
 }
 
@@ -145,42 +168,49 @@ pub fn resolve(
     env: Env,
 ) -> Result<Settings, SettingsError> {
     let look = Lookup { env, signal };
-    let invalid = |origin: &str, message: String| SettingsError::Invalid {
-        origin: origin.to_string(),
-        message,
-    };
+    let protocol = protocol(cfg, &look)?;
+    let (endpoint, endpoint_origin) = endpoint(cfg, &look, protocol)?;
+    let compression = compression(cfg, &look)?;
+    let timeout = timeout(cfg, &look)?;
+    let headers = headers(cfg, &look)?;
+    let tls = tls(&cfg.tls, base_dir, &look)?;
+    if tls.is_set() && !endpoint.starts_with("https://") {
+        return Err(invalid(
+            &endpoint_origin,
+            format!("TLS files are set but the endpoint {endpoint:?} is not https://"),
+        ));
+    }
+    Ok(Settings {
+        protocol,
+        endpoint,
+        endpoint_origin,
+        compression,
+        timeout,
+        headers,
+        tls,
+    })
+}
 
-    let (protocol_text, protocol_origin) = match &cfg.protocol {
-        Some(p) => (p.clone(), "outputs.otlp.protocol".to_string()),
-        None => look
-            .get("PROTOCOL")
-            .unwrap_or_else(|| ("http/protobuf".into(), "default".into())),
-    };
-    let protocol = match protocol_text.trim() {
-        "grpc" => Protocol::Grpc,
-        "http/protobuf" => Protocol::HttpProtobuf,
-        "http/json" => {
-            return Err(invalid(
-                &protocol_origin,
-                "http/json is not supported; use \"grpc\" or \"http/protobuf\"".into(),
-            ));
-        }
-        other => {
-            return Err(invalid(
-                &protocol_origin,
-                format!("unknown protocol {other:?}; use \"grpc\" or \"http/protobuf\""),
-            ));
-        }
-    };
+fn protocol(cfg: &OtlpConfig, look: &Lookup) -> Result<Protocol, SettingsError> {
+    match (cfg.protocol, look.get("PROTOCOL")) {
+        (Some(p), _) => Ok(p),
+        (None, Some(var)) => var.value.trim().parse().map_err(|m| invalid(&var.name, m)),
+        (None, None) => Ok(Protocol::HttpProtobuf),
+    }
+}
 
-    // (url, origin, is the url final as given?)
-    let specific = format!("{}ENDPOINT", signal.env_prefix());
-    let (base, endpoint_origin, as_given) = if let Some(e) = &cfg.endpoint {
+/// The URL requests go to, and where it came from.
+fn endpoint(
+    cfg: &OtlpConfig,
+    look: &Lookup,
+    protocol: Protocol,
+) -> Result<(String, String), SettingsError> {
+    // A signal-specific variable is the whole URL; any other base gets
+    // the signal's path.
+    let (base, origin, as_given) = if let Some(e) = &cfg.endpoint {
         (e.clone(), "outputs.otlp.endpoint".to_string(), false)
-    } else if let Some(e) = env(&specific) {
-        (e, specific, true)
-    } else if let Some(e) = env("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        (e, "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), false)
+    } else if let Some(var) = look.get("ENDPOINT") {
+        (var.value, var.name, var.signal_specific)
     } else {
         let d = match protocol {
             Protocol::Grpc => "http://localhost:4317",
@@ -189,73 +219,96 @@ pub fn resolve(
         (d.to_string(), "default".to_string(), false)
     };
     let base = base.trim().to_string();
-    let Some((scheme, rest)) = base.split_once("://") else {
-        return Err(invalid(
-            &endpoint_origin,
-            format!("endpoint {base:?} needs a scheme: http:// or https://"),
+    check_url(&base).map_err(|m| invalid(&origin, m))?;
+    let path = look.signal.http_path();
+    let endpoint = match protocol {
+        Protocol::HttpProtobuf if !as_given => {
+            let trimmed = base.trim_end_matches('/');
+            if trimmed.ends_with(path) {
+                trimmed.to_string()
+            } else {
+                format!("{trimmed}{path}")
+            }
+        }
+        _ => base,
+    };
+    Ok((endpoint, origin))
+}
+
+/// An http(s) URL with a host and, if any, a numeric port.
+fn check_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "endpoint {url:?} needs a scheme: http:// or https://"
         ));
     };
     if scheme != "http" && scheme != "https" {
-        return Err(invalid(
-            &endpoint_origin,
-            format!("endpoint {base:?}: scheme must be http or https"),
-        ));
+        return Err(format!("endpoint {url:?}: scheme must be http or https"));
     }
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
-        return Err(invalid(
-            &endpoint_origin,
-            format!("endpoint {base:?} has no host"),
-        ));
+        return Err(format!("endpoint {url:?} has no host"));
     }
     if let Some((_, port)) = authority.rsplit_once(':')
         && !authority.ends_with(']')
         && port.parse::<u16>().is_err()
     {
-        return Err(invalid(
-            &endpoint_origin,
-            format!("endpoint {base:?}: {port:?} is not a port"),
-        ));
+        return Err(format!("endpoint {url:?}: {port:?} is not a port"));
     }
-    let endpoint = match protocol {
-        Protocol::HttpProtobuf if !as_given => {
-            let trimmed = base.trim_end_matches('/');
-            if trimmed.ends_with(signal.http_path()) {
-                trimmed.to_string()
-            } else {
-                format!("{trimmed}{}", signal.http_path())
-            }
-        }
-        _ => base,
-    };
+    Ok(())
+}
 
-    let gzip = match &cfg.compression {
-        Some(c) => parse_compression(c, "outputs.otlp.compression")?,
-        None => match look.get("COMPRESSION") {
-            Some((c, origin)) => parse_compression(&c, &origin)?,
-            // gzip by default: findings are repetitive text and compress ~10×.
-            None => true,
+fn compression(cfg: &OtlpConfig, look: &Lookup) -> Result<Compression, SettingsError> {
+    match (cfg.compression, look.get("COMPRESSION")) {
+        (Some(c), _) => Ok(c),
+        (None, Some(var)) => match var.value.trim() {
+            "" => Ok(Compression::None),
+            v => v.parse().map_err(|m| invalid(&var.name, m)),
         },
-    };
+        // gzip by default: findings are repetitive text and compress ~10×.
+        (None, None) => Ok(Compression::Gzip),
+    }
+}
 
-    let timeout = match cfg.timeout_ms {
-        Some(ms) => Duration::from_millis(ms),
-        None => match look.get("TIMEOUT") {
-            Some((t, origin)) => {
-                Duration::from_millis(t.trim().parse::<u64>().map_err(|_| {
-                    invalid(&origin, format!("{t:?} is not a number of milliseconds"))
-                })?)
-            }
-            None => Duration::from_secs(10),
-        },
+fn timeout(cfg: &OtlpConfig, look: &Lookup) -> Result<Duration, SettingsError> {
+    // The configured value was range-checked with the rest of the file.
+    if let Some(ms) = cfg.timeout_ms {
+        return Ok(Duration::from_millis(ms));
+    }
+    let Some(var) = look.get("TIMEOUT") else {
+        return Ok(Duration::from_secs(10));
     };
-    if timeout.is_zero() {
+    let ms = var
+        .value
+        .trim()
+        .parse::<u64>()
+        .map_err(|source| SettingsError::NotMillis {
+            origin: var.name.clone(),
+            value: var.value.clone(),
+            source,
+        })?;
+    if ms == 0 {
         return Err(invalid("timeout", "must be more than 0 ms".into()));
     }
+    if !OTLP_TIMEOUT_MS.contains(&ms) {
+        return Err(invalid(
+            &var.name,
+            format!(
+                "must be between {} and {} ms, not {ms}",
+                OTLP_TIMEOUT_MS.start(),
+                OTLP_TIMEOUT_MS.end()
+            ),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
 
+/// The environment's headers, then the configured ones over them (names
+/// compared without case).
+fn headers(cfg: &OtlpConfig, look: &Lookup) -> Result<Vec<(String, String)>, SettingsError> {
     let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some((h, origin)) = look.get("HEADERS") {
-        headers = parse_headers(&h).map_err(|m| invalid(&origin, m))?;
+    if let Some(var) = look.get("HEADERS") {
+        headers = parse_headers(&var.value).map_err(|m| invalid(&var.name, m))?;
     }
     for (k, v) in &cfg.headers {
         headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
@@ -275,7 +328,11 @@ pub fn resolve(
             ));
         }
     }
+    Ok(headers)
+}
 
+/// The CA bundle and client certificate, read and checked to be PEM.
+fn tls(cfg: &OtlpTlsConfig, base_dir: &Path, look: &Lookup) -> Result<Tls, SettingsError> {
     let path_of = |configured: &Option<PathBuf>, key: &str| -> Option<PathBuf> {
         configured
             .as_ref()
@@ -286,32 +343,17 @@ pub fn resolve(
                     base_dir.join(p)
                 }
             })
-            .or_else(|| look.get(key).map(|(v, _)| PathBuf::from(v)))
+            .or_else(|| look.get(key).map(|var| PathBuf::from(var.value)))
     };
-    let read = |what: &'static str, path: PathBuf| -> Result<Vec<u8>, SettingsError> {
-        let bytes = std::fs::read(&path).map_err(|source| SettingsError::File {
-            what,
-            path: path.clone(),
-            source,
-        })?;
-        if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-            return Err(SettingsError::File {
-                what,
-                path,
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a PEM file"),
-            });
-        }
-        Ok(bytes)
-    };
-    let ca_pem = path_of(&cfg.tls.ca_file, "CERTIFICATE")
-        .map(|p| read("TLS CA file", p))
+    let ca_pem = path_of(&cfg.ca_file, "CERTIFICATE")
+        .map(|p| read_pem("TLS CA file", p))
         .transpose()?;
-    let cert = path_of(&cfg.tls.cert_file, "CLIENT_CERTIFICATE");
-    let key = path_of(&cfg.tls.key_file, "CLIENT_KEY");
+    let cert = path_of(&cfg.cert_file, "CLIENT_CERTIFICATE");
+    let key = path_of(&cfg.key_file, "CLIENT_KEY");
     let client = match (cert, key) {
         (Some(c), Some(k)) => Some((
-            read("TLS client certificate", c)?,
-            read("TLS client key", k)?,
+            read_pem("TLS client certificate", c)?,
+            read_pem("TLS client key", k)?,
         )),
         (None, None) => None,
         _ => {
@@ -321,33 +363,23 @@ pub fn resolve(
             ));
         }
     };
-    if (ca_pem.is_some() || client.is_some()) && !endpoint.starts_with("https://") {
-        return Err(invalid(
-            &endpoint_origin,
-            format!("TLS files are set but the endpoint {endpoint:?} is not https://"),
-        ));
-    }
-
-    Ok(Settings {
-        protocol,
-        endpoint,
-        endpoint_origin,
-        gzip,
-        timeout,
-        headers,
-        tls: Tls { ca_pem, client },
-    })
+    Ok(Tls { ca_pem, client })
 }
 
-fn parse_compression(v: &str, origin: &str) -> Result<bool, SettingsError> {
-    match v.trim() {
-        "gzip" => Ok(true),
-        "none" | "" => Ok(false),
-        other => Err(SettingsError::Invalid {
-            origin: origin.to_string(),
-            message: format!("unknown compression {other:?}; use \"gzip\" or \"none\""),
-        }),
+fn read_pem(what: &'static str, path: PathBuf) -> Result<Vec<u8>, SettingsError> {
+    let bytes = std::fs::read(&path).map_err(|source| SettingsError::File {
+        what,
+        path: path.clone(),
+        source,
+    })?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(SettingsError::File {
+            what,
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a PEM file"),
+        });
     }
+    Ok(bytes)
 }
 
 /// `key1=value1,key2=value2`, values percent-encoded (W3C baggage format,
@@ -404,7 +436,7 @@ mod tests {
         let s = resolve_with(&OtlpConfig::default(), &[]).unwrap();
         assert_eq!(s.protocol, Protocol::HttpProtobuf);
         assert_eq!(s.endpoint, "http://localhost:4318/v1/logs");
-        assert!(s.gzip);
+        assert_eq!(s.compression, Compression::Gzip);
         assert_eq!(s.timeout, Duration::from_secs(10));
     }
 
@@ -436,7 +468,7 @@ mod tests {
 
         let mut cfg = OtlpConfig {
             endpoint: Some("https://configured:4317".into()),
-            protocol: Some("grpc".into()),
+            protocol: Some(Protocol::Grpc),
             ..OtlpConfig::default()
         };
         cfg.headers.insert("A".into(), "override".into());
