@@ -667,6 +667,8 @@ fn self_telemetry_reaches_the_receiver_as_metrics() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let wanted = [
         "driftwatch.events.received",
+        "driftwatch.events.lost",
+        "driftwatch.kernel.read_faults",
         "driftwatch.findings",
         "driftwatch.plugin.call.duration",
         "driftwatch.export.records",

@@ -79,6 +79,11 @@ pub fn start(
             |s| vec![(s.kernel_lost, Vec::new())],
         ),
         counter(
+            "driftwatch.kernel.read_faults",
+            "Kernel reads that failed; the fields they fed are reported unknown",
+            |s| vec![(s.kernel_read_faults, Vec::new())],
+        ),
+        counter(
             "driftwatch.events.dropped",
             "Events dropped by a plugin verdict",
             |s| {
