@@ -43,10 +43,16 @@ pub enum Fault {
     /// `struct open_how`): the call is not followed, so there is no record
     /// to flag; only the counter shows it.
     Syscall = 14,
+    /// The executable's inode and filesystem (link count, size, times,
+    /// superblock) and the container's root filesystem it is compared with.
+    ExeFile = 15,
+    /// How many times the task has exec'd since it was forked
+    /// (`self_exec_id - parent_exec_id`).
+    ExecDepth = 16,
 }
 
 impl Fault {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 17;
     pub const ALL: [Fault; Fault::COUNT] = [
         Fault::Cred,
         Fault::PidNs,
@@ -63,6 +69,8 @@ impl Fault {
         Fault::File,
         Fault::Inode,
         Fault::Syscall,
+        Fault::ExeFile,
+        Fault::ExecDepth,
     ];
 
     /// This fact's bit in `Header::faults`.
@@ -93,6 +101,8 @@ impl Fault {
             Fault::File => "file",
             Fault::Inode => "inode",
             Fault::Syscall => "syscall",
+            Fault::ExeFile => "exe_file",
+            Fault::ExecDepth => "exec_depth",
         }
     }
 }

@@ -21,8 +21,8 @@ pub use fault::Fault;
 pub use globals::{Filter, Offsets};
 pub use kind::Kind;
 pub use record::{
-    ARGS_MAX, CGROUP_NAME, COMM_LEN, ExecRecord, FileRecord, Header, NAME_BOUND, RecordKind,
-    USER_PATH, WALK_BUF, WALK_DATA, WALK_DEPTH, Walk, exe, info, walk,
+    ARGS_MAX, CGROUP_NAME, COMM_LEN, ExecRecord, FileFacts, FileRecord, Header, NAME_BOUND,
+    RecordKind, USER_PATH, WALK_BUF, WALK_DATA, WALK_DEPTH, Walk, exe, info, walk,
 };
 pub use syscall::{ArgLayout, FlagsMode, Op, SyscallSpec, open_flags, syscall_record};
 
@@ -43,6 +43,7 @@ mod pod {
     unsafe impl aya::Pod for SyscallSpec {}
     unsafe impl aya::Pod for Header {}
     unsafe impl aya::Pod for Walk {}
+    unsafe impl aya::Pod for FileFacts {}
     unsafe impl aya::Pod for ExecRecord {}
     unsafe impl aya::Pod for FileRecord {}
 }

@@ -59,8 +59,19 @@ pub mod walk {
 pub struct Walk {
     pub len: u16,
     pub status: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// Bytes of `buf` written when the walk first crossed from a mount's
+    /// root to where that mount is mounted: the components after this
+    /// offset name the mount point of the file's filesystem.
+    /// [`Walk::NO_MOUNT`] when it crossed none (the file is on the mount of
+    /// the walk's root).
+    pub mount_at: u16,
+    pub _pad2: [u8; 2],
     pub buf: [u8; WALK_BUF],
+}
+
+impl Walk {
+    pub const NO_MOUNT: u16 = u16::MAX;
 }
 
 /// Identity of the acting task, common to all records.
@@ -104,6 +115,35 @@ pub mod exe {
     pub const OVERLAY: u32 = 1;
     /// The executable is on an overlayfs upper layer.
     pub const UPPER: u32 = 2;
+    /// The executable is on the filesystem (superblock) of the container's
+    /// root: the root directory of its pid namespace's init, which a
+    /// `chroot` in the container does not move.
+    pub const ROOT_FS: u32 = 4;
+    /// `sched_prepare_exec` saw the program this exec replaces: the
+    /// `PRIOR_*` bits and `prior_mnt_ns` are known.
+    pub const PRIOR_KNOWN: u32 = 8;
+    /// The new executable is the very file (inode) the task ran before: a
+    /// re-exec of itself (`/proc/self/exe`), not a new program.
+    pub const REEXEC: u32 = 16;
+}
+
+/// The inode and filesystem facts of a file (`Fault::ExeFile`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileFacts {
+    pub ino: u64,
+    pub size: i64,
+    pub mtime_sec: i64,
+    pub ctime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ctime_nsec: u32,
+    /// Hard links; 0 for a deleted file (or a memfd).
+    pub nlink: u32,
+    /// The superblock's `s_magic` (truncated: every filesystem magic fits).
+    pub magic: u32,
+    /// The superblock's `s_dev` (kernel encoding: major << 20 | minor).
+    pub dev: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -116,7 +156,18 @@ pub struct ExecRecord {
     pub args_len: u32,
     /// The process's argv area is larger than `ARGS_MAX`.
     pub args_truncated: u32,
-    pub _pad: u32,
+    /// Execs since the task was forked, this one included: 1 for the first
+    /// program a fork runs. A process cannot lower it.
+    pub exec_depth: u32,
+    pub exe_file: FileFacts,
+    /// With `exe::PRIOR_KNOWN`: the mount namespace (inode number) the
+    /// previous program's file was mounted in; 0 for a kernel-internal
+    /// mount (a memfd). Compared with `Header::mnt_ns`, it tells a program
+    /// the runtime started (its file is not in the container's mounts)
+    /// from one the container started.
+    pub prior_mnt_ns: u32,
+    /// The parent's mount namespace (inode number), 0 when unreadable.
+    pub parent_mnt_ns: u32,
     pub pcomm: [u8; COMM_LEN],
     pub exe: Walk,
     pub pexe: Walk,
@@ -176,6 +227,7 @@ const _: () = {
     use core::mem::{align_of, offset_of, size_of};
     assert!(size_of::<Walk>().is_multiple_of(8) && align_of::<Walk>() <= 8);
     assert!(size_of::<Header>().is_multiple_of(8));
+    assert!(size_of::<FileFacts>().is_multiple_of(8));
     assert!(offset_of!(Header, ktime_ns).is_multiple_of(8));
     assert!(size_of::<ExecRecord>().is_multiple_of(8) && align_of::<ExecRecord>() == 8);
     assert!(size_of::<FileRecord>().is_multiple_of(8) && align_of::<FileRecord>() == 8);

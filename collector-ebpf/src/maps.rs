@@ -4,7 +4,7 @@
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{HashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
 use driftwatch_common::{Fault, SyscallSpec};
 
 use crate::globals::filter;
@@ -33,6 +33,24 @@ pub static SYSCALLS: HashMap<u32, SyscallSpec> = HashMap::with_max_entries(64, 0
 /// whether the call succeeded.
 #[map]
 pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// What `sched_prepare_exec` saw of the program an exec replaces, by
+/// thread id, until `sched_process_exec` (keyed by its `old_pid`) takes it.
+/// LRU: an exec that dies between the two leaves an entry that ages out.
+#[map]
+pub static PRIOR: LruHashMap<u32, Prior> = LruHashMap::with_max_entries(4096, 0);
+
+/// The previous program of an exec in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Prior {
+    /// Its `struct inode *`, only compared.
+    pub inode: u64,
+    /// The mount namespace its file is mounted in (inode number), 0 for an
+    /// internal mount.
+    pub mnt_ns: u32,
+    pub _pad: u32,
+}
 
 /// A file syscall's arguments between its entry and its exit.
 #[repr(C)]

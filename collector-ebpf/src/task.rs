@@ -110,13 +110,20 @@ struct PidNs {
     inum: u64,
 }
 
+/// `numbers[level]` of the task's `struct pid`: its pid as its own
+/// namespace sees it, and that namespace (a `struct upid *`).
 #[inline(always)]
-fn pid_ns(r: &mut Reads, task: *const u8) -> PidNs {
+fn own_upid(r: &mut Reads, task: *const u8) -> (u32, *const u8) {
     let pid = r.kernel_ptr(task, offset!(task_thread_pid));
     let level: u32 = r.kernel(pid, offset!(pid_level));
-    // numbers[level]: the task's pid as its own namespace sees it.
     let index = (level & 0x3f) as usize;
     let upid = field(pid, offset!(pid_numbers) + index * offset!(upid_size));
+    (level, upid)
+}
+
+#[inline(always)]
+fn pid_ns(r: &mut Reads, task: *const u8) -> PidNs {
+    let (level, upid) = own_upid(r, task);
     let vpid = r.kernel(upid, offset!(upid_nr));
     let ns = r.kernel_ptr(upid, offset!(upid_ns));
     let inum: u32 = r.kernel(ns, offset!(pid_ns_inum));
@@ -125,6 +132,33 @@ fn pid_ns(r: &mut Reads, task: *const u8) -> PidNs {
         vpid,
         inum: inum as u64,
     }
+}
+
+/// The root directory (`struct path *`) of the container the task is in:
+/// that of its pid namespace's init (`child_reaper`). A process inside
+/// the container can `chroot` itself but not its init, so files are
+/// judged against the root the runtime gave the container. The task's own
+/// root when the init has none (exiting) or for the host's namespace.
+#[inline(always)]
+pub fn container_root(r: &mut Reads, task: *const u8) -> *const u8 {
+    let (_, upid) = own_upid(r, task);
+    let ns = r.kernel_ptr(upid, offset!(upid_ns));
+    let init = r.kernel_ptr(ns, offset!(pid_ns_child_reaper));
+    let fs = r.kernel_ptr(init, offset!(task_fs));
+    if fs.is_null() {
+        return fs_root(r, task);
+    }
+    field(fs, offset!(fs_root))
+}
+
+/// Execs since the task was forked, this one included. `self_exec_id`
+/// counts up at every exec and a fork records the parent's in
+/// `parent_exec_id`, so the difference is what this task alone has run.
+#[inline(always)]
+pub fn exec_depth(r: &mut Reads, task: *const u8) -> u32 {
+    let own: u64 = r.kernel(task, offset!(task_self_exec_id));
+    let parent: u64 = r.kernel(task, offset!(task_parent_exec_id));
+    own.wrapping_sub(parent) as u32
 }
 
 #[inline(always)]

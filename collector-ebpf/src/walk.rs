@@ -30,6 +30,7 @@ fn walk_path(
     let name_off = offset!(dentry_name) + offset!(qstr_name);
     let mut r = Reads::default();
     let mut len: usize = 0;
+    let mut mount_at = Walk::NO_MOUNT;
     let mut status = walk::TRUNCATED;
     let mut i = 0;
     // A failed read leaves a null pointer, which ends the walk; the status
@@ -46,7 +47,9 @@ fn walk_path(
         }
         let mnt_root = r.kernel_ptr(mnt, offset!(vfsmount_root));
         if dentry == mnt_root {
-            // Top of this mount: continue from where it is mounted.
+            // Top of this mount: continue from where it is mounted. `len`
+            // only grows, so the minimum is the first crossing.
+            mount_at = mount_at.min(len as u16);
             let mount = mnt.wrapping_sub(mount_mnt);
             let mparent = r.kernel_ptr(mount, offset!(mount_parent));
             if mparent == mount || mparent.is_null() {
@@ -90,6 +93,7 @@ fn walk_path(
         status = walk::FAULT;
     }
     w.len = len as u16;
+    w.mount_at = mount_at;
     w.status = status;
     status
 }
@@ -100,6 +104,7 @@ fn walk_path(
 #[inline(always)]
 pub fn walk_path_struct(r: &mut Reads, w: &mut Walk, path: *const u8, root: *const u8) {
     w.len = 0;
+    w.mount_at = Walk::NO_MOUNT;
     w.status = walk::NONE;
     if path.is_null() {
         return;
@@ -130,6 +135,7 @@ pub fn walk_base(
     root: *const u8,
 ) {
     w.len = 0;
+    w.mount_at = Walk::NO_MOUNT;
     w.status = walk::NONE;
     if first == b'/' {
         return;

@@ -279,6 +279,22 @@ impl EbpfSensor {
                 "sched_process_exec",
                 &[("sched", "sched_process_exec")],
             )?;
+            // Linux 6.10+. Without it an exec's previous program is unknown,
+            // which only withholds the exemptions that need it (the
+            // container's entrypoint, the runtime's own re-exec): those
+            // execs are then reported like any other.
+            if sys::check_tracepoint("sched", "sched_prepare_exec").is_ok() {
+                attach(
+                    &mut bpf,
+                    "sched_prepare_exec",
+                    &[("sched", "sched_prepare_exec")],
+                )?;
+            } else {
+                tracing::warn!(
+                    "tracepoint sched:sched_prepare_exec is missing (Linux < 6.10): \
+                     entrypoint and runtime re-exec exemptions are off, those execs are reported"
+                );
+            }
         }
         if !wanted.is_empty() {
             let enters: Vec<(&str, String)> = wanted
@@ -461,6 +477,23 @@ fn counters<const N: usize>(bpf: &Ebpf, name: &str) -> [u64; N] {
     out
 }
 
+/// The host's mount namespace: that of pid 1 of the pid namespace the
+/// daemon sees (the host's, as it runs on the host or with `hostPID`). 0
+/// when unreadable, which leaves the runtime's set-up execs unexempted.
+fn host_mount_ns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/1/ns/mnt") {
+        Ok(m) => m.ino(),
+        Err(e) => {
+            tracing::warn!(
+                "reading /proc/1/ns/mnt: {e}: the container runtime's own execs \
+                 cannot be told apart and are judged like the container's"
+            );
+            0
+        }
+    }
+}
+
 async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfError> {
     let EbpfSensor {
         bpf,
@@ -473,7 +506,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     // for as long as the AsyncFd owns the ring buffer.
     let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| EbpfError::Poll(std::io::Error::from(e)))?;
-    let mut decoder = Decoder::new(clock, ctx.hostname.clone());
+    let mut decoder = Decoder::new(clock, ctx.hostname.clone(), host_mount_ns());
     let mut losses = LossReport {
         last_total: 0,
         logged_total: 0,

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use driftwatch_common::{
-    ExecRecord, Fault, FileRecord, Header, Kind, Op, RecordKind, Walk, exe, info, open_flags, walk,
+    ExecRecord, Fault, FileFacts, FileRecord, Header, Kind, Op, RecordKind, Walk, exe, info,
+    open_flags, walk,
 };
-use driftwatch_sdk::{Container, Event, FileInfo, FileType, Process};
+use driftwatch_sdk::{Container, Event, ExeFile, ExeSource, FileInfo, FileType, Process};
 
 use super::event_kind;
 use crate::enrich::container::container_from_cgroup;
@@ -76,6 +77,31 @@ impl WalkPath {
             walk::PSEUDO => WalkPath::Truncated(joined("…")),
             _ => WalkPath::None,
         }
+    }
+
+    /// The mount point of the walked file's filesystem, as an absolute path
+    /// below the walk's root: the components the walk wrote after it first
+    /// crossed a mount. `/` when it crossed none; `None` when the walk did
+    /// not reach a root (the point is then unknown).
+    pub fn mount_point(w: &Walk) -> Option<String> {
+        if w.status != walk::ROOT {
+            return None;
+        }
+        if w.mount_at == Walk::NO_MOUNT {
+            return Some("/".into());
+        }
+        let len = (w.len as usize).min(w.buf.len());
+        let at = (w.mount_at as usize).min(len);
+        let mut point = Walk {
+            len: (len - at) as u16,
+            status: walk::ROOT,
+            _pad: 0,
+            mount_at: Walk::NO_MOUNT,
+            _pad2: [0; 2],
+            buf: [0; driftwatch_common::WALK_BUF],
+        };
+        point.buf[..len - at].copy_from_slice(&w.buf[at..len]);
+        Some(WalkPath::from_walk(&point).into_string())
     }
 
     pub fn into_string(self) -> String {
@@ -152,11 +178,72 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Superblock magics of memory filesystems (`statfs(2)`).
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
+
+/// Where the executable of `r` is, from the kernel's facts, most telling
+/// first: a memfd, a deleted file, the upper layer, the image, a file
+/// outside the container's root, a memory filesystem, any other mount.
+/// `None` when the facts it needs were not read.
+fn exe_source(r: &ExecRecord, exe: &WalkPath) -> Option<ExeSource> {
+    let unread = |f: Fault| f.is_in(r.hdr.faults);
+    if let WalkPath::Anonymous(name) = exe
+        && name.starts_with("memfd:")
+    {
+        return Some(ExeSource::Memfd);
+    }
+    let layer = (!unread(Fault::Layer)).then_some(r.exe_flags);
+    let file = (!unread(Fault::ExeFile)).then_some(&r.exe_file);
+    if file.is_some_and(|f| f.nlink == 0) {
+        return Some(ExeSource::Deleted);
+    }
+    if layer.is_some_and(|l| l & exe::UPPER != 0) {
+        return Some(ExeSource::UpperLayer);
+    }
+    let file = file?;
+    if r.exe_flags & exe::ROOT_FS != 0 {
+        // The container's root filesystem, not on its upper layer (or not
+        // an overlay at all): the image.
+        return layer.map(|_| ExeSource::Image);
+    }
+    if unread(Fault::Exe) {
+        return None;
+    }
+    if r.exe.status == walk::GLOBAL_ROOT {
+        return Some(ExeSource::Host);
+    }
+    Some(match file.magic {
+        TMPFS_MAGIC | RAMFS_MAGIC => ExeSource::Tmpfs,
+        _ => ExeSource::Volume,
+    })
+}
+
+/// The kernel's `s_dev` (major << 20 | minor) as `st_dev`.
+fn user_dev(kdev: u32) -> u64 {
+    libc::makedev(kdev >> 20, kdev & 0xf_ffff)
+}
+
+fn exe_file(f: &FileFacts) -> ExeFile {
+    let ns = |sec: i64, nsec: u32| {
+        sec.saturating_mul(1_000_000_000)
+            .saturating_add(nsec.into())
+    };
+    ExeFile {
+        dev: user_dev(f.dev),
+        ino: f.ino,
+        size: f.size.max(0) as u64,
+        mtime_ns: ns(f.mtime_sec, f.mtime_nsec),
+        ctime_ns: ns(f.ctime_sec, f.ctime_nsec),
+        nlink: f.nlink,
+    }
+}
+
 /// The identity in a record's header. Facts the kernel could not read are
 /// presented as unknown (docs/sensor.md, "Unread facts"): ids as
 /// [`UNREAD_ID`], pid and namespace numbers as 0 (no process or namespace
 /// has that number).
-fn process(h: &Header) -> Process {
+fn process(h: &Header, host_mnt_ns: u64) -> Process {
     let unread = |f: Fault| f.is_in(h.faults);
     let id = |f: Fault, v: u32| if unread(f) { UNREAD_ID } else { v };
     let zero = |f: Fault, v: u64| if unread(f) { 0 } else { v };
@@ -173,6 +260,7 @@ fn process(h: &Header) -> Process {
         cgroup_id: h.cgroup_id,
         pid_ns: zero(Fault::PidNs, h.pid_ns),
         mnt_ns: zero(Fault::MntNs, h.mnt_ns),
+        host_mount_ns: host_mnt_ns != 0 && !unread(Fault::MntNs) && h.mnt_ns == host_mnt_ns,
         ..Process::default()
     }
 }
@@ -188,30 +276,39 @@ fn split_args(b: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn exec_event(
-    r: &ExecRecord,
-    clock: &Clock,
-    hostname: &str,
-    container: Option<Container>,
-) -> Event {
+fn exec_event(r: &ExecRecord, env: &Env<'_>, container: Option<Container>) -> Event {
     let unread = |f: Fault| f.is_in(r.hdr.faults);
-    let mut p = process(&r.hdr);
-    if !unread(Fault::Exe) {
-        let exe = WalkPath::from_walk(&r.exe);
-        if let WalkPath::Anonymous(name) = &exe {
-            p.exe_from_memfd = name.starts_with("memfd:");
-        }
-        p.exe_path = exe.into_string();
+    let mut p = process(&r.hdr, env.host_mnt_ns);
+    let exe = if unread(Fault::Exe) {
+        WalkPath::None
+    } else {
+        WalkPath::from_walk(&r.exe)
+    };
+    p.exe_source = exe_source(r, &exe);
+    p.exe_from_memfd = p.exe_source == Some(ExeSource::Memfd);
+    if matches!(p.exe_source, Some(ExeSource::Volume | ExeSource::Tmpfs)) {
+        p.exe_mount = WalkPath::mount_point(&r.exe);
     }
+    p.exe_path = exe.into_string();
     // An unread layer is neither: not "upper", and not "lower" either.
     if !unread(Fault::Layer) {
         let overlay = r.exe_flags & exe::OVERLAY != 0;
         p.exe_upper_layer = r.exe_flags & exe::UPPER != 0;
         p.exe_lower_layer = overlay && !p.exe_upper_layer;
     }
+    if !unread(Fault::ExeFile) {
+        p.exe_file = Some(exe_file(&r.exe_file));
+    }
+    let mnt_ns = (!unread(Fault::MntNs)).then_some(r.hdr.mnt_ns);
+    if r.exe_flags & exe::PRIOR_KNOWN != 0 {
+        p.exe_reexec = r.exe_flags & exe::REEXEC != 0;
+        p.prev_exe_foreign = mnt_ns.is_some_and(|ns| u64::from(r.prior_mnt_ns) != ns);
+    }
     if !unread(Fault::Parent) {
         p.pname = cstr(&r.pcomm);
         p.pexe_path = WalkPath::from_walk(&r.pexe).into_string();
+        p.parent_foreign =
+            r.parent_mnt_ns != 0 && mnt_ns.is_some_and(|ns| u64::from(r.parent_mnt_ns) != ns);
     }
     if !unread(Fault::Cwd) {
         p.cwd = WalkPath::from_walk(&r.cwd).into_string();
@@ -221,21 +318,16 @@ fn exec_event(
     // Unread argv is an empty prefix of it.
     p.args_truncated = r.args_truncated != 0 || unread(Fault::Args);
     Event {
-        time_ns: clock.wall(r.hdr.ktime_ns),
+        time_ns: env.clock.wall(r.hdr.ktime_ns),
         kind: event_kind(Kind::Exec),
-        hostname: hostname.to_string(),
+        hostname: env.hostname.to_string(),
         container,
         process: p,
         ..Event::default()
     }
 }
 
-fn file_event(
-    r: &FileRecord,
-    clock: &Clock,
-    hostname: &str,
-    container: Option<Container>,
-) -> Option<Event> {
+fn file_event(r: &FileRecord, env: &Env<'_>, container: Option<Container>) -> Option<Event> {
     let op = Op::from_raw(r.op)?;
     let unread = |f: Fault| f.is_in(r.hdr.faults);
     let p1 = cstr(&r.path1);
@@ -268,11 +360,11 @@ fn file_event(
         _ => 0,
     };
     Some(Event {
-        time_ns: clock.wall(r.hdr.ktime_ns),
+        time_ns: env.clock.wall(r.hdr.ktime_ns),
         kind: event_kind(op.kind()),
-        hostname: hostname.to_string(),
+        hostname: env.hostname.to_string(),
         container,
-        process: process(&r.hdr),
+        process: process(&r.hdr, env.host_mnt_ns),
         file: Some(FileInfo {
             path,
             target_path,
@@ -320,7 +412,17 @@ fn with_record<T: aya::Pod, R>(bytes: &[u8], f: impl FnOnce(&T) -> R) -> Option<
 pub struct Decoder {
     clock: Clock,
     hostname: Arc<str>,
+    host_mnt_ns: u64,
     cgroups: HashMap<u64, Cgroup>,
+}
+
+/// What every record's event is made with besides the record.
+struct Env<'a> {
+    clock: &'a Clock,
+    hostname: &'a str,
+    /// The host's mount namespace (inode number of /proc/1/ns/mnt), 0 when
+    /// unknown.
+    host_mnt_ns: u64,
 }
 
 /// A cgroup's names as the kernel sent them, and what they say.
@@ -335,10 +437,11 @@ struct Cgroup {
 const CGROUPS_REMEMBERED: usize = 4096;
 
 impl Decoder {
-    pub fn new(clock: Clock, hostname: Arc<str>) -> Decoder {
+    pub fn new(clock: Clock, hostname: Arc<str>, host_mnt_ns: u64) -> Decoder {
         Decoder {
             clock,
             hostname,
+            host_mnt_ns,
             cgroups: HashMap::new(),
         }
     }
@@ -352,12 +455,20 @@ impl Decoder {
         match RecordKind::from_raw(kind)? {
             RecordKind::Exec => with_record(bytes, |r: &ExecRecord| {
                 let container = self.container(&r.hdr);
-                exec_event(r, &self.clock, &self.hostname, container)
+                exec_event(r, &self.env(), container)
             }),
             RecordKind::File => with_record(bytes, |r: &FileRecord| {
                 let container = self.container(&r.hdr);
-                file_event(r, &self.clock, &self.hostname, container)
+                file_event(r, &self.env(), container)
             })?,
+        }
+    }
+
+    fn env(&self) -> Env<'_> {
+        Env {
+            clock: &self.clock,
+            hostname: &self.hostname,
+            host_mnt_ns: self.host_mnt_ns,
         }
     }
 
@@ -420,9 +531,137 @@ mod tests {
         Walk {
             len: n as u16,
             status,
-            _pad: [0; 5],
+            _pad: 0,
+            mount_at: Walk::NO_MOUNT,
+            _pad2: [0; 2],
             buf,
         }
+    }
+
+    /// As [`w`], crossing a mount after the first `inside` components.
+    fn w_mount(leaf_first: &[&str], inside: usize) -> Walk {
+        let mut walk = w(walk::ROOT, leaf_first);
+        walk.mount_at = leaf_first[..inside]
+            .iter()
+            .map(|c| c.len() + 1)
+            .sum::<usize>() as u16;
+        walk
+    }
+
+    fn env(clock: &Clock) -> Env<'_> {
+        Env {
+            clock,
+            hostname: "h",
+            host_mnt_ns: 4026531841,
+        }
+    }
+
+    fn exec_record() -> ExecRecord {
+        // SAFETY: ExecRecord is plain old data: all zeroes is a valid value.
+        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
+        r.hdr.kind = RecordKind::Exec as u32;
+        r.hdr.vpid = 7;
+        r.hdr.mnt_ns = 4026532000;
+        r.exe_file.nlink = 1;
+        r
+    }
+
+    #[test]
+    fn mount_points_come_from_the_first_mount_crossing() {
+        // /data/x on a volume mounted at /data.
+        let v = w_mount(&["x", "data"], 1);
+        assert_eq!(WalkPath::mount_point(&v).as_deref(), Some("/data"));
+        // A file bind mount: the mount root is the file itself.
+        let f = w_mount(&["podman-init", "run"], 0);
+        assert_eq!(
+            WalkPath::mount_point(&f).as_deref(),
+            Some("/run/podman-init")
+        );
+        // Nested: /var/cache/a/b on a mount at /var/cache.
+        let n = w_mount(&["b", "a", "cache", "var"], 2);
+        assert_eq!(WalkPath::mount_point(&n).as_deref(), Some("/var/cache"));
+        // No crossing: the root's own filesystem.
+        assert_eq!(
+            WalkPath::mount_point(&w(walk::ROOT, &["sh", "bin"])).as_deref(),
+            Some("/")
+        );
+        // Not complete: unknown.
+        assert_eq!(WalkPath::mount_point(&w(walk::TRUNCATED, &["x"])), None);
+    }
+
+    #[test]
+    fn an_exe_is_judged_against_the_image() {
+        let clock = Clock::now();
+        let source = |r: &ExecRecord| exec_event(r, &env(&clock), None).process;
+        let mut r = exec_record();
+        r.exe = w(walk::ROOT, &["sh", "bin"]);
+        r.exe_flags = exe::OVERLAY | exe::ROOT_FS;
+        assert_eq!(source(&r).exe_source, Some(ExeSource::Image));
+        r.exe_flags = exe::OVERLAY | exe::UPPER | exe::ROOT_FS;
+        assert_eq!(source(&r).exe_source, Some(ExeSource::UpperLayer));
+        // A non-overlay root (`--rootfs`): its files are the image.
+        r.exe_flags = exe::ROOT_FS;
+        assert_eq!(source(&r).exe_source, Some(ExeSource::Image));
+
+        r.exe = w_mount(&["bb", "tmp"], 1);
+        r.exe_flags = 0;
+        r.exe_file.magic = TMPFS_MAGIC;
+        let p = source(&r);
+        assert_eq!(p.exe_source, Some(ExeSource::Tmpfs));
+        assert_eq!(p.exe_mount.as_deref(), Some("/tmp"));
+        r.exe_file.magic = 0xEF53; // ext4: a volume or bind mount
+        assert_eq!(source(&r).exe_source, Some(ExeSource::Volume));
+        // Another overlay mounted in (an image volume) is not the image.
+        r.exe_flags = exe::OVERLAY;
+        assert_eq!(source(&r).exe_source, Some(ExeSource::Volume));
+        r.exe_file.nlink = 0;
+        assert_eq!(source(&r).exe_source, Some(ExeSource::Deleted));
+        r.exe_file.nlink = 1;
+        r.exe = w(walk::GLOBAL_ROOT, &["runc", "sbin", "usr"]);
+        assert_eq!(source(&r).exe_source, Some(ExeSource::Host));
+        r.exe = w(walk::PSEUDO, &["memfd:x"]);
+        let p = source(&r);
+        assert_eq!(p.exe_source, Some(ExeSource::Memfd));
+        assert!(p.exe_from_memfd);
+
+        // Unread facts judge nothing.
+        r.exe = w(walk::ROOT, &["x", "data"]);
+        r.hdr.faults = Fault::ExeFile.bit();
+        assert_eq!(source(&r).exe_source, None);
+        r.hdr.faults = Fault::Layer.bit();
+        r.exe_flags = exe::ROOT_FS;
+        assert_eq!(source(&r).exe_source, None);
+    }
+
+    #[test]
+    fn who_started_a_program_comes_from_namespaces() {
+        let clock = Clock::now();
+        let p = |r: &ExecRecord| exec_event(r, &env(&clock), None).process;
+        let mut r = exec_record();
+        // Unknown previous program: nothing claimed.
+        r.prior_mnt_ns = 99;
+        assert!(!p(&r).prev_exe_foreign && !p(&r).exe_reexec);
+        r.exe_flags = exe::PRIOR_KNOWN;
+        assert!(p(&r).prev_exe_foreign);
+        r.prior_mnt_ns = r.hdr.mnt_ns as u32;
+        assert!(!p(&r).prev_exe_foreign);
+        // A memfd's mount is in no namespace: foreign.
+        r.prior_mnt_ns = 0;
+        assert!(p(&r).prev_exe_foreign);
+        r.exe_flags |= exe::REEXEC;
+        assert!(p(&r).exe_reexec);
+        r.hdr.faults = Fault::MntNs.bit();
+        assert!(!p(&r).prev_exe_foreign, "unread namespace");
+        r.hdr.faults = 0;
+        r.parent_mnt_ns = 4026531841;
+        assert!(p(&r).parent_foreign);
+        r.parent_mnt_ns = 0;
+        assert!(!p(&r).parent_foreign, "unread parent namespace");
+        r.parent_mnt_ns = r.hdr.mnt_ns as u32;
+        assert!(!p(&r).parent_foreign);
+        assert!(!p(&r).host_mount_ns);
+        r.hdr.mnt_ns = 4026531841;
+        assert!(p(&r).host_mount_ns);
     }
 
     #[test]
@@ -482,7 +721,7 @@ mod tests {
         let bytes = unsafe {
             std::slice::from_raw_parts_mut(storage.as_mut_ptr().cast::<u8>(), storage.len() * 8)
         };
-        let mut d = Decoder::new(Clock::now(), Arc::from("h"));
+        let mut d = Decoder::new(Clock::now(), Arc::from("h"), 0);
         for offset in [0, 1] {
             bytes[offset..offset + size].copy_from_slice(raw);
             let ev = d.decode(&bytes[offset..offset + size]).expect("decodes");
@@ -509,7 +748,7 @@ mod tests {
             h.cgroup_parent[..14].copy_from_slice(b"libpod_parent\0");
             h
         };
-        let mut d = Decoder::new(Clock::now(), Arc::from("h"));
+        let mut d = Decoder::new(Clock::now(), Arc::from("h"), 0);
         let podman = header(&format!("libpod-{ID}"));
         for _ in 0..2 {
             let c = d.container(&podman).expect("a podman container");
@@ -528,15 +767,13 @@ mod tests {
 
     #[test]
     fn unread_facts_are_unknown_not_values() {
-        // SAFETY: ExecRecord is plain old data: all zeroes is a valid value.
-        let mut r: ExecRecord = unsafe { std::mem::zeroed() };
-        r.hdr.kind = RecordKind::Exec as u32;
-        r.hdr.vpid = 7;
+        let mut r = exec_record();
         r.hdr.pid_ns = 4026531836;
         r.exe = w(walk::ROOT, &["sh", "bin"]);
-        r.exe_flags = exe::OVERLAY;
+        r.exe_flags = exe::OVERLAY | exe::ROOT_FS;
         let clock = Clock::now();
-        let ev = exec_event(&r, &clock, "h", None);
+        let env = env(&clock);
+        let ev = exec_event(&r, &env, None);
         // Read: uid 0 is root, a lower-layer exe, argv complete.
         assert_eq!((ev.process.uid, ev.process.euid), (0, 0));
         assert!(ev.process.exe_lower_layer && !ev.process.exe_upper_layer);
@@ -549,7 +786,7 @@ mod tests {
             | Fault::Args.bit()
             | Fault::PidNs.bit()
             | Fault::Tty.bit();
-        let ev = exec_event(&r, &clock, "h", None);
+        let ev = exec_event(&r, &env, None);
         let p = &ev.process;
         assert_eq!(
             (p.uid, p.gid, p.euid, p.tty),
@@ -568,7 +805,7 @@ mod tests {
         f.op = Op::Unlink as u32;
         f.base1 = w(walk::ROOT, &["tmp"]);
         let path = |f: &FileRecord| {
-            file_event(f, &clock, "h", None)
+            file_event(f, &env, None)
                 .and_then(|e| e.file)
                 .map(|f| f.path)
         };
@@ -585,7 +822,7 @@ mod tests {
         let mut h: Header = unsafe { std::mem::zeroed() };
         h.cgroup_id = 9;
         h.faults = Fault::Cgroup.bit();
-        let mut d = Decoder::new(Clock::now(), Arc::from("h"));
+        let mut d = Decoder::new(Clock::now(), Arc::from("h"), 0);
         assert!(d.container(&h).is_none());
         assert!(d.cgroups.is_empty());
     }
