@@ -125,6 +125,13 @@ impl<S> EventOf<S> {
                     exe_upper_layer,
                     exe_lower_layer,
                     exe_from_memfd,
+                    exe_source,
+                    exe_mount,
+                    exe_file,
+                    exe_reexec,
+                    prev_exe_foreign,
+                    parent_foreign,
+                    host_mount_ns,
                     cgroup_id,
                     pid_ns,
                     mnt_ns,
@@ -149,6 +156,13 @@ impl<S> EventOf<S> {
                     exe_upper_layer: *exe_upper_layer,
                     exe_lower_layer: *exe_lower_layer,
                     exe_from_memfd: *exe_from_memfd,
+                    exe_source: *exe_source,
+                    exe_mount: o(exe_mount),
+                    exe_file: *exe_file,
+                    exe_reexec: *exe_reexec,
+                    prev_exe_foreign: *prev_exe_foreign,
+                    parent_foreign: *parent_foreign,
+                    host_mount_ns: *host_mount_ns,
                     cgroup_id: *cgroup_id,
                     pid_ns: *pid_ns,
                     mnt_ns: *mnt_ns,
@@ -280,9 +294,47 @@ pub struct ProcessOf<S> {
     pub exe_lower_layer: bool,
     /// The executable is an anonymous memfd (fileless execution).
     pub exe_from_memfd: bool,
+    /// Where the executable is, as the kernel saw it at the exec: whether it
+    /// is an unmodified file of the image. `None` when unknown.
+    pub exe_source: Option<ExeSource>,
+    /// The mount point, inside the container, of the filesystem the
+    /// executable is on (a volume, tmpfs or bind mount), when that is not the
+    /// container's root filesystem.
+    pub exe_mount: Option<S>,
+    /// The executable file's inode facts, as the kernel saw them at the exec.
+    pub exe_file: Option<ExeFile>,
+    /// This exec ran the very file the process ran before (an exec of
+    /// `/proc/self/exe`): the same program again, not a new one.
+    pub exe_reexec: bool,
+    /// The program this exec replaced was not a file of the process's mount
+    /// namespace: the container runtime that started it (or a memfd). False
+    /// when unknown.
+    pub prev_exe_foreign: bool,
+    /// The parent is in another mount namespace than the process (outside
+    /// its container). False when unknown.
+    pub parent_foreign: bool,
+    /// The process is in the host's mount namespace: a container runtime
+    /// that has not entered the container yet, or a host process.
+    pub host_mount_ns: bool,
     pub cgroup_id: u64,
     pub pid_ns: u64,
     pub mnt_ns: u64,
+}
+
+impl<S> ProcessOf<S> {
+    /// Where the executable is: `exe_source`, or for events from a source
+    /// that did not set it (older replay files) what the layer flags say.
+    pub fn exe_origin(&self) -> Option<ExeSource> {
+        self.exe_source.or(if self.exe_from_memfd {
+            Some(ExeSource::Memfd)
+        } else if self.exe_upper_layer {
+            Some(ExeSource::UpperLayer)
+        } else if self.exe_lower_layer {
+            Some(ExeSource::Image)
+        } else {
+            None
+        })
+    }
 }
 
 impl<S: AsRef<str>> ProcessOf<S> {
@@ -295,6 +347,72 @@ impl<S: AsRef<str>> ProcessOf<S> {
         }
         out
     }
+}
+
+/// Where an executable is, judged against the container's image (docs/
+/// detections.md, "Drift"). Every value but `Image` and `Host` is drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExeSource {
+    /// An unmodified file of the image: an overlay lower layer, or the
+    /// container's root filesystem when that is not an overlay.
+    Image,
+    /// The overlay upper layer: added, or copied up, in the container.
+    UpperLayer,
+    /// Another filesystem mounted into the container: a volume, emptyDir,
+    /// hostPath, PVC or bind mount.
+    Volume,
+    /// A tmpfs or ramfs mounted into the container (`--tmpfs`, `/dev/shm`).
+    Tmpfs,
+    /// A file already deleted (no links left).
+    Deleted,
+    /// An anonymous memfd (fileless execution).
+    Memfd,
+    /// A file outside the container's root altogether, which only a process
+    /// handed it from outside can run: the runtime's own binaries.
+    Host,
+    /// A value from a newer sensor.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ExeSource {
+    /// The name on the wire and in `drift.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExeSource::Image => "image",
+            ExeSource::UpperLayer => "upper_layer",
+            ExeSource::Volume => "volume",
+            ExeSource::Tmpfs => "tmpfs",
+            ExeSource::Deleted => "deleted",
+            ExeSource::Memfd => "memfd",
+            ExeSource::Host => "host",
+            ExeSource::Unknown => "unknown",
+        }
+    }
+
+    /// Whether an executable from here is drift: not a file of the image.
+    /// A memfd has a rule of its own; a host file is the runtime's.
+    pub fn is_drift(self) -> bool {
+        matches!(
+            self,
+            ExeSource::UpperLayer | ExeSource::Volume | ExeSource::Tmpfs | ExeSource::Deleted
+        )
+    }
+}
+
+/// An executable's inode facts at exec time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExeFile {
+    /// The filesystem's device number (`st_dev`, user-space encoding).
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub nlink: u32,
 }
 
 /// The container the process runs in. Metadata the runtime did not give is `None`.

@@ -49,12 +49,14 @@ pub fn program<S: AsRef<str>>(p: &ProcessOf<S>) -> Option<&str> {
     if exe.is_empty() {
         return None;
     }
-    let args: Vec<&str> = p.args.iter().map(AsRef::as_ref).collect();
+    // argv is only looked at (and collected) for the two kinds that need
+    // it: this runs in prefilters, for every exec.
+    let args = || -> Vec<&str> { p.args.iter().map(AsRef::as_ref).collect() };
     if MULTI_CALL_BINARIES.contains(&exe) {
-        return Some(applet(exe, &args).unwrap_or(exe));
+        return Some(applet(exe, &args()).unwrap_or(exe));
     }
     if is_dynamic_loader(exe) {
-        return Some(loaded_program(&args).map_or(exe, file_name));
+        return Some(loaded_program(&args()).map_or(exe, file_name));
     }
     Some(exe)
 }

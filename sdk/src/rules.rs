@@ -2,59 +2,39 @@
 
 use crate::EventOf;
 
-/// Parent process names (`comm`, so at most 15 bytes) of the runtime
-/// processes that launch a container's main process.
-pub const DEFAULT_ENTRYPOINT_PARENTS: &[&str] = &[
-    "runc",
-    "runc:[0:PARENT]",
-    "runc:[1:CHILD]",
-    "runc:[2:INIT]",
-    "crun",
-    "conmon",
-    "conmonrs",
-    "containerd-shim", // containerd-shim-runc-v2, truncated by the kernel
-    "docker-runc",
-    "crio",
-    "youki",
-];
-
-/// The seed's `container_entrypoint` exception, narrowed so it cannot hide an
-/// interactive session: it exempts only a container's **main process**, the
-/// ENTRYPOINT/CMD the runtime starts with the container. That process is PID
-/// 1 of the container's pid namespace and its parent is a runtime process.
+/// The seed's `container_entrypoint` exception, made unforgeable: only a
+/// container's **main process**, the ENTRYPOINT/CMD the runtime starts, is
+/// exempt. Recognized by what a process inside the container cannot set:
+/// - it is PID 1 of its pid namespace;
+/// - its parent is in another mount namespace (the runtime, on the host);
+/// - the program this exec replaced was not a file of its mount namespace
+///   (the runtime's own binary), so a later exec by PID 1 itself (an RCE in
+///   the main process calling `execve`) is not exempt;
+/// - it is not in the host's mount namespace.
 ///
-/// A `podman exec` / `kubectl exec` shell also has a runtime parent, but it
-/// is never PID 1 of the namespace, so it is not exempt; neither is anything
-/// the main process starts (its parent is the main process). A process whose
-/// namespace pid is unknown (0) is not exempt: when in doubt, alert.
-#[derive(Debug, Clone)]
-pub struct EntrypointExemption {
-    parents: Vec<String>,
+/// Not by `comm`, which anyone sets with `prctl`. A `podman exec` or
+/// `kubectl exec` session has a runtime parent too but is never PID 1; the
+/// PID 1 of a pid namespace nested in the container has its parent in the
+/// container. A fact the sensor could not read is false: when in doubt,
+/// alert.
+pub fn is_container_entrypoint<S: AsRef<str>>(ev: &EventOf<S>) -> bool {
+    let p = &ev.process;
+    ev.container.is_some()
+        && p.vpid == 1
+        && p.parent_foreign
+        && p.prev_exe_foreign
+        && !p.host_mount_ns
 }
 
-impl EntrypointExemption {
-    pub fn new(parents: Vec<String>) -> EntrypointExemption {
-        EntrypointExemption { parents }
-    }
-
-    pub fn default_parents() -> Vec<String> {
-        DEFAULT_ENTRYPOINT_PARENTS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    pub fn exempts<S: AsRef<str>>(&self, ev: &EventOf<S>) -> bool {
-        ev.container.is_some()
-            && ev.process.vpid == 1
-            && self.parents.iter().any(|p| p == ev.process.pname.as_ref())
-    }
-}
-
-impl Default for EntrypointExemption {
-    fn default() -> Self {
-        EntrypointExemption::new(EntrypointExemption::default_parents())
-    }
+/// An exec by the container runtime itself while it sets a container up,
+/// before entering the container's mount namespace: the process, its parent
+/// and the program it replaced are all in the host's mount namespace. No
+/// process inside a container can be there without first leaving through
+/// `setns` (and whatever it then runs from inside the container is
+/// foreign), so this is who the process is, not what it calls itself.
+pub fn is_runtime_setup<S: AsRef<str>>(ev: &EventOf<S>) -> bool {
+    let p = &ev.process;
+    p.host_mount_ns && !p.parent_foreign && !p.prev_exe_foreign
 }
 
 /// Whether `path` is `prefix` or lies below it: `/tmp/x` is under `/tmp`,
@@ -73,11 +53,13 @@ mod tests {
     use super::*;
     use crate::{Container, Event, Process};
 
-    fn ev(vpid: u32, pname: &str, container: bool) -> Event {
+    fn ev(vpid: u32, parent_foreign: bool, prev_exe_foreign: bool, container: bool) -> Event {
         Event {
             process: Process {
                 vpid,
-                pname: pname.into(),
+                parent_foreign,
+                prev_exe_foreign,
+                pname: "conmon".into(),
                 ..Process::default()
             },
             container: container.then(Container::default),
@@ -87,17 +69,35 @@ mod tests {
 
     #[test]
     fn only_the_main_process_is_exempt() {
-        let x = EntrypointExemption::default();
-        assert!(x.exempts(&ev(1, "conmon", true)));
-        assert!(x.exempts(&ev(1, "containerd-shim", true)));
-        // podman exec: runtime parent, but not pid 1.
-        assert!(!x.exempts(&ev(7, "runc", true)));
-        // started by the main process.
-        assert!(!x.exempts(&ev(8, "sh", true)));
-        // pid 1 with a non-runtime parent (e.g. host pid namespace sharing).
-        assert!(!x.exempts(&ev(1, "bash", true)));
-        assert!(!x.exempts(&ev(0, "conmon", true)));
-        assert!(!x.exempts(&ev(1, "conmon", false)));
+        let x = is_container_entrypoint;
+        assert!(x(&ev(1, true, true, true)));
+        // podman exec: runtime parent and program, but not pid 1.
+        assert!(!x(&ev(7, true, true, true)));
+        // A later exec by pid 1 itself: its previous program was the
+        // container's.
+        assert!(!x(&ev(1, true, false, true)));
+        // pid 1 of a nested pid namespace: its parent is in the container.
+        assert!(!x(&ev(1, false, true, true)));
+        assert!(!x(&ev(0, true, true, true)));
+        assert!(!x(&ev(1, true, true, false)));
+        let mut host = ev(1, true, true, true);
+        host.process.host_mount_ns = true;
+        assert!(!x(&host));
+    }
+
+    #[test]
+    fn runtime_setup_is_all_on_the_host_side() {
+        let mut e = ev(40, false, false, true);
+        assert!(!is_runtime_setup(&e), "not in the host's mount namespace");
+        e.process.host_mount_ns = true;
+        assert!(is_runtime_setup(&e));
+        // setns into the host from a container: its previous program or its
+        // parent is the container's.
+        e.process.prev_exe_foreign = true;
+        assert!(!is_runtime_setup(&e));
+        e.process.prev_exe_foreign = false;
+        e.process.parent_foreign = true;
+        assert!(!is_runtime_setup(&e));
     }
 
     #[test]

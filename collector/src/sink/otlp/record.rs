@@ -61,6 +61,8 @@ known_keys! {
     ExeUpper = "driftwatch.process.exe_upper_layer",
     ExeLower = "driftwatch.process.exe_lower_layer",
     ExeMemfd = "driftwatch.process.exe_from_memfd",
+    ExeSource = "driftwatch.drift.source",
+    ExeMount = "driftwatch.drift.mount",
     ContainerId = "container.id",
     ContainerName = "container.name",
     RuntimeName = "container.runtime.name",
@@ -246,6 +248,10 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
     a.b(Attr::ExeUpper, p.exe_upper_layer);
     a.b(Attr::ExeLower, p.exe_lower_layer);
     a.b(Attr::ExeMemfd, p.exe_from_memfd);
+    if let Some(source) = p.exe_source {
+        a.s(Attr::ExeSource, source.as_str());
+    }
+    a.opt(Attr::ExeMount, &p.exe_mount);
     if let Some(c) = &ev.container {
         a.s(Attr::ContainerId, &c.id);
         a.opt(Attr::ContainerName, &c.name);
