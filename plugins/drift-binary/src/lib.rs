@@ -1,44 +1,55 @@
-//! "Drift Detected (Container Image Modified Binary)": an executable that is
-//! not part of the container's image (added or modified in the upper layer)
-//! was run. Also flags fileless execution from a memfd, the usual way around
-//! upper-layer checks.
+//! "Drift Detected (Container Image Modified Binary)": a program that is not
+//! an unmodified file of the container's image was run: from the overlay
+//! upper layer, from a volume, bind mount or tmpfs mounted into the
+//! container, or already deleted. Also flags fileless execution from a
+//! memfd, the usual way around file-based checks.
+//!
+//! What counts is decided by the kernel's facts (`proc.exe_source`, see
+//! docs/detections.md); the exemptions rest on namespaces a process in the
+//! container cannot change, never on names it chooses.
 
 use driftwatch_sdk::fields::Template;
-use driftwatch_sdk::rules::EntrypointExemption;
+use driftwatch_sdk::rules::{is_container_entrypoint, is_runtime_setup, is_under};
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Remediation, Verdict,
+    Condition, EventKind, EventRef, ExeSource, Finding, Manifest, Plugin, Priority, Remediation,
+    Verdict,
 };
 use serde::Deserialize;
 
 pub const RULE: &str = "Drift Detected (Container Image Modified Binary)";
 pub const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";
-const OUTPUT: &str = "Drift detected: new binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
+const OUTPUT: &str = "Drift detected: new binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath source=%drift.source mount=%drift.mount)";
 const MEMFD_OUTPUT: &str = "Fileless execution from memfd in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
+
+/// Where runtimes bind-mount binaries of their own into containers: podman
+/// `--init` (catatonit), Docker `--init` (docker-init), and the paths
+/// containerd and CRI-O use for the same.
+pub const RUNTIME_MOUNTS: &[&str] = &["/run/podman-init", "/sbin/docker-init", "/dev/init"];
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub entrypoint_parents: Vec<String>,
     pub priority: Priority,
     pub output: String,
     /// Also report execution from a memfd.
     pub memfd: bool,
     pub memfd_priority: Priority,
-    /// Executable paths exempt from the memfd rule. runc re-executes itself
-    /// from a memfd when it starts or joins a container.
-    pub memfd_allowed: Vec<String>,
+    /// Mount points of binaries the runtime injects: an executable on a
+    /// volume mounted exactly here, or below one of these directories, is
+    /// not drift. Only the `volume` source is exempt: a file written to the
+    /// upper layer or a tmpfs at the same path still fires.
+    pub runtime_mounts: Vec<String>,
     pub remediation: Remediation,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            entrypoint_parents: EntrypointExemption::default_parents(),
             priority: Priority::Warning,
             output: OUTPUT.to_string(),
             memfd: true,
             memfd_priority: Priority::Critical,
-            memfd_allowed: vec!["memfd:runc_cloned:/proc/self/exe".into()],
+            runtime_mounts: RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect(),
             remediation: Remediation {
                 alert_type: "K8S.NODE_ImageBinaryDrift".into(),
                 description: "Binary executed that was not part of the original container image"
@@ -57,33 +68,46 @@ impl Default for Config {
 }
 
 pub struct DriftBinaryDetector {
-    entrypoint: EntrypointExemption,
     priority: Priority,
     output: Template,
     memfd: bool,
     memfd_priority: Priority,
     memfd_output: Template,
-    memfd_allowed: Vec<String>,
+    runtime_mounts: Vec<String>,
     remediation: Remediation,
 }
+
+/// The `drift.source` values the rule fires on.
+const DRIFT_SOURCES: [ExeSource; 4] = [
+    ExeSource::UpperLayer,
+    ExeSource::Volume,
+    ExeSource::Tmpfs,
+    ExeSource::Deleted,
+];
 
 impl Plugin for DriftBinaryDetector {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
+        if let Some(bad) = c.runtime_mounts.iter().find(|p| !p.starts_with('/')) {
+            return Err(format!("runtime_mounts: {bad:?} is not an absolute path"));
+        }
         Ok(DriftBinaryDetector {
-            entrypoint: EntrypointExemption::new(c.entrypoint_parents),
             priority: c.priority,
             output: Template::parse(&c.output)?,
             memfd: c.memfd,
             memfd_priority: c.memfd_priority,
             memfd_output: Template::parse(MEMFD_OUTPUT)?,
-            memfd_allowed: c.memfd_allowed,
+            runtime_mounts: c.runtime_mounts,
             remediation: c.remediation,
         })
     }
 
     fn manifest(&self) -> Manifest {
+        let mut sources: Vec<&str> = DRIFT_SOURCES.iter().map(|s| s.as_str()).collect();
+        if self.memfd {
+            sources.push(ExeSource::Memfd.as_str());
+        }
         Manifest::new(
             "drift-binary",
             env!("CARGO_PKG_VERSION"),
@@ -92,24 +116,32 @@ impl Plugin for DriftBinaryDetector {
         .with_description(
             "Detect execution of a binary not present in the original container image",
         )
-        .with_prefilter([Condition::in_container(), {
-            // Only drifted or fileless executables can make a finding; the
-            // entrypoint exemption stays ours to judge.
-            let mut drifted = vec![Condition::is_true("proc.is_exe_upper_layer")];
-            if self.memfd {
-                drifted.push(Condition::is_true("proc.is_exe_from_memfd"));
-            }
-            Condition::Any(drifted)
-        }])
+        // Only drifted or fileless executables can make a finding; the
+        // exemptions stay ours to judge.
+        .with_prefilter([
+            Condition::in_container(),
+            Condition::is_in("drift.source", sources),
+        ])
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
-        if ev.kind != EventKind::Exec || ev.container.is_none() || self.entrypoint.exempts(ev) {
+        let p = &ev.process;
+        // A re-exec of the same file (`/proc/self/exe`, as busybox runs its
+        // applets) is the program already judged at its first exec: one exec
+        // of a drifted binary is one finding.
+        if ev.kind != EventKind::Exec
+            || ev.container.is_none()
+            || p.exe_reexec
+            || is_container_entrypoint(ev)
+            || is_runtime_setup(ev)
+        {
             return Verdict::pass();
         }
-        let p = &ev.process;
+        let Some(source) = p.exe_origin() else {
+            return Verdict::pass();
+        };
         let mut verdict = Verdict::pass();
-        if p.exe_upper_layer {
+        if source.is_drift() && !self.runtime_injected(source, p.exe_mount) {
             verdict.findings.push(Finding {
                 rule: RULE.to_string(),
                 priority: self.priority,
@@ -123,7 +155,7 @@ impl Plugin for DriftBinaryDetector {
                 remediation: Some(self.remediation.clone()),
             });
         }
-        if self.memfd && p.exe_from_memfd && !self.memfd_allowed.iter().any(|a| a == p.exe_path) {
+        if self.memfd && source == ExeSource::Memfd {
             verdict.findings.push(Finding {
                 rule: MEMFD_RULE.to_string(),
                 priority: self.memfd_priority,
@@ -139,6 +171,14 @@ impl Plugin for DriftBinaryDetector {
             });
         }
         verdict
+    }
+}
+
+impl DriftBinaryDetector {
+    /// A binary the runtime bind-mounted in (`runtime_mounts`).
+    fn runtime_injected(&self, source: ExeSource, mount: Option<&str>) -> bool {
+        source == ExeSource::Volume
+            && mount.is_some_and(|m| self.runtime_mounts.iter().any(|r| is_under(m, r)))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::program::runs_one_of;
-use driftwatch_sdk::rules::EntrypointExemption;
+use driftwatch_sdk::rules::is_container_entrypoint;
 use driftwatch_sdk::{
     Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
 };
@@ -18,8 +18,6 @@ pub struct Config {
     /// Program names that count as shells, matched against `proc.name` and
     /// `proc.program` (a symlinked, renamed or busybox shell is still one).
     pub shells: Vec<String>,
-    /// See [`EntrypointExemption`].
-    pub entrypoint_parents: Vec<String>,
     pub priority: Priority,
     pub output: String,
 }
@@ -30,7 +28,6 @@ impl Default for Config {
             shells: ["bash", "sh", "dash", "zsh", "csh", "ksh"]
                 .map(String::from)
                 .to_vec(),
-            entrypoint_parents: EntrypointExemption::default_parents(),
             priority: Priority::Warning,
             output: OUTPUT.to_string(),
         }
@@ -39,7 +36,6 @@ impl Default for Config {
 
 pub struct ShellDetector {
     shells: Vec<String>,
-    entrypoint: EntrypointExemption,
     priority: Priority,
     output: Template,
 }
@@ -50,7 +46,6 @@ impl Plugin for ShellDetector {
     fn new(c: Config) -> Result<Self, String> {
         Ok(ShellDetector {
             shells: c.shells,
-            entrypoint: EntrypointExemption::new(c.entrypoint_parents),
             priority: c.priority,
             output: Template::parse(&c.output)?,
         })
@@ -73,7 +68,7 @@ impl Plugin for ShellDetector {
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
             || !runs_one_of(&ev.process, &self.shells)
-            || self.entrypoint.exempts(ev)
+            || is_container_entrypoint(ev)
         {
             return Verdict::pass();
         }

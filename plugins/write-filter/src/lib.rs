@@ -18,10 +18,6 @@ pub struct Config {
     /// Directories where writes are expected. Whole path components: `/tmp`
     /// covers `/tmp` and `/tmp/x`, not `/tmpfoo`.
     pub exclude_prefixes: Vec<String>,
-    /// `comm` of a runtime's container-init process. Its writes while it
-    /// sets a container up (`/etc/hosts`, `/etc/resolv.conf`, ... before
-    /// `pivot_root`) are not drift; see [`WriteFilter::runtime_setup`].
-    pub runtime_init_names: Vec<String>,
     pub priority: Priority,
     pub output: String,
 }
@@ -30,9 +26,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             exclude_prefixes: ["/tmp", "/var/log", "/proc"].map(String::from).to_vec(),
-            runtime_init_names: ["runc:[2:INIT]", "crun", "youki"]
-                .map(String::from)
-                .to_vec(),
             priority: Priority::Notice,
             output: OUTPUT.to_string(),
         }
@@ -41,7 +34,6 @@ impl Default for Config {
 
 pub struct WriteFilter {
     exclude: Vec<String>,
-    runtime_init_names: Vec<String>,
     priority: Priority,
     output: Template,
 }
@@ -55,7 +47,6 @@ impl Plugin for WriteFilter {
         }
         Ok(WriteFilter {
             exclude: c.exclude_prefixes,
-            runtime_init_names: c.runtime_init_names,
             priority: c.priority,
             output: Template::parse(&c.output)?,
         })
@@ -85,7 +76,7 @@ impl Plugin for WriteFilter {
             || ev.container.is_none()
             || file.file_type != FileType::Regular
             || self.exclude.iter().any(|p| is_under(file.path, p))
-            || self.runtime_setup(ev)
+            || Self::runtime_setup(ev)
         {
             return Verdict::pass();
         }
@@ -104,21 +95,19 @@ impl Plugin for WriteFilter {
 }
 
 impl WriteFilter {
-    /// The runtime preparing the container, not the container drifting. All
-    /// three must hold, so that no process inside the container can claim it:
+    /// The runtime preparing the container (`/etc/hosts`, `/etc/resolv.conf`,
+    /// ... before `pivot_root`), not the container drifting. Both must hold,
+    /// and neither is a name the process chooses:
     /// - the kernel saw the write reach the container's root filesystem from
     ///   outside it (`outside_root`: the writer's root is another
     ///   filesystem, which after `pivot_root` is never the case for the
     ///   container's own processes);
     /// - the writer is PID 1 of the container's pid namespace (the init the
-    ///   runtime starts; exec sessions and children never are);
-    /// - its `comm` is a runtime init's.
+    ///   runtime starts; exec sessions and children never are).
     ///
     /// The event itself still flows (and is exported with `events = true`).
-    fn runtime_setup(&self, ev: &EventRef<'_>) -> bool {
-        ev.file.as_ref().is_some_and(|f| f.outside_root)
-            && ev.process.vpid == 1
-            && self.runtime_init_names.iter().any(|n| n == ev.process.name)
+    fn runtime_setup(ev: &EventRef<'_>) -> bool {
+        ev.file.as_ref().is_some_and(|f| f.outside_root) && ev.process.vpid == 1
     }
 }
 
