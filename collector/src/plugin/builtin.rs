@@ -8,6 +8,7 @@ pub const NAMES: &[&str] = &[
     "drift-binary",
     "write-filter",
     "file-drift",
+    "exec-bit",
 ];
 
 macro_rules! guest {
@@ -24,6 +25,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "drift-binary" => guest!("driftwatch_plugin_drift_binary.wasm"),
         "write-filter" => guest!("driftwatch_plugin_write_filter.wasm"),
         "file-drift" => guest!("driftwatch_plugin_file_drift.wasm"),
+        "exec-bit" => guest!("driftwatch_plugin_exec_bit.wasm"),
         _ => return None,
     })
 }
