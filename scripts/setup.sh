@@ -9,6 +9,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 APT_PACKAGES=(
   # Real containers for the sensor tests (see docs/development.md).
   podman runc busybox-static uidmap
+  # podman run --init (the benign-container tests).
+  catatonit
   # bpf-linker links the eBPF object against Debian's LLVM.
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
   # The C compiler the linker step, ring and mimalloc need.

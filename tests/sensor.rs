@@ -127,18 +127,18 @@ struct Container {
 impl Container {
     /// Started with a shell as its main process (the entrypoint).
     fn start(tag: &str) -> Container {
+        Container::start_with(tag, &[], &["sh", "-c", "while true; do sleep 1; done"])
+    }
+
+    /// Started with `podman run` options `opts` and command `cmd`.
+    fn start_with(tag: &str, opts: &[&str], cmd: &[&str]) -> Container {
         let name = format!("dw-sensor-{tag}-{}", std::process::id());
         let _ = Command::new("podman").args(["rm", "-f", &name]).output();
-        let id = podman(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            IMAGE,
-            "sh",
-            "-c",
-            "while true; do sleep 1; done",
-        ]);
+        let mut args = vec!["run", "-d", "--name", &name];
+        args.extend_from_slice(opts);
+        args.push(IMAGE);
+        args.extend_from_slice(cmd);
+        let id = podman(&args);
         Container { name, id }
     }
 
@@ -189,6 +189,10 @@ builtin = "drift-binary"
 [[plugins]]
 name = "write-filter"
 builtin = "write-filter"
+
+[[plugins]]
+name = "exec-bit"
+builtin = "exec-bit"
 
 [outputs.stdout]
 events = {events}
@@ -342,10 +346,10 @@ fn exec_findings_on_real_containers() {
     });
     assert_eq!(entry["process"]["name"], "sh", "{entry}");
     let pname = entry["process"]["pname"].as_str().unwrap_or("");
-    assert!(
-        driftwatch_sdk::rules::DEFAULT_ENTRYPOINT_PARENTS.contains(&pname),
-        "entrypoint parent {pname:?} is not a runtime process: {entry}"
-    );
+    // Started by the runtime, from outside the container.
+    assert_eq!(entry["process"]["parent_foreign"], true, "{entry}");
+    assert_eq!(entry["process"]["prev_exe_foreign"], true, "{entry}");
+    assert_eq!(entry["process"]["exe_source"], "image", "{entry}");
     assert_eq!(entry["container"]["name"], c.name.as_str(), "{entry}");
     assert_eq!(entry["process"]["exe_path"], "/bin/busybox", "{entry}");
     assert_eq!(entry["process"]["exe_lower_layer"], true, "{entry}");
@@ -561,4 +565,170 @@ fn host_activity_is_out_of_scope() {
         }
     }
     assert!(d.stop().success());
+}
+
+/// `tests/tools/memfd_exec.c`, built static into `dir` (the image has no
+/// libc).
+fn memfd_tool(dir: &Path) -> PathBuf {
+    let src = support::root().join("tests/tools/memfd_exec.c");
+    let out = dir.join("memfd_exec");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running cc (scripts/setup.sh installs gcc)");
+    assert!(st.success(), "building {}", src.display());
+    out
+}
+
+fn drift_of<'a>(d: &'a [Value], c: &Container, exe: &str) -> Vec<&'a Value> {
+    d.iter()
+        .filter(|v| finding_in(c, DRIFT_RULE, v) && field(v, "proc.exepath") == exe)
+        .collect()
+}
+
+#[test]
+fn binary_drift_is_anything_not_from_the_image() {
+    require_root!();
+    let _g = setup();
+    let tools = tempfile::tempdir().expect("tempdir");
+    memfd_tool(tools.path());
+    let data = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(false);
+    let vol_tools = format!("{}:/tools:ro", tools.path().display());
+    let vol_data = format!("{}:/data", data.path().display());
+    let c = Container::start_with(
+        "drift",
+        &["--tmpfs", "/scratch", "-v", &vol_tools, "-v", &vol_data],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
+
+    // A tmpfs and a read-write volume (podman mounts /dev/shm noexec).
+    c.exec("cp /bin/busybox /scratch/true && /scratch/true");
+    let f = d.wait_for("drift from a tmpfs", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/scratch/true"
+    });
+    assert_eq!(field(&f, "drift.source"), "tmpfs", "{f}");
+    assert_eq!(field(&f, "drift.mount"), "/scratch", "{f}");
+    assert_identity(&c, &f);
+    c.exec("cp /bin/busybox /data/true && /data/true");
+    let f = d.wait_for("drift from a volume", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/data/true"
+    });
+    assert_eq!(field(&f, "drift.source"), "volume", "{f}");
+    assert_eq!(field(&f, "drift.mount"), "/data", "{f}");
+    // cp created it executable.
+    d.wait_for("open+create drift", |v| {
+        finding_in(&c, "Container Drift Detected (open+create)", v)
+            && field(v, "fd.name") == "/data/true"
+    });
+    c.exec("printf 'echo hi' > /tmp/p && chmod +x /tmp/p");
+    d.wait_for("chmod drift", |v| {
+        finding_in(&c, "Container Drift Detected (chmod)", v) && field(v, "fd.name") == "/tmp/p"
+    });
+    // A file deleted before it runs: executed through its descriptor (the
+    // symlink gives busybox an applet name).
+    c.exec(
+        "cp /bin/busybox /tmp/gone && exec 3</tmp/gone && rm /tmp/gone \
+         && ln -s /proc/self/fd/3 /tmp/true && /tmp/true",
+    );
+    let f = d.wait_for("drift from a deleted file", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "drift.source") == "deleted"
+    });
+    assert!(field(&f, "proc.exepath").starts_with("/tmp/gone"), "{f}");
+
+    // A memfd named like runc's own clone is no exception.
+    c.exec("/tools/memfd_exec runc_cloned:/proc/self/exe /bin/busybox true");
+    let f = d.wait_for("the memfd finding", |v| {
+        finding_in(&c, "Fileless Execution in Container (memfd)", v)
+            && field(v, "proc.exepath") == "memfd:runc_cloned:/proc/self/exe"
+    });
+    assert_identity(&c, &f);
+
+    // An image binary modified in place, run as a shell: busybox then runs
+    // `sleep` by re-executing itself (/proc/self/exe). One exec of the
+    // drifted file, one finding.
+    c.exec(
+        "echo >> /usr/bin/uname && ln -s /usr/bin/uname /tmp/sh && /tmp/sh -c 'sleep 0; sleep 0'",
+    );
+    d.wait_for("drift for the modified binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/usr/bin/uname"
+    });
+    // The re-execs come after the first exec; give them time to arrive.
+    c.exec("cp /bin/busybox /scratch/echo && /scratch/echo marker");
+    d.wait_for("a later marker finding", |v| {
+        drift_of(std::slice::from_ref(v), &c, "/scratch/echo").len() == 1
+    });
+    let all = d.snapshot();
+    let modified = drift_of(&all, &c, "/usr/bin/uname");
+    assert_eq!(modified.len(), 1, "one exec, one finding: {modified:#?}");
+    assert_eq!(field(modified[0], "drift.source"), "upper_layer");
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
+}
+
+#[test]
+fn benign_containers_make_no_findings() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(true);
+    // A shell as the main process; `--init` (catatonit bind-mounted at
+    // /run/podman-init, then the command under it); an exec of an unchanged
+    // image binary.
+    let shell = Container::start("benign-sh");
+    let init = Container::start_with("benign-init", &["--init"], &["sleep", "600"]);
+    podman(&["exec", &shell.name, "/usr/bin/id"]);
+    podman(&["exec", &init.name, "/usr/bin/id"]);
+    // A chmod that adds no execute bit.
+    podman(&["exec", &shell.name, "/bin/chmod", "600", "/etc/passwd"]);
+    for c in [&shell, &init] {
+        d.wait_for("the unchanged binary's exec", |v| {
+            event_in(c, v, "exec").is_some_and(|v| v["process"]["exe_path"] == "/usr/bin/id")
+        });
+    }
+    let catatonit = d.wait_for("the --init binary's exec", |v| {
+        event_in(&init, v, "exec").is_some_and(|v| v["process"]["vpid"] == 1)
+    });
+    assert_eq!(catatonit["process"]["exe_source"], "volume", "{catatonit}");
+    assert_eq!(
+        catatonit["process"]["exe_mount"], "/run/podman-init",
+        "{catatonit}"
+    );
+    // The entrypoint shell's loop runs for a while (each `sleep` an exec).
+    std::thread::sleep(Duration::from_secs(3));
+    let all = d.snapshot();
+    let findings: Vec<&Value> = all
+        .iter()
+        .filter(|v| {
+            v.get("rule").is_some()
+                && [&shell, &init]
+                    .iter()
+                    .any(|c| c.id.starts_with(field(v, "container.id")))
+        })
+        .collect();
+    assert!(findings.is_empty(), "benign activity fired: {findings:#?}");
+
+    // pid 1 itself exec'ing a shell later (an RCE in the main process) is no
+    // longer the entrypoint.
+    let rce = Container::start_with(
+        "pid1-exec",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "sleep 1; exec /bin/sh -c 'while true; do sleep 1; done'",
+        ],
+    );
+    let f = d.wait_for("the shell pid 1 exec'd later", |v| {
+        finding_in(&rce, SHELL_RULE, v) && field(v, "proc.cmdline").contains("while true")
+    });
+    assert_identity(&rce, &f);
+    assert!(
+        !d.snapshot().iter().any(|v| finding_in(&rce, SHELL_RULE, v)
+            && field(v, "proc.cmdline").contains("exec /bin/sh")),
+        "the first exec of pid 1 is the entrypoint"
+    );
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
 }
