@@ -57,7 +57,7 @@ fn on_prepare() {
     };
     // A full map evicts its oldest entry; a failed insert leaves the exec
     // without prior facts, which only withholds exemptions.
-    let _ = PRIOR.insert(&current_tid(), &prior, 0);
+    let _ = PRIOR.insert(current_tid(), prior, 0);
 }
 
 /// The inode number of the mount namespace the `struct path *` `path` is
@@ -106,9 +106,9 @@ fn on_exec(old_pid: u32) {
     // Taken even when not reported, so the map does not fill with entries
     // of unwanted kinds' tasks.
     // SAFETY: the value is copied out before the entry is removed.
-    let prior = unsafe { PRIOR.get(&old_pid) }.copied();
+    let prior = unsafe { PRIOR.get(old_pid) }.copied();
     if prior.is_some() {
-        let _ = PRIOR.remove(&old_pid);
+        let _ = PRIOR.remove(old_pid);
     }
     if !wanted(Kind::Exec) {
         return;
