@@ -795,7 +795,17 @@ mod tests {
     fn the_shipped_pipeline_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipeline.toml");
         let cfg = Config::load(&path).unwrap();
-        assert_eq!(cfg.plugins().count(), 5);
+        let listed = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.trim() == "[[plugins]]")
+            .count();
+        assert_eq!(cfg.plugins().count(), listed);
+        assert_eq!(
+            listed,
+            crate::plugin::builtin::NAMES.len(),
+            "every built-in is shipped on"
+        );
         assert!(cfg.sources.scan.enabled);
         assert!(
             cfg.plugins()

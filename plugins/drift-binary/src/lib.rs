@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 pub const RULE: &str = "Drift Detected (Container Image Modified Binary)";
 pub const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";
-const OUTPUT: &str = "Drift detected: new binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath source=%drift.source mount=%drift.mount)";
+const OUTPUT: &str = "Drift detected: new binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
 const MEMFD_OUTPUT: &str = "Fileless execution from memfd in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
 
 /// Where runtimes bind-mount binaries of their own into containers: podman
@@ -151,7 +151,7 @@ impl Plugin for DriftBinaryDetector {
                         .into(),
                 ),
                 tags: ["container", "drift"].map(String::from).to_vec(),
-                fields: self.output.fields(ev),
+                fields: self.drift_fields(ev),
                 remediation: Some(self.remediation.clone()),
             });
         }
@@ -175,6 +175,18 @@ impl Plugin for DriftBinaryDetector {
 }
 
 impl DriftBinaryDetector {
+    /// The output's fields, and always what the kernel saw of the file: the
+    /// seed's message stays as users know it.
+    fn drift_fields(&self, ev: &EventRef<'_>) -> std::collections::BTreeMap<String, String> {
+        let mut fields = self.output.fields(ev);
+        for name in ["drift.source", "drift.mount"] {
+            let value = driftwatch_sdk::fields::field(ev, name)
+                .unwrap_or_else(|| driftwatch_sdk::fields::NA.to_string());
+            fields.insert(name.to_string(), value);
+        }
+        fields
+    }
+
     /// A binary the runtime bind-mounted in (`runtime_mounts`).
     fn runtime_injected(&self, source: ExeSource, mount: Option<&str>) -> bool {
         source == ExeSource::Volume
