@@ -109,6 +109,9 @@ pub struct Config {
     /// Kubernetes pod enrichment.
     #[serde(default)]
     pub k8s: K8sConfig,
+    /// Where the container runtimes are asked for metadata.
+    #[serde(default, deserialize_with = "checked")]
+    pub runtimes: RuntimesConfig,
     /// Directory of the file this was read from; relative paths resolve here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -125,6 +128,7 @@ impl Config {
             ("pipeline", self.pipeline != running.pipeline),
             ("outputs", self.outputs != running.outputs),
             ("k8s", self.k8s != running.k8s),
+            ("runtimes", self.runtimes != running.runtimes),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -270,8 +274,9 @@ pub struct ScanConfig {
     pub include_runtime_files: bool,
     /// Threads per container diff.
     pub jobs: usize,
-    /// containers/storage root, for container names and images.
-    pub storage_root: PathBuf,
+    /// podman's containers/storage root for the scan; default
+    /// `[runtimes] podman_root` (this key predates that section).
+    pub storage_root: Option<PathBuf>,
 }
 
 impl Default for ScanConfig {
@@ -284,7 +289,7 @@ impl Default for ScanConfig {
             containers: Vec::new(),
             include_runtime_files: false,
             jobs: 2,
-            storage_root: PathBuf::from(crate::fsdiff::resolve::DEFAULT_STORAGE_ROOT),
+            storage_root: None,
         }
     }
 }
@@ -296,11 +301,8 @@ impl Check for ScanConfig {
         if let Some(bad) = self.containers.iter().find(|c| c.trim().is_empty()) {
             return Err(format!("containers: {bad:?} is not a container name or id"));
         }
-        if !self.storage_root.is_absolute() {
-            return Err(format!(
-                "storage_root {:?} must be an absolute path",
-                self.storage_root
-            ));
+        if let Some(root) = &self.storage_root {
+            absolute("storage_root", root)?;
         }
         Ok(())
     }
@@ -783,6 +785,64 @@ pub struct K8sConfig {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// `[runtimes]`: where each container runtime is asked about its
+/// containers. A runtime that is not there costs nothing (docs/runtimes.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimesConfig {
+    /// containerd's gRPC API socket.
+    pub containerd_socket: PathBuf,
+    /// Docker's Engine API socket.
+    pub docker_socket: PathBuf,
+    /// CRI-O's socket (its inspect endpoint).
+    pub crio_socket: PathBuf,
+    /// podman's containers/storage root (its state on disk).
+    pub podman_root: PathBuf,
+}
+
+impl Default for RuntimesConfig {
+    fn default() -> Self {
+        let e = crate::container::Endpoints::default();
+        RuntimesConfig {
+            containerd_socket: e.containerd,
+            docker_socket: e.docker,
+            crio_socket: e.crio,
+            podman_root: e.podman_root,
+        }
+    }
+}
+
+impl RuntimesConfig {
+    /// The endpoints, for [`crate::container::Runtimes::new`].
+    pub fn endpoints(&self) -> crate::container::Endpoints {
+        crate::container::Endpoints {
+            containerd: self.containerd_socket.clone(),
+            crio: self.crio_socket.clone(),
+            docker: self.docker_socket.clone(),
+            podman_root: self.podman_root.clone(),
+        }
+    }
+}
+
+impl Check for RuntimesConfig {
+    fn check(&self) -> Result<(), String> {
+        absolute("containerd_socket", &self.containerd_socket)?;
+        absolute("docker_socket", &self.docker_socket)?;
+        absolute("crio_socket", &self.crio_socket)?;
+        absolute("podman_root", &self.podman_root)
+    }
+}
+
+/// `key`'s path must be absolute: the daemon's working directory is no
+/// place to look for a runtime.
+fn absolute(key: &str, p: &Path) -> Result<(), String> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!("{key} {p:?} must be an absolute path"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,6 +929,25 @@ mod tests {
         assert!(e.contains("jobs must be"), "{e}");
         let e = err("[sources.scan]\nstorage_root = \"rel\"\n");
         assert!(e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn runtimes_table() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.runtimes.docker_socket, Path::new("/var/run/docker.sock"));
+        let c = Config::parse(
+            "[runtimes]\ncontainerd_socket = \"/run/k3s/containerd/containerd.sock\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.runtimes.endpoints().containerd,
+            Path::new("/run/k3s/containerd/containerd.sock")
+        );
+        let e = err("[runtimes]\ndocker_socket = \"docker.sock\"\n");
+        assert!(e.contains("docker_socket") && e.contains("absolute"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+        let e = err("[runtimes]\nkubelet = \"/x\"\n");
+        assert!(e.contains("unknown field `kubelet`"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use driftwatch::config::Config;
+use driftwatch::container::Runtimes;
 use driftwatch::enrich::Enricher;
 use driftwatch::enrich::container::ContainerEnricher;
 use driftwatch::enrich::user::UserEnricher;
@@ -265,14 +266,19 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             storage_root,
             jobs,
         } => {
+            use driftwatch::container::{Endpoints, Runtimes};
             use driftwatch::fsdiff::{self, Options, Resolver, report::Filter};
             let mut opts = Options::default();
             opts.jobs = jobs.unwrap_or(opts.jobs);
             let filter = Filter::from_only(&only, include_runtime);
-            let resolver = Resolver::new(storage_root);
+            let endpoints = Endpoints {
+                podman_root: storage_root,
+                ..Endpoints::default()
+            };
+            let resolver = Resolver::new(Runtimes::new(&endpoints));
+            let target = tokio_runtime()?.block_on(resolver.resolve(&container))?;
             let mut out = std::io::stdout().lock();
-            let drift =
-                fsdiff::diff_command(&resolver, &container, &opts, &filter, json, &mut out)?;
+            let drift = fsdiff::diff_command(&target, &opts, &filter, json, &mut out)?;
             Ok(if drift {
                 ExitCode::from(1)
             } else {
@@ -389,8 +395,16 @@ fn run(config: &Path) -> Result<ExitCode> {
             EbpfSensor::start(&cfg.sources.ebpf, kinds).context("starting the kernel sensor")?;
         sources.push(Box::new(EbpfSource::new(sensor)));
     }
+    let runtimes = Runtimes::new(&cfg.runtimes.endpoints());
     if cfg.sources.scan.enabled {
-        sources.push(Box::new(Scan::new(cfg.sources.scan.clone())));
+        let mut endpoints = cfg.runtimes.endpoints();
+        if let Some(root) = &cfg.sources.scan.storage_root {
+            endpoints.podman_root = root.clone();
+        }
+        sources.push(Box::new(Scan::with_runtimes(
+            cfg.sources.scan.clone(),
+            Runtimes::new(&endpoints),
+        )));
     }
     if sources.is_empty() {
         bail!(
@@ -401,10 +415,13 @@ fn run(config: &Path) -> Result<ExitCode> {
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sinks = sinks(&cfg, false, &stats)?;
-    let mut enrichers: Vec<Box<dyn Enricher>> = vec![
-        Box::new(ContainerEnricher::with_default_stores()),
-        Box::new(UserEnricher::new()),
-    ];
+    // The runtimes' clients run on the runtime for as long as the daemon does.
+    let (containers, _runtime_tasks) = {
+        let _in_runtime = rt.enter();
+        ContainerEnricher::start(&runtimes)
+    };
+    let mut enrichers: Vec<Box<dyn Enricher>> =
+        vec![Box::new(containers), Box::new(UserEnricher::new())];
     // The pod watch runs on the runtime for as long as the daemon does.
     let _pod_watch = match rt.block_on(driftwatch::k8s::enrich::start(&cfg.k8s))? {
         Some((enricher, watch)) => {

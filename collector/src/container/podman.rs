@@ -4,17 +4,22 @@
 //! Under the storage root, `overlay-containers/containers.json` lists the
 //! containers (`volatile-containers.json` those podman keeps out of the
 //! durable file, e.g. made with `--rm`), `overlay-images/images.json` the
-//! images. Each file is read whole and re-read only when its modification
-//! time changes.
+//! images, `overlay-layers/layers.json` the layers (each with its parent).
+//! Each file is read whole and re-read only when its modification time
+//! changes. Changes are noticed with inotify on the containers' directory,
+//! so the cache learns of a new container before its first process runs.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
-use driftwatch_sdk::{Container, Runtime};
+use driftwatch_sdk::Runtime;
+use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::image_ref::ImageRef;
-use super::{KnownContainer, RuntimeStore, StoreError};
+use super::{
+    Change, ChangeStream, KnownContainer, Layers, RuntimeClient, RuntimeError, StoreError,
+};
 
 /// Where podman (as root) keeps containers/storage.
 pub const DEFAULT_ROOT: &str = "/var/lib/containers/storage";
@@ -22,9 +27,12 @@ pub const DEFAULT_ROOT: &str = "/var/lib/containers/storage";
 const CONTAINERS: &str = "overlay-containers/containers.json";
 const VOLATILE_CONTAINERS: &str = "overlay-containers/volatile-containers.json";
 const IMAGES: &str = "overlay-images/images.json";
+const LAYERS: &str = "overlay-layers/layers.json";
+/// Where containers/storage's overlay driver keeps each layer's `diff`.
+const OVERLAY: &str = "overlay";
 
 /// One container as containers.json records it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Record {
     id: String,
     #[serde(default)]
@@ -32,6 +40,9 @@ struct Record {
     /// The image id.
     #[serde(default)]
     image: Option<String>,
+    /// The container's own (writable) layer.
+    #[serde(default)]
+    layer: Option<String>,
     /// A JSON document in a string: `{"image-name": ..., "name": ...}`.
     #[serde(default)]
     metadata: Option<String>,
@@ -53,6 +64,13 @@ impl Record {
             .unwrap_or_default()
             .image_name
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct Layer {
+    id: String,
+    #[serde(default)]
+    parent: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +142,7 @@ pub struct PodmanStore {
     containers: Cached<Vec<Record>>,
     volatile: Cached<Vec<Record>>,
     images: Cached<Vec<Image>>,
+    layers: Cached<Vec<Layer>>,
 }
 
 impl PodmanStore {
@@ -133,75 +152,173 @@ impl PodmanStore {
             containers: Cached::default(),
             volatile: Cached::default(),
             images: Cached::default(),
+            layers: Cached::default(),
         }
     }
 }
 
-/// A state file's content for enrichment: one that cannot be read is
-/// logged and taken as absent, as enrichment must not fail an event over
-/// the runtime's state.
-fn or_absent<T>(r: Result<Option<&T>, StoreError>) -> Option<&T> {
-    r.unwrap_or_else(|e| {
-        tracing::debug!("runtime state: {e}");
-        None
-    })
-}
+/// Layers deeper than this are not followed (a parent loop in a corrupt
+/// layers.json).
+const MAX_LAYERS: usize = 512;
 
-impl RuntimeStore for PodmanStore {
-    fn runtime(&self) -> Runtime {
-        Runtime::Podman
-    }
-
-    fn containers(&mut self) -> Result<Vec<KnownContainer>, StoreError> {
-        let mut out = Vec::new();
+impl PodmanStore {
+    /// Every container the state lists, running or not, with its image's
+    /// name and digest and its layers. No state at all (podman is not
+    /// installed) is an empty list; state that cannot be read is an error.
+    pub fn containers(&mut self) -> Result<Vec<KnownContainer>, StoreError> {
+        let mut records: Vec<Record> = Vec::new();
         let files = [
             (&mut self.containers, CONTAINERS),
             (&mut self.volatile, VOLATILE_CONTAINERS),
         ];
         for (cache, file) in files {
-            let Some(records) = cache.refresh(&self.root.join(file))? else {
-                continue;
-            };
-            out.extend(records.iter().map(|r| KnownContainer {
-                id: r.id.clone(),
-                names: r.names.clone(),
-                image: r.image_name(),
-                image_id: r.image.clone(),
-            }));
+            if let Some(r) = cache.refresh(&self.root.join(file))? {
+                records.extend(r.iter().cloned());
+            }
         }
-        Ok(out)
+        let images = self.images.refresh(&self.root.join(IMAGES))?;
+        let layers = self.layers.refresh(&self.root.join(LAYERS))?;
+        Ok(records
+            .into_iter()
+            .map(|r| {
+                let image_id = r.image.clone().filter(|i| !i.is_empty());
+                let image = image_id
+                    .as_ref()
+                    .and_then(|iid| images?.iter().find(|i| i.id == *iid));
+                KnownContainer {
+                    runtime: Some(Runtime::Podman),
+                    // The name the container was created from wins over the
+                    // image's first name.
+                    image: r
+                        .image_name()
+                        .or_else(|| image.and_then(|i| i.names.first().cloned())),
+                    image_digest: image.and_then(|i| i.digest.clone()),
+                    image_id,
+                    pod: None,
+                    layers: r
+                        .layer
+                        .as_deref()
+                        .and_then(|l| layer_chain(&self.root, layers.map(Vec::as_slice), l)),
+                    names: r.names,
+                    id: r.id,
+                }
+            })
+            .collect())
     }
 
-    fn lookup(&mut self, id: &str) -> Option<Container> {
-        // The durable file only: what enrichment has always read.
-        let c = or_absent(self.containers.refresh(&self.root.join(CONTAINERS)))?
+    /// What the state says of one container, `None` when it does not list it.
+    pub fn lookup(&mut self, id: &str) -> Result<Option<KnownContainer>, StoreError> {
+        Ok(self.containers()?.into_iter().find(|c| c.id == id))
+    }
+}
+
+/// A container's layers: its own as the upper, its ancestors as the
+/// lowers, each `overlay/<id>/diff` under the root.
+fn layer_chain(root: &Path, layers: Option<&[Layer]>, own: &str) -> Option<Layers> {
+    let diff = |id: &str| root.join(OVERLAY).join(id).join("diff");
+    let layers = layers?;
+    let parent_of = |id: &str| {
+        layers
             .iter()
-            .find(|c| c.id == id)?;
-        let image_id = c.image.clone().filter(|i| !i.is_empty());
-        let image = image_id.as_ref().and_then(|iid| {
-            or_absent(self.images.refresh(&self.root.join(IMAGES)))?
-                .iter()
-                .find(|i| i.id == *iid)
-        });
-        // The name the container was created from wins over the image's first name.
-        let full_name = c
-            .image_name()
-            .or_else(|| image.and_then(|i| i.names.first().cloned()));
-        let image_ref = full_name.as_deref().map(ImageRef::parse);
-        Some(Container {
-            id: c.id.clone(),
-            name: c.names.first().cloned(),
-            runtime: Some(Runtime::Podman),
-            image_tag: image_ref.as_ref().and_then(|r| r.tag.clone()),
-            image_repository: image_ref.map(|r| r.repository),
-            image_digest: image.and_then(|i| i.digest.clone()),
-            image_id,
-        })
+            .find(|l| l.id == id)
+            .and_then(|l| l.parent.clone())
+    };
+    let mut lowers = Vec::new();
+    let mut cur = parent_of(own);
+    while let Some(p) = cur {
+        if lowers.len() >= MAX_LAYERS {
+            return None;
+        }
+        lowers.push(diff(&p));
+        cur = parent_of(&p);
+    }
+    Some(Layers {
+        upper: diff(own),
+        lowers,
+    })
+}
+
+/// Podman's state as a [`RuntimeClient`].
+pub struct PodmanClient {
+    root: PathBuf,
+    store: Mutex<PodmanStore>,
+}
+
+impl PodmanClient {
+    pub fn new(root: &Path) -> PodmanClient {
+        PodmanClient {
+            root: root.to_path_buf(),
+            store: Mutex::new(PodmanStore::new(root)),
+        }
     }
 
-    fn exists(&mut self, id: &str) -> bool {
-        or_absent(self.containers.refresh(&self.root.join(CONTAINERS)))
-            .is_some_and(|cs| cs.iter().any(|c| c.id == id))
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&mut PodmanStore) -> Result<T, StoreError>,
+    ) -> Result<T, RuntimeError> {
+        // A poisoned lock means a read panicked half-way; the store only
+        // caches files, so a fresh one is as good.
+        let mut g = self.store.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            *g = PodmanStore::new(&self.root);
+            g
+        });
+        f(&mut g).map_err(RuntimeError::from)
+    }
+}
+
+impl RuntimeClient for PodmanClient {
+    fn runtime(&self) -> Runtime {
+        Runtime::Podman
+    }
+
+    fn endpoint(&self) -> &Path {
+        &self.root
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<KnownContainer>, RuntimeError>> {
+        Box::pin(async move { self.with_store(PodmanStore::containers) })
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<KnownContainer>, RuntimeError>> {
+        Box::pin(async move { self.with_store(|s| s.lookup(id)) })
+    }
+
+    /// inotify on the containers' directory: any change there is a
+    /// [`Change::Resync`] (the files say what changed once re-read).
+    fn watch(&self) -> Option<BoxFuture<'_, Result<ChangeStream, RuntimeError>>> {
+        Some(Box::pin(async move {
+            use futures::StreamExt;
+            use notify::{RecursiveMode, Watcher};
+            let dir = self.root.join("overlay-containers");
+            let unavailable =
+                |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Unavailable {
+                    runtime: Runtime::Podman,
+                    endpoint: dir.clone(),
+                    source,
+                };
+            let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
+            let mut watcher =
+                notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                    if res.is_ok_and(|e| !e.kind.is_access()) {
+                        // Full means a resync is already due.
+                        let _ = tx.try_send(());
+                    }
+                })
+                .map_err(|e| unavailable(Box::new(e)))?;
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(|e| unavailable(Box::new(e)))?;
+            // The watcher lives as long as the stream.
+            let stream = futures::stream::unfold((rx, watcher), |(mut rx, w)| async move {
+                rx.recv().await?;
+                Some((Ok(Change::Resync), (rx, w)))
+            });
+            Ok(stream.boxed())
+        }))
     }
 }
 
@@ -228,7 +345,7 @@ mod tests {
             dir.path(),
             CONTAINERS,
             &format!(
-                r#"[{{"id":"{A}","names":["web"],"image":"img1","metadata":"{{\"image-name\":\"localhost/app:1\"}}"}}]"#
+                r#"[{{"id":"{A}","names":["web"],"image":"img1","layer":"c1","metadata":"{{\"image-name\":\"localhost/app:1\"}}"}}]"#
             ),
         );
         write(
@@ -236,31 +353,42 @@ mod tests {
             VOLATILE_CONTAINERS,
             &format!(r#"[{{"id":"{B}","names":["tmp"],"metadata":"not json"}}]"#),
         );
+        write(
+            dir.path(),
+            LAYERS,
+            r#"[{"id":"c1","parent":"i2"},{"id":"i2","parent":"i1"},{"id":"i1"}]"#,
+        );
+        let root = dir.path();
+        let diff = |l: &str| root.join("overlay").join(l).join("diff");
         assert_eq!(
             store.containers().unwrap(),
             vec![
                 KnownContainer {
                     id: A.into(),
+                    runtime: Some(Runtime::Podman),
                     names: vec!["web".into()],
                     image: Some("localhost/app:1".into()),
                     image_id: Some("img1".into()),
+                    layers: Some(Layers {
+                        upper: diff("c1"),
+                        lowers: vec![diff("i2"), diff("i1")],
+                    }),
+                    ..KnownContainer::default()
                 },
                 KnownContainer {
                     id: B.into(),
+                    runtime: Some(Runtime::Podman),
                     names: vec!["tmp".into()],
-                    image: None,
-                    image_id: None,
+                    ..KnownContainer::default()
                 },
             ]
         );
-        // Enrichment has only ever read the durable file.
-        assert!(store.lookup(A).is_some());
-        assert!(store.lookup(B).is_none());
-        assert!(!store.exists(B));
+        assert!(store.lookup(B).unwrap().is_some());
+        assert!(store.lookup(&"f".repeat(64)).unwrap().is_none());
     }
 
     #[test]
-    fn unreadable_state_fails_a_listing_but_is_unknown_to_a_lookup() {
+    fn unreadable_state_is_an_error_with_its_cause() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), CONTAINERS, "[{\"id\": 5}]");
         let mut store = PodmanStore::new(dir.path());
@@ -271,8 +399,7 @@ mod tests {
             "{err}"
         );
         assert!(std::error::Error::source(&err).is_some());
-        assert_eq!(store.lookup(A), None);
-        assert!(!store.exists(A));
+        assert!(store.lookup(A).is_err());
     }
 
     #[test]
@@ -288,7 +415,8 @@ mod tests {
             IMAGES,
             r#"[{"id":"img1","digest":"sha256:d1","names":["registry:5000/team/app:v2"]}]"#,
         );
-        let c = PodmanStore::new(dir.path()).lookup(A).unwrap();
+        let k = PodmanStore::new(dir.path()).lookup(A).unwrap().unwrap();
+        let (c, k8s) = k.to_event();
         assert_eq!(
             c.image_repository.as_deref(),
             Some("registry:5000/team/app")
@@ -296,5 +424,45 @@ mod tests {
         assert_eq!(c.image_tag.as_deref(), Some("v2"));
         assert_eq!(c.image_digest.as_deref(), Some("sha256:d1"));
         assert_eq!(c.runtime, Some(Runtime::Podman));
+        assert_eq!(c.name.as_deref(), Some("web"));
+        assert_eq!(k8s, None);
+    }
+
+    #[test]
+    fn a_layer_loop_is_not_followed() {
+        let layers = [
+            Layer {
+                id: "a".into(),
+                parent: Some("b".into()),
+            },
+            Layer {
+                id: "b".into(),
+                parent: Some("a".into()),
+            },
+        ];
+        assert_eq!(layer_chain(Path::new("/s"), Some(&layers), "a"), None);
+    }
+
+    #[tokio::test]
+    async fn the_client_notices_changes_and_says_when_podman_is_absent() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let absent = PodmanClient::new(&dir.path().join("nope"));
+        let err = match absent.watch().unwrap().await {
+            Err(e) => e,
+            Ok(_) => panic!("watching a missing directory"),
+        };
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(absent.list().await.unwrap(), vec![]);
+
+        write(dir.path(), CONTAINERS, "[]");
+        let client = PodmanClient::new(dir.path());
+        let mut changes = client.watch().unwrap().await.unwrap();
+        write(dir.path(), CONTAINERS, &format!(r#"[{{"id":"{A}"}}]"#));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next())
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap().unwrap(), Change::Resync);
+        assert_eq!(client.inspect(A).await.unwrap().unwrap().id, A);
     }
 }

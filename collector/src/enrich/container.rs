@@ -1,112 +1,101 @@
-//! Container metadata for events: the runtime stores
-//! ([`crate::container::RuntimeStore`]) asked once per container id, the
-//! answer cached. The id itself comes from the task's cgroup, parsed by the
-//! kernel source with [`crate::container::cgroup`]. What no store knows
-//! stays `None`.
+//! Container metadata for events: name, runtime, image, and the pod the
+//! runtime's CRI annotations name, from the cache the runtimes' clients
+//! fill in the background ([`crate::container::metadata`]). The id itself
+//! comes from the task's cgroup, read by the kernel source with
+//! [`crate::container::cgroup`].
+//!
+//! Runs on the chain thread and never waits: a container the cache does not
+//! know is asked about in the background (at most every [`ASK_AGAIN`]), and
+//! its event goes on with what the source knew. What no runtime knows stays
+//! `None`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftwatch_sdk::{Container, Event};
+use driftwatch_sdk::{Container, Event, K8s};
+use tokio::sync::mpsc;
 
 use super::Enricher;
-use crate::container::{self, RuntimeStore, podman};
+use crate::container::metadata::{self, MetadataCache, Request};
+use crate::container::{Runtimes, UNKNOWN_ID};
 
-/// The kernel source's parser, where it has always imported it from.
-pub use crate::container::cgroup::container_from_cgroup;
+/// How often the same unknown id is asked about.
+pub const ASK_AGAIN: Duration = Duration::from_secs(2);
+/// Ids remembered as asked at most; past that the memory starts over.
+const MAX_ASKED: usize = 4096;
 
-/// Fills `event.container` metadata from the runtime stores, cached by id.
-///
-/// Runs on the chain thread: a lookup costs a `stat` of the runtime's state
-/// file (re-read only when it changed). Cached entries are re-validated
-/// every `revalidate` so containers that went away leave the cache, and a
-/// miss is retried at most every `retry_miss` (a container can be seen by
-/// the kernel before its runtime writes its state).
 pub struct ContainerEnricher {
-    stores: Vec<Box<dyn RuntimeStore>>,
-    cache: HashMap<String, Entry>,
-    revalidate: Duration,
-    retry_miss: Duration,
-}
-
-struct Entry {
-    meta: Option<Container>,
-    checked: Instant,
+    cache: Arc<MetadataCache>,
+    requests: mpsc::Sender<Request>,
+    /// When each unknown id was last asked about.
+    asked: HashMap<String, Instant>,
 }
 
 impl ContainerEnricher {
-    pub fn new(stores: Vec<Box<dyn RuntimeStore>>) -> ContainerEnricher {
+    pub fn new(cache: Arc<MetadataCache>, requests: mpsc::Sender<Request>) -> ContainerEnricher {
         ContainerEnricher {
-            stores,
-            cache: HashMap::new(),
-            revalidate: Duration::from_secs(30),
-            retry_miss: Duration::from_millis(200),
+            cache,
+            requests,
+            asked: HashMap::new(),
         }
     }
 
-    /// The stores of the runtimes this host has (podman's default storage).
-    pub fn with_default_stores() -> ContainerEnricher {
-        ContainerEnricher::new(container::stores(Path::new(podman::DEFAULT_ROOT)))
+    /// Starts the runtimes' clients on the current tokio runtime; the
+    /// enricher, and the tasks to keep (or abort) for as long as it is used.
+    pub fn start(runtimes: &Runtimes) -> (ContainerEnricher, Vec<tokio::task::JoinHandle<()>>) {
+        let s = metadata::start(runtimes);
+        (ContainerEnricher::new(s.cache, s.requests), s.tasks)
     }
 
-    fn lookup(&mut self, id: &str) -> Option<Container> {
+    fn ask(&mut self, c: &Container) {
         let now = Instant::now();
-        if let Some(e) = self.cache.get(id) {
-            let age = now.duration_since(e.checked);
-            let fresh = match e.meta {
-                Some(_) => age < self.revalidate,
-                None => age < self.retry_miss,
-            };
-            if fresh {
-                return e.meta.clone();
-            }
-            if e.meta.is_some()
-                && self.stores.iter_mut().any(|s| s.exists(id))
-                && let Some(e) = self.cache.get_mut(id)
-            {
-                e.checked = now;
-                return e.meta.clone();
-            }
-            // Gone (or never known): forget it and ask again.
-            self.cache.remove(id);
+        if self
+            .asked
+            .get(&c.id)
+            .is_some_and(|at| now.duration_since(*at) < ASK_AGAIN)
+        {
+            return;
         }
-        let meta = self.stores.iter_mut().find_map(|s| s.lookup(id));
-        // Bound the cache: ids of dead containers that never come back.
-        if self.cache.len() > 4096 {
-            self.cache.clear();
+        if self.asked.len() >= MAX_ASKED {
+            self.asked.clear();
         }
-        self.cache.insert(
-            id.to_string(),
-            Entry {
-                meta: meta.clone(),
-                checked: now,
-            },
-        );
-        meta
+        let req = Request {
+            id: c.id.clone(),
+            hint: c.runtime.clone(),
+        };
+        // A full queue: the lookups are behind; this id is asked again at
+        // its next event.
+        if self.requests.try_send(req).is_ok() {
+            self.asked.insert(c.id.clone(), now);
+        }
     }
 }
 
 impl Enricher for ContainerEnricher {
     fn enrich(&mut self, event: &mut Event) {
-        let Some(id) = event.container.as_ref().map(|c| c.id.clone()) else {
+        let Some(c) = event.container.as_mut() else {
             return;
         };
-        let Some(meta) = self.lookup(&id) else {
+        if c.id.is_empty() || c.id == UNKNOWN_ID {
+            return;
+        }
+        let Some(entry) = self.cache.get(&c.id) else {
+            let c = c.clone();
+            self.ask(&c);
             return;
         };
-        let c: &mut Container = match event.container.as_mut() {
-            Some(c) => c,
-            None => return,
-        };
-        fill_missing(c, meta);
+        fill_missing(c, &entry.container);
+        if let Some(k) = &entry.k8s {
+            fill_k8s(event.k8s.get_or_insert_with(K8s::default), k);
+        }
     }
 }
 
 /// What the event's container does not say yet, taken from the runtime's
 /// answer; what the source already said wins. Every field is listed (no
 /// `..`), so a field added to the schema cannot be missed.
-fn fill_missing(c: &mut Container, from: Container) {
+fn fill_missing(c: &mut Container, from: &Container) {
     let Container {
         id: _,
         name,
@@ -116,22 +105,45 @@ fn fill_missing(c: &mut Container, from: Container) {
         image_digest,
         image_id,
     } = from;
-    c.name = c.name.take().or(name);
-    c.runtime = c.runtime.take().or(runtime);
-    c.image_repository = c.image_repository.take().or(image_repository);
-    c.image_tag = c.image_tag.take().or(image_tag);
-    c.image_digest = c.image_digest.take().or(image_digest);
-    c.image_id = c.image_id.take().or(image_id);
+    let or = |mine: &mut Option<String>, theirs: &Option<String>| {
+        if mine.is_none() {
+            mine.clone_from(theirs);
+        }
+    };
+    or(&mut c.name, name);
+    if c.runtime.is_none() {
+        c.runtime.clone_from(runtime);
+    }
+    or(&mut c.image_repository, image_repository);
+    or(&mut c.image_tag, image_tag);
+    or(&mut c.image_digest, image_digest);
+    or(&mut c.image_id, image_id);
+}
+
+/// The pod identity the runtime stored, where the event has none.
+fn fill_k8s(k: &mut K8s, from: &K8s) {
+    let or = |mine: &mut Option<String>, theirs: &Option<String>| {
+        if mine.is_none() {
+            mine.clone_from(theirs);
+        }
+    };
+    or(&mut k.namespace, &from.namespace);
+    or(&mut k.pod_name, &from.pod_name);
+    or(&mut k.pod_uid, &from.pod_uid);
+    or(&mut k.container_name, &from.container_name);
+    if k.labels.is_empty() {
+        k.labels.clone_from(&from.labels);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
-
-    use crate::container::PodmanStore;
+    use std::path::Path;
 
     use driftwatch_sdk::Runtime;
+
+    use crate::container::podman::PodmanClient;
 
     const ID: &str = "3ab290c732230f85615f8c1a30667d2ab7059f721bf2bd086b6e4f5baa4a46c9";
 
@@ -167,14 +179,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn podman_metadata_fills_the_container() {
+    /// Enriches `ev` until `done` says so, as the chain would event after
+    /// event.
+    async fn enrich_until(
+        e: &mut ContainerEnricher,
+        id: &str,
+        done: impl Fn(&Event) -> bool,
+    ) -> Event {
+        for _ in 0..300 {
+            let mut ev = event_in(id);
+            e.enrich(&mut ev);
+            if done(&ev) {
+                return ev;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never enriched");
+    }
+
+    #[tokio::test]
+    async fn podman_metadata_fills_the_container_and_goes_with_it() {
         let dir = tempfile::tempdir().unwrap();
-        write_store(dir.path(), &containers_json(&[ID]), IMAGES);
-        let mut e =
-            ContainerEnricher::new(vec![Box::new(PodmanStore::new(dir.path().to_path_buf()))]);
+        write_store(dir.path(), "[]", IMAGES);
+        let runtimes = Runtimes::from_clients(vec![Arc::new(PodmanClient::new(dir.path()))]);
+        let (mut e, tasks) = ContainerEnricher::start(&runtimes);
         let mut ev = event_in(ID);
         e.enrich(&mut ev);
+        assert_eq!(ev.container.unwrap().name, None, "not created yet");
+        // Created after the daemon started: the inotify watch brings it in.
+        write_store(dir.path(), &containers_json(&[ID]), IMAGES);
+        let ev = enrich_until(&mut e, ID, |ev| {
+            ev.container.as_ref().is_some_and(|c| c.name.is_some())
+        })
+        .await;
         let c = ev.container.unwrap();
         assert_eq!(c.name.as_deref(), Some("web-3ab2"));
         assert_eq!(c.runtime, Some(Runtime::Podman));
@@ -183,55 +220,82 @@ mod tests {
         assert_eq!(c.image_tag.as_deref(), Some("3"));
         assert_eq!(c.image_digest.as_deref(), Some("sha256:d1"));
         assert_eq!(c.image_id.as_deref(), Some("img1"));
+        assert!(ev.k8s.is_none(), "no pod");
 
-        // Unknown ids and host processes are left alone.
-        let other = "f".repeat(64);
-        let mut ev = event_in(&other);
-        e.enrich(&mut ev);
-        assert_eq!(ev.container.unwrap().name, None);
+        // Unknown ids, the unknown container and host processes are left alone.
+        for id in ["f".repeat(64), UNKNOWN_ID.to_string()] {
+            let mut ev = event_in(&id);
+            e.enrich(&mut ev);
+            assert_eq!(ev.container.unwrap().name, None);
+        }
         let mut host = Event::default();
         e.enrich(&mut host);
         assert!(host.container.is_none());
-    }
 
-    #[test]
-    fn a_container_that_goes_away_leaves_the_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        write_store(dir.path(), &containers_json(&[ID]), IMAGES);
-        let mut e =
-            ContainerEnricher::new(vec![Box::new(PodmanStore::new(dir.path().to_path_buf()))]);
-        e.revalidate = Duration::ZERO;
-        let mut ev = event_in(ID);
-        e.enrich(&mut ev);
-        assert!(ev.container.unwrap().name.is_some());
-        // Removed: the mtime changes, the store re-reads, the entry goes.
-        std::thread::sleep(Duration::from_millis(20));
+        // Removed: the watch notices, the entry goes.
         write_store(dir.path(), "[]", IMAGES);
-        let f = std::fs::File::options()
-            .write(true)
-            .open(dir.path().join("overlay-containers/containers.json"))
-            .unwrap();
-        f.set_modified(SystemTime::now() + Duration::from_secs(5))
-            .unwrap();
-        let mut ev = event_in(ID);
-        e.enrich(&mut ev);
-        assert_eq!(ev.container.unwrap().name, None);
-        assert!(e.cache.get(ID).is_none_or(|x| x.meta.is_none()));
+        enrich_until(&mut e, ID, |ev| {
+            ev.container.as_ref().is_some_and(|c| c.name.is_none())
+        })
+        .await;
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_is_unknown_at_once_and_asked_about_once() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut e = ContainerEnricher::new(Arc::new(MetadataCache::default()), tx);
+        for _ in 0..5 {
+            let mut ev = event_in(ID);
+            e.enrich(&mut ev);
+            assert_eq!(
+                ev.container.unwrap(),
+                Container {
+                    id: ID.into(),
+                    ..Container::default()
+                }
+            );
+        }
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.id, ID);
+        assert!(rx.try_recv().is_err(), "asked once, not per event");
     }
 
     #[test]
-    fn missing_state_is_unknown_not_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut e =
-            ContainerEnricher::new(vec![Box::new(PodmanStore::new(dir.path().join("nope")))]);
-        let mut ev = event_in(ID);
-        e.enrich(&mut ev);
-        assert_eq!(
-            ev.container.unwrap(),
-            Container {
+    fn what_the_source_said_wins() {
+        let mut c = Container {
+            id: ID.into(),
+            name: Some("given".into()),
+            ..Container::default()
+        };
+        fill_missing(
+            &mut c,
+            &Container {
                 id: ID.into(),
+                name: Some("runtime".into()),
+                image_tag: Some("1".into()),
                 ..Container::default()
-            }
+            },
+        );
+        assert_eq!(c.name.as_deref(), Some("given"));
+        assert_eq!(c.image_tag.as_deref(), Some("1"));
+        let mut k = K8s {
+            namespace: Some("ns".into()),
+            ..K8s::default()
+        };
+        fill_k8s(
+            &mut k,
+            &K8s {
+                namespace: Some("other".into()),
+                pod_name: Some("p".into()),
+                ..K8s::default()
+            },
+        );
+        assert_eq!(
+            (k.namespace.as_deref(), k.pod_name.as_deref()),
+            (Some("ns"), Some("p"))
         );
     }
 }

@@ -157,16 +157,52 @@ pub struct Diff {
 }
 
 /// Diffs a running container against its image.
+///
+/// The layers are the ones the container's runtime records (Docker's
+/// `GraphDriver`, containerd's snapshot mounts, podman's layer chain) when
+/// it records them; the container's own mount table is trusted only for a
+/// container no runtime describes. A container that can mount could stack
+/// an overlay of its own on `/` naming other directories (review M2): when
+/// the two disagree the runtime's layers are diffed and a warning says so.
 pub fn diff_container(container: &Container, opts: &Options) -> Result<Diff, DiffError> {
     let mounts = mountinfo::read(container.pid).map_err(|source| DiffError::Mountinfo {
         id: container.id.clone(),
         source,
     })?;
-    let overlay =
-        mountinfo::root_overlay(container.pid, &mounts).map_err(|source| DiffError::Mountinfo {
+    let from_mounts = mountinfo::root_overlay(container.pid, &mounts);
+    let mut warnings = Vec::new();
+    let overlay = match (&container.layers, from_mounts) {
+        (Some(layers), mounted) => {
+            let runtime = container
+                .runtime
+                .as_ref()
+                .map_or("the runtime", |r| r.as_str());
+            match &mounted {
+                Ok(m) if same_layers(m, layers) => {}
+                Ok(m) => warnings.push(format!(
+                    "the container's root mount names other layers ({}) than {runtime} records ({}): diffed {runtime}'s",
+                    m.upper.display(),
+                    layers.upper.display()
+                )),
+                Err(e) => warnings.push(format!(
+                    "the container's root mount is not the overlay {runtime} records ({e}): diffed {runtime}'s"
+                )),
+            }
+            mountinfo::Overlay {
+                upper: layers.upper.clone(),
+                lowers: layers.lowers.clone(),
+                data_only: mounted
+                    .as_ref()
+                    .map(|m| m.data_only.clone())
+                    .unwrap_or_default(),
+                metacopy: mounted.as_ref().is_ok_and(|m| m.metacopy),
+            }
+        }
+        (None, mounted) => mounted.map_err(|source| DiffError::Mountinfo {
             id: container.id.clone(),
             source,
-        })?;
+        })?,
+    };
     let mut result = walk::walk(&overlay, opts.jobs).map_err(|e| match e {
         walk::WalkError::Layer { path, source } => DiffError::Layer {
             id: container.id.clone(),
@@ -183,30 +219,46 @@ pub fn diff_container(container: &Container, opts: &Options) -> Result<Diff, Dif
         e.runtime_created = runtime.created(e);
     }
     result.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    warnings.extend(result.warnings);
     Ok(Diff {
         container: container.clone(),
         upper_dir: overlay.upper,
         lower_dirs: overlay.lowers,
         entries: result.entries,
-        warnings: result.warnings,
+        warnings,
         examined: result.examined,
     })
 }
 
-/// `driftwatch diff`: resolves `query`, diffs it and prints the entries
+/// Whether a mounted overlay is made of the directories `layers` names:
+/// the same upper directory and the same lowers in the same order, by
+/// device and inode (mounts may name a layer through a symlink, as
+/// Docker's `l/` links and containers/storage's relative paths do).
+fn same_layers(mounted: &mountinfo::Overlay, layers: &crate::container::Layers) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let same = |a: &std::path::Path, b: &std::path::Path| id(a).is_some() && id(a) == id(b);
+    same(&mounted.upper, &layers.upper)
+        && mounted.lowers.len() == layers.lowers.len()
+        && mounted
+            .lowers
+            .iter()
+            .zip(&layers.lowers)
+            .all(|(a, b)| same(a, b))
+}
+
+/// `driftwatch diff`: diffs a resolved container and prints the entries
 /// `filter` keeps, as JSON or a table. Returns whether any entry was shown
 /// (drift).
 pub fn diff_command(
-    resolver: &Resolver,
-    query: &str,
+    container: &Container,
     opts: &Options,
     filter: &report::Filter,
     json: bool,
     out: &mut impl std::io::Write,
 ) -> Result<bool, CommandError> {
     use std::io::IsTerminal;
-    let container = resolver.resolve(query)?;
-    let diff = diff_container(&container, opts)?;
+    let diff = diff_container(container, opts)?;
     let view = report::View::new(&diff, filter);
     // Reports can run to 100,000 lines: write them in large blocks.
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);

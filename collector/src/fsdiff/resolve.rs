@@ -2,11 +2,11 @@
 //! container) to a running container and a process in it.
 //!
 //! Running containers are found the runtime-independent way: a process's
-//! cgroup path names its container's 64-hex id
-//! ([`container_in_cgroup_path`]). Names and image names come from the
-//! runtimes' on-disk state ([`container::stores`]: podman's
-//! containers/storage), read afresh for every resolution. A container the
-//! state knows but that has no process is stopped.
+//! cgroup path names its container's id ([`cgroup::container_of_pid`]).
+//! Names, images and layers come from the runtimes ([`Runtimes`]: Docker's
+//! and containerd's APIs, podman's containers/storage), asked afresh for
+//! every resolution. A container a runtime lists but that has no process
+//! is stopped.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use driftwatch_sdk::Runtime;
 use serde::Serialize;
 
-use crate::container::{self, ImageRef, KnownContainer, StoreError, container_in_cgroup_path};
+use crate::container::{ImageRef, KnownContainer, Layers, RuntimeError, Runtimes, cgroup};
 
 /// Where podman (as root) keeps containers/storage; `--storage-root`'s
 /// default.
@@ -22,8 +22,15 @@ pub use crate::container::podman::DEFAULT_ROOT as DEFAULT_STORAGE_ROOT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("no container matches {query:?} (not a running container's id, short id, name or pid)")]
-    NotFound { query: String },
+    #[error(
+        "no container matches {query:?} (not a running container's id, short id, name or pid){}",
+        not_asked(unreachable)
+    )]
+    NotFound {
+        query: String,
+        /// Runtimes that could not be asked, for the message.
+        unreachable: Vec<String>,
+    },
     #[error("{query:?} matches several containers: {}", candidates.join(", "))]
     Ambiguous {
         query: String,
@@ -39,22 +46,35 @@ pub enum ResolveError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Runtime(#[from] RuntimeError),
+    #[error("listing /proc: {0}")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+fn not_asked(unreachable: &[String]) -> String {
+    if unreachable.is_empty() {
+        String::new()
+    } else {
+        format!("; not asked: {}", unreachable.join(", "))
+    }
 }
 
 /// A running container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Container {
-    /// Full 64-hex id.
+    /// The runtime's id (64 hex digits, or a containerd id of its own).
     pub id: String,
     pub name: Option<String>,
     /// A process inside the container (the lowest pid: usually its init).
     pub pid: u32,
-    /// The runtime whose state knows it, else unknown.
+    /// The runtime that knows it, else unknown.
     pub runtime: Option<Runtime>,
     /// e.g. `localhost/app:1`.
     pub image: Option<String>,
     pub image_id: Option<String>,
+    /// Its overlay layers as the runtime's storage records them.
+    #[serde(skip)]
+    pub layers: Option<Layers>,
 }
 
 impl Container {
@@ -77,128 +97,123 @@ impl Container {
     }
 }
 
-/// Resolves containers against `/proc` and a containers/storage root.
+/// Resolves containers against `/proc` and the runtimes.
 #[derive(Debug, Clone)]
 pub struct Resolver {
-    storage_root: PathBuf,
+    runtimes: Runtimes,
     proc_root: PathBuf,
 }
 
-impl Default for Resolver {
-    fn default() -> Self {
-        Resolver::new(PathBuf::from(DEFAULT_STORAGE_ROOT))
-    }
+/// What the runtimes listed, by id, and the runtimes that could not be
+/// asked (for messages).
+struct Known {
+    by_id: BTreeMap<String, KnownContainer>,
+    unreachable: Vec<String>,
 }
 
 impl Resolver {
-    pub fn new(storage_root: PathBuf) -> Resolver {
+    pub fn new(runtimes: Runtimes) -> Resolver {
         Resolver {
-            storage_root,
+            runtimes,
             proc_root: PathBuf::from("/proc"),
         }
     }
 
-    /// Every container the runtimes' state knows, by id, with its
-    /// runtime. Missing files mean no such runtime here, not an error.
-    fn known(&self) -> Result<BTreeMap<String, (KnownContainer, Runtime)>, ResolveError> {
-        let mut out = BTreeMap::new();
-        for mut store in container::stores(&self.storage_root) {
-            let runtime = store.runtime();
-            for k in store.containers()? {
-                out.insert(k.id.clone(), (k, runtime.clone()));
+    /// The runtimes it asks.
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
+    }
+
+    /// Every container the runtimes list. A runtime that is not there
+    /// lists nothing (it is named in a not-found message); one that answers
+    /// badly (unreadable state) is an error.
+    async fn known(&self) -> Result<Known, ResolveError> {
+        let (list, failed) = self.runtimes.list_all().await;
+        let mut unreachable = Vec::new();
+        for e in failed {
+            if e.is_unavailable() {
+                unreachable.push(e.to_string());
+            } else {
+                return Err(e.into());
             }
         }
-        Ok(out)
+        let mut by_id = BTreeMap::new();
+        for k in list {
+            // The first runtime to list an id describes it (Docker before
+            // containerd's view of Docker's containers).
+            by_id.entry(k.id.clone()).or_insert(k);
+        }
+        Ok(Known { by_id, unreachable })
     }
 
     /// Running containers by id, each with its lowest pid.
-    fn running_pids(&self) -> Result<BTreeMap<String, u32>, ResolveError> {
-        let rd = std::fs::read_dir(&self.proc_root).map_err(|source| ResolveError::Read {
-            path: self.proc_root.clone(),
-            source,
-        })?;
-        let mut out: BTreeMap<String, u32> = BTreeMap::new();
-        for ent in rd.flatten() {
-            let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            // Processes come and go while we read: a vanished one is skipped.
-            let Some(id) = self.container_of(pid) else {
-                continue;
-            };
-            let slot = out.entry(id).or_insert(pid);
-            *slot = (*slot).min(pid);
-        }
-        Ok(out)
+    async fn running_pids(&self) -> Result<BTreeMap<String, u32>, ResolveError> {
+        let proc_root = self.proc_root.clone();
+        tokio::task::spawn_blocking(move || running_pids(&proc_root))
+            .await
+            .map_err(ResolveError::Join)?
     }
 
-    /// The container id in a process's cgroup path, if any.
-    fn container_of(&self, pid: u32) -> Option<String> {
-        let text =
-            std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")).ok()?;
-        text.lines()
-            .filter_map(|l| l.splitn(3, ':').nth(2))
-            .find_map(|path| container_in_cgroup_path(path).map(|(id, _)| id))
-    }
-
-    fn container(
-        &self,
-        id: String,
-        pid: u32,
-        known: &BTreeMap<String, (KnownContainer, Runtime)>,
-    ) -> Container {
-        let (k, runtime) = match known.get(&id) {
-            Some((k, rt)) => (k.clone(), Some(rt.clone())),
-            None => (KnownContainer::default(), None),
-        };
+    /// The container `id` runs as `pid`: what the runtimes say of it, with
+    /// its layers (which only a lookup by id gives).
+    async fn container(&self, id: String, pid: u32, known: &Known) -> Container {
+        let listed = known.by_id.get(&id);
+        let hint = listed.and_then(|k| k.runtime.clone()).or_else(|| {
+            cgroup::container_of_pid(&self.proc_root, pid).and_then(|(_, rt)| rt.runtime())
+        });
+        let (inspected, _) = self.runtimes.inspect(&id, hint.as_ref()).await;
+        let k = inspected.or_else(|| listed.cloned()).unwrap_or_default();
         Container {
             name: k.names.first().cloned(),
-            runtime,
+            runtime: k.runtime,
             image: k.image,
             image_id: k.image_id,
+            layers: k.layers,
             id,
             pid,
         }
     }
 
     /// Every running container, by id.
-    pub fn running(&self) -> Result<Vec<Container>, ResolveError> {
-        let known = self.known()?;
-        Ok(self
-            .running_pids()?
-            .into_iter()
-            .map(|(id, pid)| self.container(id, pid, &known))
-            .collect())
+    pub async fn running(&self) -> Result<Vec<Container>, ResolveError> {
+        let known = self.known().await?;
+        let mut out = Vec::new();
+        for (id, pid) in self.running_pids().await? {
+            out.push(self.container(id, pid, &known).await);
+        }
+        Ok(out)
     }
 
     /// Resolves `query`: a pid (digits naming a process inside a container)
     /// first, then a full id, a name, and a unique id prefix.
-    pub fn resolve(&self, query: &str) -> Result<Container, ResolveError> {
+    pub async fn resolve(&self, query: &str) -> Result<Container, ResolveError> {
         let query = query.trim();
+        let known = self.known().await?;
         let not_found = || ResolveError::NotFound {
             query: query.to_string(),
+            unreachable: known.unreachable.clone(),
         };
         if query.is_empty() {
             return Err(not_found());
         }
-        let known = self.known()?;
         if let Ok(pid) = query.parse::<u32>()
             && self.proc_root.join(pid.to_string()).exists()
         {
-            return match self.container_of(pid) {
-                Some(id) => Ok(self.container(id, pid, &known)),
+            return match cgroup::container_of_pid(&self.proc_root, pid) {
+                Some((id, _)) => Ok(self.container(id, pid, &known).await),
                 None => Err(ResolveError::NotInContainer { pid }),
             };
         }
-        let running = self.running_pids()?;
-        let mut ids: Vec<&String> = running.keys().chain(known.keys()).collect();
+        let running = self.running_pids().await?;
+        let mut ids: Vec<&String> = running.keys().chain(known.by_id.keys()).collect();
         ids.sort();
         ids.dedup();
         let id = if ids.iter().any(|i| *i == query) {
             query.to_string()
         } else if let Some((id, _)) = known
+            .by_id
             .iter()
-            .find(|(_, (k, _))| k.names.iter().any(|n| n == query))
+            .find(|(_, k)| k.names.iter().any(|n| n == query))
         {
             id.clone()
         } else {
@@ -223,7 +238,7 @@ impl Resolver {
             }
         };
         match running.get(&id) {
-            Some(&pid) => Ok(self.container(id, pid, &known)),
+            Some(&pid) => Ok(self.container(id, pid, &known).await),
             None => Err(ResolveError::NotRunning {
                 query: query.to_string(),
                 id,
@@ -232,10 +247,35 @@ impl Resolver {
     }
 }
 
+/// Running containers by id, each with its lowest pid, from every process's
+/// cgroup. Processes come and go while it reads: a vanished one is skipped.
+fn running_pids(proc_root: &std::path::Path) -> Result<BTreeMap<String, u32>, ResolveError> {
+    let rd = std::fs::read_dir(proc_root).map_err(|source| ResolveError::Read {
+        path: proc_root.to_path_buf(),
+        source,
+    })?;
+    let mut out: BTreeMap<String, u32> = BTreeMap::new();
+    for ent in rd.flatten() {
+        let Some(pid) = ent.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some((id, _)) = cgroup::container_of_pid(proc_root, pid) else {
+            continue;
+        };
+        let slot = out.entry(id).or_insert(pid);
+        *slot = (*slot).min(pid);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::container::StoreError;
+    use crate::container::podman::PodmanClient;
 
     /// A resolver reading a fake `/proc`.
     fn with_proc(mut r: Resolver, proc_root: &Path) -> Resolver {
@@ -245,8 +285,8 @@ mod tests {
 
     const ID: &str = "c811d759cd84d2b82f41bca4039440b6c48b9a7e33c361ed30c4b94006d3eaae";
 
-    #[test]
-    fn resolution_order_and_errors_on_a_fake_host() {
+    #[tokio::test]
+    async fn resolution_order_and_errors_on_a_fake_host() {
         let dir = tempfile::tempdir().unwrap();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(storage.join("overlay-containers")).unwrap();
@@ -271,30 +311,31 @@ mod tests {
             std::fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
             std::fs::write(proc_root.join(pid.to_string()).join("cgroup"), cg).unwrap();
         }
-        let r = with_proc(Resolver::new(storage.clone()), &proc_root);
-        let c = r.resolve("web").unwrap();
+        let runtimes = Runtimes::from_clients(vec![Arc::new(PodmanClient::new(&storage))]);
+        let r = with_proc(Resolver::new(runtimes), &proc_root);
+        let c = r.resolve("web").await.unwrap();
         assert_eq!((c.id.as_str(), c.pid), (ID, 40));
         assert_eq!(c.image.as_deref(), Some("localhost/app:1"));
-        assert_eq!(r.resolve(ID).unwrap().id, ID);
-        assert_eq!(r.resolve("c811d759cd84").unwrap().id, ID);
-        assert_eq!(r.resolve("41").unwrap().pid, 41);
+        assert_eq!(r.resolve(ID).await.unwrap().id, ID);
+        assert_eq!(r.resolve("c811d759cd84").await.unwrap().id, ID);
+        assert_eq!(r.resolve("41").await.unwrap().pid, 41);
         assert!(matches!(
-            r.resolve("7"),
+            r.resolve("7").await,
             Err(ResolveError::NotInContainer { pid: 7 })
         ));
         assert!(matches!(
-            r.resolve("old"),
+            r.resolve("old").await,
             Err(ResolveError::NotRunning { .. })
         ));
         assert!(matches!(
-            r.resolve("nope"),
+            r.resolve("nope").await,
             Err(ResolveError::NotFound { .. })
         ));
         assert!(matches!(
-            r.resolve("c8"),
+            r.resolve("c8").await,
             Err(ResolveError::Ambiguous { .. })
         ));
-        assert_eq!(r.running().unwrap().len(), 1);
+        assert_eq!(r.running().await.unwrap().len(), 1);
         assert_eq!(c.runtime, Some(Runtime::Podman));
         let ev = c.to_event_container();
         assert_eq!(
@@ -305,11 +346,14 @@ mod tests {
         // A container podman does not know: no runtime. Then state that
         // cannot be read: an error naming the file, its cause kept.
         std::fs::write(storage.join("overlay-containers/containers.json"), "[]").unwrap();
-        assert_eq!(r.resolve("40").unwrap().runtime, None);
+        assert_eq!(r.resolve("40").await.unwrap().runtime, None);
         std::fs::write(storage.join("overlay-containers/containers.json"), "[{").unwrap();
-        let err = r.resolve("web").unwrap_err();
+        let err = r.resolve("web").await.unwrap_err();
         assert!(
-            matches!(err, ResolveError::Store(StoreError::Parse { .. })),
+            matches!(
+                err,
+                ResolveError::Runtime(RuntimeError::Store(StoreError::Parse { .. }))
+            ),
             "{err}"
         );
         assert!(

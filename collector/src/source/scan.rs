@@ -11,7 +11,6 @@
 //! again, and a container's memory is dropped when it stops running.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use driftwatch_sdk::{Event, EventKind, FileInfo};
@@ -19,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::ScanConfig;
+use crate::container::{Endpoints, Runtimes};
 use crate::fsdiff::{self, Container, Entry, Resolver};
 
 type Fingerprint = [u8; 16];
@@ -31,8 +31,19 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// A scan of the containers of the runtimes at their default endpoints
+    /// (podman's at `cfg.storage_root` when set).
     pub fn new(cfg: ScanConfig) -> Scan {
-        let resolver = Resolver::new(cfg.storage_root.clone());
+        let mut endpoints = Endpoints::default();
+        if let Some(root) = &cfg.storage_root {
+            endpoints.podman_root = root.clone();
+        }
+        Scan::with_runtimes(cfg, Runtimes::new(&endpoints))
+    }
+
+    /// A scan of `runtimes`' containers.
+    pub fn with_runtimes(cfg: ScanConfig, runtimes: Runtimes) -> Scan {
+        let resolver = Resolver::new(runtimes);
         Scan {
             cfg,
             resolver,
@@ -53,10 +64,10 @@ impl Scan {
     /// Containers that cannot be diffed are logged and skipped; their
     /// memory is kept so a transient failure does not re-report.
     async fn scan_once(&mut self, hostname: &str) -> Result<Vec<Event>, SourceError> {
-        let resolver = self.resolver.clone();
-        let running = tokio::task::spawn_blocking(move || resolver.running())
+        let running = self
+            .resolver
+            .running()
             .await
-            .map_err(|e| fail(format!("listing containers panicked: {e}")))?
             .map_err(|e| fail(format!("listing containers: {e}")))?;
         let running: Vec<Container> = running.into_iter().filter(|c| self.in_scope(c)).collect();
         let live: HashSet<String> = running.iter().map(|c| c.id.clone()).collect();
@@ -162,10 +173,9 @@ impl Source for Scan {
     fn run(mut self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<Result<(), SourceError>> {
         Box::pin(async move {
             let every = Duration::from_secs(self.cfg.interval_secs);
-            let storage: PathBuf = self.cfg.storage_root.clone();
             tracing::info!(
                 interval_secs = self.cfg.interval_secs,
-                storage = %storage.display(),
+                runtimes = ?self.resolver.runtimes(),
                 "drift scan started"
             );
             loop {

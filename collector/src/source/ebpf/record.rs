@@ -5,6 +5,8 @@
 //! the process sees them, and the rest of the normalization.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use driftwatch_common::{
@@ -14,7 +16,7 @@ use driftwatch_common::{
 use driftwatch_sdk::{Container, Event, ExeFile, ExeSource, FileInfo, FileType, Process};
 
 use super::event_kind;
-use crate::enrich::container::container_from_cgroup;
+use crate::container::{UNKNOWN_ID, cgroup};
 
 /// A uid, gid or tty the kernel could not read: all ones, `(uid_t)-1`, the
 /// kernel's own "no such id", so it never passes for root (0) or for "no
@@ -413,7 +415,11 @@ pub struct Decoder {
     clock: Clock,
     hostname: Arc<str>,
     host_mnt_ns: u64,
-    cgroups: HashMap<u64, Cgroup>,
+    /// By cgroup id and a hash of the names: on hybrid hosts tasks at the
+    /// unified root share one id and differ only in their v1 names.
+    cgroups: HashMap<(u64, u64), Cgroup>,
+    /// Where a task's whole cgroup path is read.
+    proc_root: PathBuf,
 }
 
 /// What every record's event is made with besides the record.
@@ -443,6 +449,7 @@ impl Decoder {
             hostname,
             host_mnt_ns,
             cgroups: HashMap::new(),
+            proc_root: PathBuf::from("/proc"),
         }
     }
 
@@ -472,47 +479,69 @@ impl Decoder {
         }
     }
 
-    /// The container the record's task is in, from its cgroup names. The
-    /// names are compared on every hit, so a reused id or a renamed cgroup
-    /// is parsed afresh rather than trusted.
-    /// Unread names say nothing, and are not remembered.
+    /// The container the record's task is in, from its cgroup (see
+    /// [`cgroup`]): the whole path is read from `/proc` once per cgroup,
+    /// and the outermost container in it wins. The kernel's names are
+    /// compared on every hit, so a reused id or a renamed cgroup is read
+    /// afresh rather than trusted. An answer from the kernel's two names
+    /// alone (the task was gone) is not remembered.
+    ///
+    /// A task in a pid namespace of its own whose cgroup names no container
+    /// is in a container all the same, one no runtime scheme describes:
+    /// it is reported as container [`UNKNOWN_ID`], never as the host.
     fn container(&mut self, h: &Header) -> Option<Container> {
-        if Fault::Cgroup.is_in(h.faults) {
-            return None;
-        }
+        let own_pid_ns = !Fault::PidNs.is_in(h.faults) && h.pid_ns_level > 0;
+        let found = if Fault::Cgroup.is_in(h.faults) {
+            None
+        } else {
+            self.cgroup_container(h)
+        };
+        found.or_else(|| {
+            own_pid_ns.then(|| Container {
+                id: UNKNOWN_ID.to_string(),
+                ..Container::default()
+            })
+        })
+    }
+
+    fn cgroup_container(&mut self, h: &Header) -> Option<Container> {
         let leaf = until_nul(&h.cgroup_leaf);
         let parent = until_nul(&h.cgroup_parent);
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (leaf, parent).hash(&mut hasher);
+        let key = (h.cgroup_id, hasher.finish());
         let known = self
             .cgroups
-            .get(&h.cgroup_id)
+            .get(&key)
             .filter(|c| *c.leaf == *leaf && *c.parent == *parent);
-        match known {
-            Some(c) => c.container.clone(),
-            None => {
-                let path = format!(
-                    "/{}/{}",
-                    String::from_utf8_lossy(parent),
-                    String::from_utf8_lossy(leaf)
-                );
-                let found = container_from_cgroup(&path).map(|(id, rt)| Container {
-                    id,
-                    runtime: rt.runtime(),
-                    ..Container::default()
-                });
-                if self.cgroups.len() >= CGROUPS_REMEMBERED {
-                    self.cgroups.clear();
-                }
-                self.cgroups.insert(
-                    h.cgroup_id,
-                    Cgroup {
-                        leaf: leaf.into(),
-                        parent: parent.into(),
-                        container: found.clone(),
-                    },
-                );
-                found
-            }
+        if let Some(c) = known {
+            return c.container.clone();
         }
+        let id = cgroup::identify(
+            &self.proc_root,
+            h.pid,
+            &String::from_utf8_lossy(parent),
+            &String::from_utf8_lossy(leaf),
+        );
+        let found = id.container.map(|(id, rt)| Container {
+            id,
+            runtime: rt.runtime(),
+            ..Container::default()
+        });
+        if id.complete {
+            if self.cgroups.len() >= CGROUPS_REMEMBERED {
+                self.cgroups.clear();
+            }
+            self.cgroups.insert(
+                key,
+                Cgroup {
+                    leaf: leaf.into(),
+                    parent: parent.into(),
+                    container: found.clone(),
+                },
+            );
+        }
+        found
     }
 }
 
@@ -520,6 +549,7 @@ impl Decoder {
 mod tests {
     use super::*;
     use driftwatch_common::WALK_BUF;
+    use driftwatch_sdk::Runtime;
 
     fn w(status: u8, leaf_first: &[&str]) -> Walk {
         let mut buf = [0u8; WALK_BUF];
@@ -737,32 +767,93 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_cgroup_is_parsed_once_and_again_when_its_names_change() {
-        const ID: &str = "3ab290c732230f85615f8c1a30667d2ab7059f721bf2bd086b6e4f5baa4a46c9";
-        let header = |leaf: &str| {
-            // SAFETY: Header is plain old data: all zeroes is a valid value.
-            let mut h: Header = unsafe { std::mem::zeroed() };
-            h.cgroup_id = 7;
-            h.cgroup_leaf[..leaf.len()].copy_from_slice(leaf.as_bytes());
-            h.cgroup_parent[..14].copy_from_slice(b"libpod_parent\0");
-            h
-        };
+    /// A header for task `pid` in cgroup `parent/leaf`, in the initial
+    /// pid namespace.
+    fn cgroup_header(pid: u32, parent: &str, leaf: &str) -> Header {
+        // SAFETY: Header is plain old data: all zeroes is a valid value.
+        let mut h: Header = unsafe { std::mem::zeroed() };
+        h.pid = pid;
+        h.cgroup_id = 7;
+        h.cgroup_leaf[..leaf.len()].copy_from_slice(leaf.as_bytes());
+        h.cgroup_parent[..parent.len()].copy_from_slice(parent.as_bytes());
+        h
+    }
+
+    /// A decoder reading `/proc/<pid>/cgroup` from a directory of the test's.
+    fn decoder_with_proc(cgroups: &[(u32, String)]) -> (Decoder, tempfile::TempDir) {
+        let proc = tempfile::tempdir().unwrap();
+        for (pid, text) in cgroups {
+            let dir = proc.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup"), text).unwrap();
+        }
         let mut d = Decoder::new(Clock::now(), Arc::from("h"), 0);
-        let podman = header(&format!("libpod-{ID}"));
+        d.proc_root = proc.path().to_path_buf();
+        (d, proc)
+    }
+
+    const ID: &str = "3ab290c732230f85615f8c1a30667d2ab7059f721bf2bd086b6e4f5baa4a46c9";
+
+    #[test]
+    fn a_cgroup_is_read_once_and_again_when_its_names_change() {
+        let leaf = format!("libpod-{ID}");
+        let (mut d, proc) = decoder_with_proc(&[(40, format!("0::/libpod_parent/{leaf}\n"))]);
+        let podman = cgroup_header(40, "libpod_parent", &leaf);
         for _ in 0..2 {
             let c = d.container(&podman).expect("a podman container");
             assert_eq!(c.id, ID);
             assert_eq!(c.runtime.as_ref().map(|r| r.as_str()), Some("podman"));
         }
         assert_eq!(d.cgroups.len(), 1);
+        // Remembered: the process may be gone by the next record.
+        std::fs::remove_dir_all(proc.path().join("40")).unwrap();
+        assert_eq!(d.container(&podman).map(|c| c.id), Some(ID.into()));
         // The same id with other names (a reused id): not the cached answer.
-        assert!(d.container(&header("user.slice")).is_none());
-        let c = d.container(&header(&format!("crio-{ID}.scope")));
+        assert!(
+            d.container(&cgroup_header(41, "libpod_parent", "user.slice"))
+                .is_none()
+        );
+        let c = d.container(&cgroup_header(41, "x", &format!("crio-{ID}.scope")));
         assert_eq!(
             c.and_then(|c| c.runtime).as_ref().map(|r| r.as_str()),
             Some("cri-o")
         );
+    }
+
+    /// Review M1: a child cgroup below a container, named like another
+    /// container or like nothing, is still in the container.
+    #[test]
+    fn a_container_is_found_above_its_own_child_cgroups() {
+        let other = "c811d759cd84d2b82f41bca4039440b6c48b9a7e33c361ed30c4b94006d3eaae";
+        let spoof = format!("libpod-{other}");
+        let (mut d, _proc) =
+            decoder_with_proc(&[(50, format!("0::/libpod_parent/libpod-{ID}/a/{spoof}\n"))]);
+        let c = d.container(&cgroup_header(50, "a", &spoof)).unwrap();
+        assert_eq!(c.id, ID);
+        // A plain containerd namespace, with an id of containerd's own.
+        let (mut d, _proc) = decoder_with_proc(&[(51, "0::/default/dw-plain\n".into())]);
+        let c = d
+            .container(&cgroup_header(51, "default", "dw-plain"))
+            .unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.runtime),
+            ("dw-plain", Some(Runtime::Containerd))
+        );
+    }
+
+    #[test]
+    fn a_task_in_its_own_pid_namespace_is_never_the_host() {
+        let (mut d, _proc) = decoder_with_proc(&[(60, "0::/ci/runner-7\n".into())]);
+        let mut h = cgroup_header(60, "ci", "runner-7");
+        assert!(d.container(&h).is_none(), "the host's pid namespace");
+        h.pid_ns_level = 1;
+        assert_eq!(d.container(&h).map(|c| c.id), Some(UNKNOWN_ID.into()));
+        // Names the kernel could not read: the pid namespace still says.
+        h.faults = Fault::Cgroup.bit();
+        assert_eq!(d.container(&h).map(|c| c.id), Some(UNKNOWN_ID.into()));
+        // Neither fact: nothing is claimed.
+        h.faults |= Fault::PidNs.bit();
+        assert!(d.container(&h).is_none());
     }
 
     #[test]
@@ -824,6 +915,11 @@ mod tests {
         h.faults = Fault::Cgroup.bit();
         let mut d = Decoder::new(Clock::now(), Arc::from("h"), 0);
         assert!(d.container(&h).is_none());
+        assert!(d.cgroups.is_empty());
+        // Names from a task already gone: answered, not remembered.
+        let mut h = cgroup_header(u32::MAX, "docker", ID);
+        h.cgroup_id = 10;
+        assert_eq!(d.container(&h).map(|c| c.id), Some(ID.into()));
         assert!(d.cgroups.is_empty());
     }
 
