@@ -195,6 +195,8 @@ impl<S> EventOf<S> {
                     pod_uid,
                     container_name,
                     labels,
+                    workload_kind,
+                    workload_name,
                 } = k;
                 K8sOf {
                     namespace: o(namespace),
@@ -202,6 +204,8 @@ impl<S> EventOf<S> {
                     pod_uid: o(pod_uid),
                     container_name: o(container_name),
                     labels: labels.iter().map(|(k, v)| (f(k), f(v))).collect(),
+                    workload_kind: o(workload_kind),
+                    workload_name: o(workload_name),
                 }
             }),
             file: file.as_ref().map(|x| {
@@ -518,6 +522,11 @@ pub struct K8sOf<S> {
     pub pod_uid: Option<S>,
     pub container_name: Option<S>,
     pub labels: BTreeMap<S, S>,
+    /// The workload that owns the pod (`Deployment`, `StatefulSet`,
+    /// `DaemonSet`, `Job`, `CronJob`, `ReplicaSet`, ...): known only from
+    /// the API server.
+    pub workload_kind: Option<S>,
+    pub workload_name: Option<S>,
 }
 
 /// The file an event is about.

@@ -479,6 +479,7 @@ pub fn to_processed(checks: &[ContainerCheck], hostname: &str, time_ns: u64) -> 
                     pod_uid: c.pod_uid.clone(),
                     container_name: Some(c.container.clone()),
                     labels: c.labels.clone(),
+                    ..K8s::default()
                 }),
                 ..Event::default()
             };

@@ -18,6 +18,7 @@ use kube::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 use super::image;
+use super::workload::Inventory;
 use crate::config::{K8sConfig, Switch};
 use crate::container::image_ref::ImageRef;
 use crate::enrich::Enricher;
@@ -34,6 +35,9 @@ pub struct PodContainer {
     pub image: String,
     /// The repository digest of `imageID`, when the runtime reports one.
     pub image_digest: Option<String>,
+    /// The owning workload (kind, name): the pod's controller, or a
+    /// ReplicaSet's Deployment. `None` for a bare or static pod.
+    pub workload: Option<(String, String)>,
 }
 
 /// Container id (64 hex, no runtime scheme) → pod container.
@@ -48,9 +52,17 @@ impl PodIndex {
     /// should be attributed to its pod).
     pub fn build<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> PodIndex {
         let mut by_id = HashMap::new();
+        // No workload objects are listed: a ReplicaSet's Deployment is
+        // named from the pod-template-hash label alone.
+        let owners = Inventory::default();
         for pod in pods {
             let Some(status) = &pod.status else { continue };
             let labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
+            let workload = owners
+                .top_owner(pod)
+                .ok()
+                .filter(|k| k.kind != "Pod")
+                .map(|k| (k.kind, k.name));
             let statuses = [
                 &status.container_statuses,
                 &status.init_container_statuses,
@@ -74,6 +86,7 @@ impl PodIndex {
                         labels: labels.clone(),
                         image: st.image.clone(),
                         image_digest: image::running_digest(&st.image_id).map(str::to_string),
+                        workload: workload.clone(),
                     }),
                 );
             }
@@ -152,6 +165,12 @@ pub fn apply(pc: &PodContainer, event: &mut Event) {
         .get_or_insert_with(|| pc.container_name.clone());
     if k.labels.is_empty() {
         k.labels = pc.labels.clone();
+    }
+    if k.workload_kind.is_none()
+        && let Some((kind, name)) = &pc.workload
+    {
+        k.workload_kind = Some(kind.clone());
+        k.workload_name = Some(name.clone());
     }
     let c = event.container.get_or_insert_with(Container::default);
     if c.image_repository.is_none() {

@@ -28,7 +28,12 @@ const ALWAYS: &[&str] = &[
     "container.image.tag",
 ];
 const FILE: &[&str] = &["fd.name", "fs.path.target"];
-const K8S: &[&str] = &["k8s.ns.name", "k8s.pod.name", "k8s.pod.uid"];
+const K8S: &[&str] = &[
+    "k8s.ns.name",
+    "k8s.pod.name",
+    "k8s.pod.uid",
+    "k8s.container.name",
+];
 
 /// RFC 3339 with nanoseconds, as Falco prints `time`.
 pub fn rfc3339(time_ns: u64) -> String {

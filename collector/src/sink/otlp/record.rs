@@ -86,6 +86,12 @@ known_keys! {
     AlertType = "driftwatch.alert_type",
     RemediationSteps = "driftwatch.remediation.steps",
     FileOutsideRoot = "driftwatch.file.outside_root",
+    DeploymentName = "k8s.deployment.name",
+    StatefulSetName = "k8s.statefulset.name",
+    DaemonSetName = "k8s.daemonset.name",
+    JobName = "k8s.job.name",
+    CronJobName = "k8s.cronjob.name",
+    ReplicaSetName = "k8s.replicaset.name",
 }
 
 /// OTel severity number for a Falco priority, and the text as the source
@@ -276,6 +282,21 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
         a.opt(Attr::KubeContainerName, &k.container_name);
         for (key, v) in &k.labels {
             a.dyn_s("k8s.pod.label.", key, v);
+        }
+        // The owning workload, under its kind's semantic-convention key.
+        if let (Some(kind), Some(name)) = (&k.workload_kind, &k.workload_name) {
+            let attr = match kind.as_str() {
+                "Deployment" => Some(Attr::DeploymentName),
+                "StatefulSet" => Some(Attr::StatefulSetName),
+                "DaemonSet" => Some(Attr::DaemonSetName),
+                "Job" => Some(Attr::JobName),
+                "CronJob" => Some(Attr::CronJobName),
+                "ReplicaSet" => Some(Attr::ReplicaSetName),
+                _ => None,
+            };
+            if let Some(attr) = attr {
+                a.s(attr, name);
+            }
         }
     }
     if let Some(f) = &ev.file {
@@ -574,6 +595,14 @@ mod tests {
                 path: "/etc/x".into(),
                 ..FileInfo::default()
             }),
+            k8s: Some(driftwatch_sdk::K8s {
+                namespace: Some("shop".into()),
+                pod_name: Some("web-6d8f9b7c5-x7k2p".into()),
+                container_name: Some("app".into()),
+                workload_kind: Some("Deployment".into()),
+                workload_name: Some("web".into()),
+                ..Default::default()
+            }),
             ..Event::default()
         };
         let tags = vec!["extra".to_string()];
@@ -636,6 +665,10 @@ mod tests {
             Some(ValueRef::L(vec!["one", "two"]))
         );
         assert_eq!(get("driftwatch.field.custom"), Some(ValueRef::S("v")));
+        assert_eq!(get("k8s.namespace.name"), Some(ValueRef::S("shop")));
+        assert_eq!(get("k8s.container.name"), Some(ValueRef::S("app")));
+        assert_eq!(get("k8s.deployment.name"), Some(ValueRef::S("web")));
+        assert_eq!(get("k8s.pod.uid"), None);
         // Empty values are left out rather than sent as "".
         assert_eq!(get("process.working_directory"), Some(ValueRef::S("/")));
         assert_eq!(get("container.image.id"), None);
