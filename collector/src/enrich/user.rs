@@ -1,10 +1,14 @@
 //! `user.name`: the name the acting uid has in the container's own
-//! `/etc/passwd` (read through `/proc/<pid>/root`), cached per container.
+//! `/etc/passwd` (read through `/proc/<pid>/root`), cached per container;
+//! for a host process, in the host's (through its `/proc/<pid>/root` too,
+//! which is the host's root even when driftwatch runs in a container of
+//! its own), cached per mount namespace, as is a container no runtime
+//! names.
 //!
 //! The kernel knows only the uid; what it is called depends on the image,
-//! so the host's passwd would be wrong. A uid the file does not name, or a
-//! container whose file cannot be read, gets the number itself: a value
-//! that is true, never a guess.
+//! so the host's passwd would be wrong for a container. A uid the file does
+//! not name (a host's directory users, say), or a process whose file cannot
+//! be read, gets the number itself: a value that is true, never a guess.
 //!
 //! The file is container-controlled, so it is opened without following
 //! symlinks out of the container's root, without blocking on a FIFO, only
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 use driftwatch_sdk::Event;
 
 use super::Enricher;
+use crate::container::UNKNOWN_ID;
 use crate::fsdiff::nofollow;
 
 /// How long a container's passwd is trusted before it is read again
@@ -41,10 +46,19 @@ struct Entry {
     ok: bool,
 }
 
-/// Fills `process.user_name` of container events that lack one.
+/// Fills `process.user_name` of events that lack one.
 pub struct UserEnricher {
     proc_root: PathBuf,
     cache: HashMap<String, Entry>,
+    /// The host's root directory (device, inode): `/proc/1/root`, or this
+    /// process's own `/` where that cannot be read.
+    host_root: Option<(u64, u64)>,
+}
+
+/// A directory's (device, inode), following symlinks (`/proc/<pid>/root`).
+fn dir_id(p: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl UserEnricher {
@@ -54,10 +68,21 @@ impl UserEnricher {
 
     /// With another procfs mount (tests).
     pub fn with_proc(proc_root: PathBuf) -> UserEnricher {
+        let host_root =
+            dir_id(&proc_root.join("1/root")).or_else(|| dir_id(std::path::Path::new("/")));
         UserEnricher {
             proc_root,
             cache: HashMap::new(),
+            host_root,
         }
+    }
+
+    /// Whether `pid` of a container still has the host's root: the
+    /// runtime's init process before its `pivot_root` (`runc:[2:INIT]`).
+    /// Its passwd is the host's, not the container's, so it is not read.
+    fn before_pivot_root(&self, pid: u32) -> bool {
+        self.host_root.is_some()
+            && dir_id(&self.proc_root.join(pid.to_string()).join("root")) == self.host_root
     }
 
     fn entry(&mut self, id: &str, pid: u32) -> &Entry {
@@ -114,12 +139,23 @@ impl Enricher for UserEnricher {
         if event.process.user_name.is_some() || event.process.pid == 0 {
             return;
         }
-        let Some(id) = event.container.as_ref().map(|c| c.id.clone()) else {
-            return;
+        let key = match &event.container {
+            Some(c) if !c.id.is_empty() && c.id != UNKNOWN_ID => {
+                if !self.cache.contains_key(&c.id) && self.before_pivot_root(event.process.pid) {
+                    // Not the container's passwd yet: the number, and the
+                    // container's next process is asked.
+                    event.process.user_name = Some(event.process.uid.to_string());
+                    return;
+                }
+                c.id.clone()
+            }
+            // The host, or a container no runtime names: what passwd a
+            // process sees is its mount namespace's.
+            _ => format!("mnt:{}", event.process.mnt_ns),
         };
         let uid = event.process.uid;
         let name = self
-            .entry(&id, event.process.pid)
+            .entry(&key, event.process.pid)
             .names
             .get(&uid)
             .cloned()
@@ -219,11 +255,50 @@ mod tests {
         ev.process.user_name = Some("given".into());
         u.enrich(&mut ev);
         assert_eq!(ev.process.user_name.as_deref(), Some("given"));
-        // Host processes are left alone.
-        let mut ev = event(42, 33);
+        // Host processes: the host's passwd, through their own root,
+        // cached apart from the container's.
+        let etc = proc.path().join("50/root/etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0::/:/bin/sh\nhostuser:x:33:33::/:/bin/sh\n",
+        )
+        .unwrap();
+        let mut ev = event(50, 33);
         ev.container = None;
+        ev.process.mnt_ns = 4026531840;
         u.enrich(&mut ev);
-        assert_eq!(ev.process.user_name, None);
+        assert_eq!(ev.process.user_name.as_deref(), Some("hostuser"));
+        // A container no runtime names is not "container unknown" for all.
+        let mut ev = event(42, 33);
+        ev.container.as_mut().unwrap().id = UNKNOWN_ID.into();
+        ev.process.mnt_ns = 4026532000;
+        u.enrich(&mut ev);
+        assert_eq!(ev.process.user_name.as_deref(), Some("web"));
+    }
+
+    /// The runtime's init process of a container, before its `pivot_root`,
+    /// sees the host's files: its passwd must not stand for the container's.
+    #[test]
+    fn the_host_passwd_is_not_taken_for_a_containers() {
+        let proc = tempfile::tempdir().unwrap();
+        let host = proc.path().join("1/root/etc");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("passwd"), "hostuser:x:1000:1000::/:/bin/sh\n").unwrap();
+        // pid 60 (runc init) still has the host's root; pid 61 is inside.
+        std::fs::create_dir_all(proc.path().join("60")).unwrap();
+        std::os::unix::fs::symlink(proc.path().join("1/root"), proc.path().join("60/root"))
+            .unwrap();
+        let inside = proc.path().join("61/root/etc");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("passwd"), "app:x:1000:1000::/:/bin/sh\n").unwrap();
+        let mut u = UserEnricher::with_proc(proc.path().to_path_buf());
+        let mut ev = event(60, 1000);
+        u.enrich(&mut ev);
+        assert_eq!(ev.process.user_name.as_deref(), Some("1000"));
+        let mut ev = event(61, 1000);
+        u.enrich(&mut ev);
+        assert_eq!(ev.process.user_name.as_deref(), Some("app"));
     }
 
     #[test]
