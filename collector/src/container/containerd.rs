@@ -9,11 +9,14 @@
 //! re-declaring field numbers driftwatch would then own.
 //!
 //! Every namespace the daemon has is searched: `k8s.io` (the kubelet's,
-//! through the CRI plugin), `moby` (Docker's own containers; Docker's API
-//! describes those better and is asked first for them), `default` (`ctr`,
-//! nerdctl) and any other. A container's pod comes from the CRI plugin's
-//! annotations in its OCI spec ([`super::cri`]).
+//! through the CRI plugin), `moby`, `default` (`ctr`, nerdctl) and any
+//! other. Docker runs each of its containers as a containerd container in
+//! `moby` too, an empty shell (no image, one label pointing at Docker's
+//! bundle): those are left to Docker's API, which describes them, so that
+//! containerd's shell never overwrites Docker's answer. A container's pod
+//! comes from the CRI plugin's annotations in its OCI spec ([`super::cri`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -51,7 +54,13 @@ pub struct ContainerdClient {
     /// stops answering.
     channel: tokio::sync::Mutex<Option<Channel>>,
     namespaces: Mutex<Option<(Instant, Vec<String>)>>,
+    /// A node runs many containers of few images.
+    digests: Mutex<Digests>,
 }
+
+/// (namespace, image name) → the digest it pointed at, and when that was
+/// asked.
+type Digests = HashMap<(String, String), (Instant, Option<String>)>;
 
 impl ContainerdClient {
     pub fn new(socket: &Path) -> ContainerdClient {
@@ -59,6 +68,7 @@ impl ContainerdClient {
             socket: socket.to_path_buf(),
             channel: tokio::sync::Mutex::new(None),
             namespaces: Mutex::new(None),
+            digests: Mutex::new(HashMap::new()),
         }
     }
 
@@ -155,8 +165,27 @@ impl ContainerdClient {
     }
 
     /// The digest the image `name` points at in `ns` (its manifest or
-    /// index: what a registry serves it by).
+    /// index: what a registry serves it by), asked at most every
+    /// [`NAMESPACES_FOR`] per image.
     async fn image_digest(&self, ch: &Channel, ns: &str, name: &str) -> Option<String> {
+        let key = (ns.to_string(), name.to_string());
+        if let Ok(g) = self.digests.lock()
+            && let Some((at, d)) = g.get(&key)
+            && at.elapsed() < NAMESPACES_FOR
+        {
+            return d.clone();
+        }
+        let d = self.ask_image_digest(ch, ns, name).await;
+        if let Ok(mut g) = self.digests.lock() {
+            if g.len() > 4096 {
+                g.clear();
+            }
+            g.insert(key, (Instant::now(), d.clone()));
+        }
+        d
+    }
+
+    async fn ask_image_digest(&self, ch: &Channel, ns: &str, name: &str) -> Option<String> {
         let req = Self::in_ns(
             ns,
             GetImageRequest {
@@ -196,6 +225,8 @@ impl ContainerdClient {
         overlay_layers(&m.options)
     }
 
+    /// What the API says of container `c` of namespace `ns`; its layers
+    /// too when `detail` (a lookup by id, which `diff` uses).
     async fn known(
         &self,
         ch: &Channel,
@@ -211,18 +242,21 @@ impl ContainerdClient {
             .unwrap_or_default();
         let maps = [&annotations, &labels];
         let pod = super::cri::pod_identity(&maps);
-        let image = super::cri::image_name(&maps).or(Some(c.image).filter(|i| !i.is_empty()));
-        let (image_digest, layers) = if detail {
-            let digest = match &image {
-                Some(i) => self.image_digest(ch, ns, i).await,
-                None => None,
-            };
-            (
-                digest,
-                self.layers(ch, ns, &c.snapshotter, &c.snapshot_key).await,
-            )
+        // The container's image field may hold the image's id rather than
+        // a name (CRI containers of older containerd): that is no name.
+        let (image_id, own_name) = match c.image.strip_prefix("sha256:") {
+            Some(_) => (Some(c.image.clone()), None),
+            None => (None, Some(c.image).filter(|i| !i.is_empty())),
+        };
+        let image = super::cri::image_name(&maps).or(own_name);
+        let image_digest = match &image {
+            Some(i) => self.image_digest(ch, ns, i).await,
+            None => None,
+        };
+        let layers = if detail {
+            self.layers(ch, ns, &c.snapshotter, &c.snapshot_key).await
         } else {
-            (None, None)
+            None
         };
         // The pod's container name, nerdctl's name, or the id a `ctr`
         // user chose.
@@ -238,12 +272,20 @@ impl ContainerdClient {
             runtime: Some(Runtime::Containerd),
             names,
             image,
-            image_id: None,
+            image_id,
             image_digest,
             pod,
             layers,
         }
     }
+}
+
+/// The label Docker puts on the containerd container behind each of its own.
+const DOCKER_BUNDLE: &str = "com.docker/engine.bundle.path";
+
+/// Whether a containerd container is Docker's (see the module doc).
+fn is_dockers(c: &containerd_client::services::v1::Container) -> bool {
+    c.labels.contains_key(DOCKER_BUNDLE)
 }
 
 /// The OCI spec's annotations (the spec is JSON in an `Any`). A spec that
@@ -305,7 +347,7 @@ impl RuntimeClient for ContainerdClient {
                     )
                     .await?
                     .unwrap_or_default();
-                for c in list.containers {
+                for c in list.containers.into_iter().filter(|c| !is_dockers(c)) {
                     out.push(self.known(&ch, &ns, c, false).await);
                 }
             }
@@ -330,6 +372,9 @@ impl RuntimeClient for ContainerdClient {
                     )
                     .await?;
                 if let Some(c) = got.and_then(|r| r.container) {
+                    if is_dockers(&c) {
+                        return Ok(None);
+                    }
                     return Ok(Some(self.known(&ch, &ns, c, true).await));
                 }
             }
