@@ -11,6 +11,9 @@ APT_PACKAGES=(
   podman runc busybox-static uidmap
   # podman run --init (the benign-container tests).
   catatonit
+  # Docker and containerd for the runtime tests (scripts/start-runtimes.sh
+  # starts them without systemd); protoc builds containerd's API bindings.
+  containerd docker.io protobuf-compiler
   # bpf-linker links the eBPF object against Debian's LLVM.
   llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
   # The C compiler the linker step, ring and mimalloc need.
@@ -77,5 +80,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if ! "$venv/bin/python" -c 'import rotel' >/dev/null 2>&1; then
   log "installing rotel into $venv"; "$venv/bin/pip" install -q rotel
+fi
+# Kubernetes schema validation of deploy/kubernetes (tests/k8s.rs).
+if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  log "installing kubernetes-validate into $venv"; "$venv/bin/pip" install -q kubernetes-validate
 fi
 log "ready"
