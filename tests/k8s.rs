@@ -937,6 +937,11 @@ async fn enrichment_follows_the_pods_of_this_node() {
     assert_eq!(k.container_name.as_deref(), Some("app"));
     assert_eq!(k.labels.get("app").map(String::as_str), Some("web"));
     assert_eq!(k.pod_uid.as_deref().map(str::len), Some(36));
+    // The owning workload: the ReplicaSet's Deployment, by pod-template-hash.
+    assert_eq!(
+        (k.workload_kind.as_deref(), k.workload_name.as_deref()),
+        (Some("Deployment"), Some("web"))
+    );
     let c = ev.container.as_ref().unwrap();
     assert_eq!(c.image_repository.as_deref(), Some(&*format!("{REG}/web")));
     assert_eq!(c.image_tag.as_deref(), Some("1.4.2"));
@@ -1074,4 +1079,99 @@ fn the_shipped_configmap_holds_a_valid_pipeline() {
             .iter()
             .any(|m| m["mountPath"] == "/var/cache/driftwatch")
     );
+}
+
+/// Every shipped manifest against the Kubernetes API schemas, with PyPI's
+/// kubernetes-validate (scripts/setup.sh installs it in its venv), strictly:
+/// a misspelled or misplaced field fails too.
+#[test]
+fn the_shipped_manifests_validate_against_the_kubernetes_schemas() {
+    let venv = std::env::var("DRIFTWATCH_VENV").unwrap_or_else(|_| "/opt/driftwatch-venv".into());
+    let tool = Path::new(&venv).join("bin/kubernetes-validate");
+    assert!(
+        tool.exists(),
+        "{} not found: run scripts/setup.sh",
+        tool.display()
+    );
+    let dir = support::root().join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    let out = std::process::Command::new(&tool)
+        .args(["--strict", "--quiet"])
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", tool.display()));
+    assert!(
+        out.status.success(),
+        "kubernetes-validate refused the manifests:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It does refuse what is wrong: a field the schema does not have.
+    let bad = tempfile::tempdir().unwrap();
+    let ds = std::fs::read_to_string(dir.join("daemonset.yaml")).unwrap();
+    let broken = ds.replacen("hostPID: true", "hostPID: true\n      hostPIDs: true", 1);
+    assert_ne!(broken, ds);
+    std::fs::write(bad.path().join("ds.yaml"), broken).unwrap();
+    let out = std::process::Command::new(&tool)
+        .args(["--strict", "--quiet"])
+        .arg(bad.path().join("ds.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown field passed");
+}
+
+/// The DaemonSet mounts, read-only, exactly the runtime sockets and state
+/// the default `[runtimes]` endpoints and the runtimes' layer directories
+/// name, and docs/kubernetes.md says which serves which runtime.
+#[test]
+fn the_daemonset_mounts_each_runtime_read_only() {
+    let ds = &driftwatch::k8s::manifest::load_file(
+        &support::root().join("deploy/kubernetes/daemonset.yaml"),
+    )
+    .unwrap()[0];
+    let spec = ds.value.pointer("/spec/template/spec").unwrap();
+    let mounts = spec.pointer("/containers/0/volumeMounts").unwrap();
+    let volumes = spec["volumes"].as_array().unwrap();
+    let host_path = |name: &str| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["hostPath"]["path"].as_str())
+            .map(str::to_string)
+    };
+    let defaults = driftwatch::config::RuntimesConfig::default();
+    let wanted = [
+        defaults.containerd_socket.clone(),
+        defaults.docker_socket.clone(),
+        defaults.crio_socket.clone(),
+        defaults.podman_root.clone(),
+        PathBuf::from("/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs"),
+        PathBuf::from("/var/lib/docker/overlay2"),
+    ];
+    let docs = std::fs::read_to_string(support::root().join("docs/kubernetes.md")).unwrap();
+    for path in &wanted {
+        let m = mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"].as_str() == path.to_str())
+            .unwrap_or_else(|| panic!("{} is not mounted", path.display()));
+        assert_eq!(m["readOnly"], true, "{m}");
+        let name = m["name"].as_str().unwrap();
+        assert_eq!(
+            host_path(name).as_deref(),
+            path.to_str(),
+            "{name} mounts the host's own path"
+        );
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "docs/kubernetes.md does not say what `{name}` serves"
+        );
+    }
 }
