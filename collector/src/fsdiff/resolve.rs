@@ -311,7 +311,14 @@ mod tests {
             std::fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
             std::fs::write(proc_root.join(pid.to_string()).join("cgroup"), cg).unwrap();
         }
-        let runtimes = Runtimes::from_clients(vec![Arc::new(PodmanClient::new(&storage))]);
+        // Docker is not there: its containers cannot be named, and a name
+        // nobody knows says so.
+        let docker =
+            crate::container::docker::DockerClient::new(&dir.path().join("no-docker.sock"));
+        let runtimes = Runtimes::from_clients(vec![
+            Arc::new(docker),
+            Arc::new(PodmanClient::new(&storage)),
+        ]);
         let r = with_proc(Resolver::new(runtimes), &proc_root);
         let c = r.resolve("web").await.unwrap();
         assert_eq!((c.id.as_str(), c.pid), (ID, 40));
@@ -327,10 +334,13 @@ mod tests {
             r.resolve("old").await,
             Err(ResolveError::NotRunning { .. })
         ));
-        assert!(matches!(
-            r.resolve("nope").await,
-            Err(ResolveError::NotFound { .. })
-        ));
+        let err = r.resolve("nope").await.unwrap_err();
+        assert!(matches!(err, ResolveError::NotFound { .. }), "{err}");
+        assert!(
+            err.to_string().contains("; not asked: docker at ")
+                && err.to_string().contains("no-docker.sock"),
+            "{err}"
+        );
         assert!(matches!(
             r.resolve("c8").await,
             Err(ResolveError::Ambiguous { .. })
