@@ -167,7 +167,14 @@ impl Docker {
 
 impl Drop for Docker {
     fn drop(&mut self) {
-        let _ = run("docker", &["rm", "-f", "-t", "0", &self.name]);
+        let out = run("docker", &["rm", "-f", &self.name]);
+        if !out.status.success() {
+            eprintln!(
+                "removing docker container {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
 
