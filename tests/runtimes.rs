@@ -534,6 +534,25 @@ fn findings_name_docker_and_containerd_containers_and_their_pods() {
     );
     assert_eq!(runtime_of(&d, &plain.id, "/etc/dw-plain-"), "containerd");
 
+    // A process in a pid namespace of its own whose cgroup names no
+    // container (here the host's cgroup): a container nobody can name,
+    // never the host (review M1), so the shell rule sees it.
+    let marker = unique("unshare");
+    ok(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "/bin/sh",
+            "-c",
+            &format!("/bin/sh -c 'true {marker}'"),
+        ],
+    );
+    let f = d.wait_for("the shell finding in an unnamed pid namespace", |v| {
+        v["rule"] == SHELL_RULE && field(v, "proc.cmdline").contains(&marker)
+    });
+    assert_eq!(field(&f, "container.id"), "unknown", "{f}");
+
     // podman's user names, in the same daemon.
     let name = unique("podman");
     let _ = run("podman", &["rm", "-f", &name]);
