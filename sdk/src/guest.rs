@@ -68,8 +68,12 @@ pub fn process_batch<P: Plugin>(events: &[u8]) -> Result<Vec<u8>, String> {
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty) => {
+        // Only a wasm build exports: natively (the chain bench links every
+        // built-in) each plugin's `cabi_*` symbols would clash with the next.
         #[doc(hidden)]
+        #[cfg(target_arch = "wasm32")]
         struct __DriftwatchExport;
+        #[cfg(target_arch = "wasm32")]
         impl $crate::guest::bindings::Guest for __DriftwatchExport {
             fn init(config: ::std::vec::Vec<u8>) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
                 $crate::guest::init::<$ty>(&config)
@@ -78,6 +82,7 @@ macro_rules! export_plugin {
                 $crate::guest::process_batch::<$ty>(&events)
             }
         }
+        #[cfg(target_arch = "wasm32")]
         $crate::guest::bindings::__export_plugin_world!(__DriftwatchExport with_types_in $crate::guest::bindings);
     };
 }
