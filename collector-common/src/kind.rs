@@ -11,15 +11,25 @@ pub enum Kind {
     Chmod = 1 << 2,
     Unlink = 1 << 3,
     Rename = 1 << 4,
+    Link = 1 << 5,
+    Symlink = 1 << 6,
+    Truncate = 1 << 7,
+    Chown = 1 << 8,
+    IoUringSetup = 1 << 9,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Exec,
         Kind::OpenWrite,
         Kind::Chmod,
         Kind::Unlink,
         Kind::Rename,
+        Kind::Link,
+        Kind::Symlink,
+        Kind::Truncate,
+        Kind::Chown,
+        Kind::IoUringSetup,
     ];
 
     /// This kind's bit in a `Filter::kinds` set.

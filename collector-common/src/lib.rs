@@ -24,7 +24,10 @@ pub use record::{
     ARGS_MAX, CGROUP_NAME, COMM_LEN, ExecRecord, FileFacts, FileRecord, Header, NAME_BOUND,
     RecordKind, USER_PATH, WALK_BUF, WALK_DATA, WALK_DEPTH, Walk, exe, info, walk,
 };
-pub use syscall::{ArgLayout, FlagsMode, Op, SyscallSpec, open_flags, syscall_record};
+pub use syscall::{
+    ABI_SPAN, ArgLayout, Budget, FileFilter, KERNEL_PREFIXES, KernelPrefix, Op, PREFIX_BYTES,
+    SyscallOffsets, SyscallSpec, drop_index, lane, map_fail, open_flags, spec,
+};
 
 pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
 pub const AT_FDCWD: i64 = -100;
@@ -46,4 +49,7 @@ mod pod {
     unsafe impl aya::Pod for FileFacts {}
     unsafe impl aya::Pod for ExecRecord {}
     unsafe impl aya::Pod for FileRecord {}
+    unsafe impl aya::Pod for SyscallOffsets {}
+    unsafe impl aya::Pod for FileFilter {}
+    unsafe impl aya::Pod for Budget {}
 }

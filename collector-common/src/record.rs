@@ -179,7 +179,7 @@ pub struct ExecRecord {
 pub mod info {
     /// `file` holds the walk of the file itself (open, fchmod): the exact path.
     pub const FILE_WALK: u32 = 1;
-    /// `i_mode` and `upper` describe the file.
+    /// `i_mode`, `nlink`, `ino` and `dev` describe the file.
     pub const HAS_INODE: u32 = 2;
     /// The open created the file (`FMODE_CREATED`).
     pub const CREATED: u32 = 4;
@@ -191,8 +191,28 @@ pub mod info {
     /// (overlayfs) file: it reached the container's root filesystem from
     /// outside it, as a runtime does while setting a container up.
     pub const OUTSIDE_ROOT: u32 = 32;
+    /// The call came through the 32-bit syscall gate (`int 0x80`).
+    pub const COMPAT: u32 = 64;
+    /// The open installed a file with write access (`FMODE_WRITE`).
+    pub const WRITE: u32 = 128;
+    /// `flags` and `mode` are unknown: openat2's `struct open_how` could
+    /// not be read (the decision came from the file itself).
+    pub const FLAGS_UNREAD: u32 = 256;
+    /// The path argument filled its buffer: `path1` is a prefix.
+    pub const PATH_TRUNCATED: u32 = 512;
+    /// As `PATH_TRUNCATED`, for `path2`.
+    pub const TARGET_TRUNCATED: u32 = 1024;
+    /// `uid`/`gid` hold a chown's new owner and group (-1: unchanged).
+    pub const OWNER: u32 = 2048;
+    /// `size` holds a truncate's new length.
+    pub const SIZE: u32 = 4096;
 }
 
+/// One file operation that succeeded. The walk of the file (`base1`) comes
+/// right after the fixed part, so a record whose path strings are unused
+/// (an open, an fchmod) is sent only up to the walk's last byte
+/// ([`FileRecord::sent_len`]); userspace reads a short record as if the
+/// rest were zero.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FileRecord {
@@ -207,18 +227,48 @@ pub struct FileRecord {
     pub mode: u32,
     /// The inode's mode, with `info::HAS_INODE`.
     pub i_mode: u32,
+    /// The inode's hard links, with `info::HAS_INODE`.
+    pub nlink: u32,
+    /// The inode number, with `info::HAS_INODE`.
+    pub ino: u64,
+    /// The filesystem's `s_dev` (kernel encoding: major << 20 | minor).
+    pub dev: u32,
     pub path1_len: u32,
     pub path2_len: u32,
+    /// chown's new owner and group, with `info::OWNER`.
+    pub uid: u32,
+    pub gid: u32,
     pub _pad: u32,
-    /// The syscall's (first) path argument, as given.
-    pub path1: [u8; USER_PATH],
-    /// The rename destination, as given.
-    pub path2: [u8; USER_PATH],
+    /// truncate's new length, with `info::SIZE`.
+    pub size: i64,
     /// With `info::FILE_WALK`: the file's own path. Otherwise the directory
     /// `path1` is relative to (cwd or dirfd), when `path1` is relative.
     pub base1: Walk,
+    /// The syscall's (first) path argument, as given: for symlink the link's
+    /// target (its content).
+    pub path1: [u8; USER_PATH],
+    /// The second path: a rename's or link's destination, a symlink's own
+    /// path.
+    pub path2: [u8; USER_PATH],
     /// The directory `path2` is relative to, when it is relative.
     pub base2: Walk,
+}
+
+impl FileRecord {
+    /// Bytes worth sending: up to the walk's last byte when the record
+    /// carries nothing after it, else all of it.
+    pub const fn sent_len(&self) -> usize {
+        let full = core::mem::size_of::<FileRecord>();
+        if self.path1_len == 0 && self.path2_len == 0 && self.base2.len == 0 {
+            let used = core::mem::offset_of!(FileRecord, base1)
+                + core::mem::offset_of!(Walk, buf)
+                + self.base1.len as usize;
+            let aligned = (used + 7) & !7;
+            if aligned < full { aligned } else { full }
+        } else {
+            full
+        }
+    }
 }
 
 // The ring buffer aligns records to 8 bytes; every record is a whole number
@@ -231,4 +281,6 @@ const _: () = {
     assert!(offset_of!(Header, ktime_ns).is_multiple_of(8));
     assert!(size_of::<ExecRecord>().is_multiple_of(8) && align_of::<ExecRecord>() == 8);
     assert!(size_of::<FileRecord>().is_multiple_of(8) && align_of::<FileRecord>() == 8);
+    assert!(offset_of!(FileRecord, ino).is_multiple_of(8));
+    assert!(offset_of!(FileRecord, size).is_multiple_of(8));
 };

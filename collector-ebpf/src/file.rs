@@ -1,334 +1,410 @@
-//! The file-syscall hooks. One program is attached to the entry and one to
-//! the exit of every syscall of interest; they dispatch on `__syscall_nr`
-//! through `SYSCALLS`. The entry stashes the arguments per thread
-//! (`PENDING`), the exit emits one `FileRecord` when the call succeeded.
-//!
-//! The tracepoint records, as in `/sys/kernel/tracing/events/syscalls/*/format`
-//! (the loader checks these offsets before attaching, against
-//! `driftwatch_common::syscall_record`):
+//! The file-syscall hook: one program on the raw tracepoint `sys_exit`,
+//! which every syscall's exit passes, the 32-bit gate's included:
 //!
 //! ```text
-//! sys_enter_openat:
-//! field:unsigned short common_type;         offset:0;  size:2; signed:0;
-//! field:unsigned char common_flags;         offset:2;  size:1; signed:0;
-//! field:unsigned char common_preempt_count; offset:3;  size:1; signed:0;
-//! field:int common_pid;                     offset:4;  size:4; signed:1;
-//! field:int __syscall_nr;                   offset:8;  size:4; signed:1;
-//! field:int dfd;                            offset:16; size:8; signed:0;
-//! field:const char * filename;              offset:24; size:8; signed:0;
-//! field:int flags;                          offset:32; size:8; signed:0;
-//! field:umode_t mode;                       offset:40; size:8; signed:0;
-//!
-//! sys_exit_openat (every sys_exit_*):
-//! field:int __syscall_nr;                   offset:8;  size:4; signed:1;
-//! field:long ret;                           offset:16; size:8; signed:1;
+//! TRACE_EVENT_FN(sys_exit,
+//!     TP_PROTO(struct pt_regs *regs, long ret), ...)
 //! ```
 //!
-//! Every sys_enter_* record has its arguments in 8-byte slots from byte 16,
-//! in the syscall's own order: `ArgLayout` and `FlagsMode` (per syscall, in
-//! `SYSCALLS`) say which slot holds what. openat2's flags and mode are in
-//! the `struct open_how` its third argument points to.
+//! `regs` are the task's saved registers: `orig_ax` holds the syscall
+//! number and the argument registers still hold the arguments the kernel
+//! read (`SyscallOffsets` says where, for the native and the 32-bit ABI).
+//! So everything is decided at exit, from what the kernel used and what it
+//! did, with no state kept between entry and exit:
+//!
+//! - which syscall, from `orig_ax` and the task's `TS_COMPAT` status
+//!   (`SYSCALLS`: the native table, then the 32-bit gate's);
+//! - whether an open changed anything, from the `f_mode` of the file it
+//!   installed (`FMODE_WRITE`, `FMODE_CREATED`) and its flags register
+//!   (`O_TRUNC`). An open whose flags register has no write intent is
+//!   dropped first: it cannot have write access, create or truncate;
+//! - the file, from the descriptor it installed or was given (its dentry
+//!   walk, inode, link count and device), or from the path it was given.
+//!
+//! A record is built in `SCRATCH`, judged (the kernel prefilter, the
+//! container's budget) and then copied into its lane's ring buffer, only as
+//! long as it needs to be.
 
-use aya_ebpf::macros::tracepoint;
-use aya_ebpf::programs::TracePointContext;
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use aya_ebpf::macros::raw_tracepoint;
+use aya_ebpf::maps::RingBuf;
+use aya_ebpf::programs::RawTracePointContext;
 use driftwatch_common::{
-    AT_FDCWD, ArgLayout, Fault, FileRecord, FlagsMode, Op, RecordKind, info, open_flags,
-    syscall_record, walk,
+    ABI_SPAN, AT_FDCWD, ArgLayout, Budget, Fault, FileRecord, KERNEL_PREFIXES, Op, PREFIX_BYTES,
+    RecordKind, SyscallSpec, WALK_BUF, Walk, drop_index, info, lane, map_fail, open_flags, spec,
+    walk,
 };
 
-use crate::globals::{filter, offset};
+use crate::globals::{ffilter, filter, offset, soff};
 use crate::layer::layer_of;
-use crate::maps::{EVENTS, PENDING, Pending, SYSCALLS, count_faults, count_lost, submit_flags};
+use crate::maps::{
+    BUDGET, EVENTS, FILE_EVENTS, KERNEL_DROP, SCRATCH, SYSCALLS, count_drop, count_faults,
+    count_lost_in, count_map_fail, submit_flags_for,
+};
 use crate::read::{Reads, fact};
-use crate::task::{current_task, current_tid, fd_file, file_path, fill_header, fs_root, wanted};
+use crate::task::{current_task, fd_file, file_path, fill_header, fs_root, task_wanted};
 use crate::walk::{walk_base, walk_path_struct};
 
-/// Every `syscalls:sys_enter_*` of `SYSCALLS`: `__syscall_nr` and the
-/// argument slots (see the module doc).
-#[tracepoint]
-pub fn sys_enter_file(ctx: TracePointContext) -> u32 {
-    on_enter(&ctx);
-    0
-}
+/// `FMODE_WRITE` (include/linux/fs.h, stable since the beginning).
+const FMODE_WRITE: u32 = 0x2;
+/// Budget tokens are records times this, so refills can add fractions.
+const TOKEN: u64 = 1 << 10;
 
-/// Every matching `syscalls:sys_exit_*`: `__syscall_nr` and `ret`.
-#[tracepoint]
-pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_file(ctx: RawTracePointContext) -> i32 {
     on_exit(&ctx);
     0
 }
 
-/// Reads of a tracepoint record that remember failing, like [`Reads`]: a
-/// failure reads as 0 and is a `Fault::Syscall`, since the call then goes
-/// unseen.
-struct SyscallRecord<'a> {
-    ctx: &'a TracePointContext,
-    failed: bool,
+/// The syscall being left: its spec, whether it came through the 32-bit
+/// gate, and its saved registers.
+struct Call {
+    spec: SyscallSpec,
+    compat: bool,
+    regs: *const u8,
 }
 
-impl<'a> SyscallRecord<'a> {
+impl Call {
+    /// Argument `i`, as the kernel read it: a 32-bit syscall's arguments
+    /// are the low halves of its registers.
     #[inline(always)]
-    fn new(ctx: &'a TracePointContext) -> Self {
-        SyscallRecord { ctx, failed: false }
-    }
-
-    #[inline(always)]
-    fn at<T: Default>(&mut self, offset: usize) -> T {
-        // SAFETY: `read_at` probe-reads the record; any T of plain integers
-        // is valid for any bytes.
-        match unsafe { self.ctx.read_at::<T>(offset) } {
-            Ok(v) => v,
-            Err(_) => {
-                self.failed = true;
-                T::default()
+    fn arg(&self, r: &mut Reads, i: usize) -> u64 {
+        // Constant offsets per slot: the verifier bounds no variable index
+        // into the globals.
+        let off = if self.compat {
+            match i {
+                0 => soff!(compat_args[0]),
+                1 => soff!(compat_args[1]),
+                2 => soff!(compat_args[2]),
+                3 => soff!(compat_args[3]),
+                4 => soff!(compat_args[4]),
+                _ => soff!(compat_args[5]),
             }
-        }
-    }
-
-    /// `__syscall_nr`.
-    #[inline(always)]
-    fn nr(&mut self) -> u32 {
-        self.at::<i32>(syscall_record::NR) as u32
-    }
-
-    /// sys_enter_* argument `i`.
-    #[inline(always)]
-    fn arg(&mut self, i: usize) -> u64 {
-        self.at(syscall_record::ARGS + i * syscall_record::ARG_SLOT)
-    }
-
-    /// A descriptor argument: the low 32 bits of its slot, sign-extended.
-    #[inline(always)]
-    fn fd_arg(&mut self, i: usize) -> i64 {
-        self.arg(i) as i32 as i64
-    }
-
-    /// sys_exit_* `ret`.
-    #[inline(always)]
-    fn ret(&mut self) -> i64 {
-        self.at(syscall_record::RET)
-    }
-
-    /// Whether every read succeeded; counts the failure otherwise.
-    #[inline(always)]
-    fn ok(&self) -> bool {
-        if self.failed {
-            count_faults(Fault::Syscall.bit());
-        }
-        !self.failed
-    }
-}
-
-#[inline(always)]
-fn on_enter(ctx: &TracePointContext) {
-    let mut rec = SyscallRecord::new(ctx);
-    let nr = rec.nr();
-    if !rec.ok() {
-        return;
-    }
-    // SAFETY: a copy out of the map value; the loader writes the map only
-    // before attaching.
-    let Some(spec) = (unsafe { SYSCALLS.get(nr) }).copied() else {
-        return;
-    };
-    let (Some(op), Some(args)) = (spec.op(), spec.args()) else {
-        return;
-    };
-    if !wanted(op.kind()) {
-        return;
-    }
-    let mut p = Pending {
-        nr,
-        spec,
-        dfd1: AT_FDCWD,
-        dfd2: AT_FDCWD,
-        p1: 0,
-        p2: 0,
-        flags: 0,
-        mode: 0,
-    };
-    read_args(&mut rec, &mut p, args);
-    let how_read = read_flags_mode(&mut rec, &mut p, spec.flags_mode(), args);
-    if !rec.ok() || !how_read {
-        return;
-    }
-    if op == Op::Open && p.flags & open_flags::WRITE_INTENT as u64 == 0 {
-        // Read-only opens are most opens: drop them here.
-        return;
-    }
-    let _ = PENDING.insert(current_tid(), p, 0);
-}
-
-/// The file arguments of the syscall entering, into `p`.
-#[inline(always)]
-fn read_args(rec: &mut SyscallRecord, p: &mut Pending, args: ArgLayout) {
-    match args {
-        ArgLayout::Path => p.p1 = rec.arg(0),
-        ArgLayout::DfdPath => {
-            p.dfd1 = rec.fd_arg(0);
-            p.p1 = rec.arg(1);
-        }
-        ArgLayout::Fd => p.dfd1 = rec.fd_arg(0),
-        ArgLayout::PathPath => {
-            p.p1 = rec.arg(0);
-            p.p2 = rec.arg(1);
-        }
-        ArgLayout::DfdPathDfdPath => {
-            p.dfd1 = rec.fd_arg(0);
-            p.p1 = rec.arg(1);
-            p.dfd2 = rec.fd_arg(2);
-            p.p2 = rec.arg(3);
-        }
-    }
-}
-
-/// The open flags and mode of the syscall entering, into `p`; false when
-/// openat2's `struct open_how` could not be read (counted, not followed).
-#[inline(always)]
-fn read_flags_mode(
-    rec: &mut SyscallRecord,
-    p: &mut Pending,
-    fm: FlagsMode,
-    args: ArgLayout,
-) -> bool {
-    match fm {
-        FlagsMode::None => {}
-        FlagsMode::Open => {
-            p.flags = rec.arg(1);
-            p.mode = rec.arg(2);
-        }
-        FlagsMode::Openat => {
-            p.flags = rec.arg(2);
-            p.mode = rec.arg(3);
-        }
-        FlagsMode::Openat2 => {
-            // struct open_how { u64 flags; u64 mode; u64 resolve; }
-            let mut r = Reads::default();
-            let [flags, mode] = r.user::<[u64; 2]>(rec.arg(2));
-            if r.failed() {
-                count_faults(Fault::Syscall.bit());
-                return false;
+        } else {
+            match i {
+                0 => soff!(args[0]),
+                1 => soff!(args[1]),
+                2 => soff!(args[2]),
+                3 => soff!(args[3]),
+                4 => soff!(args[4]),
+                _ => soff!(args[5]),
             }
-            p.flags = flags;
-            p.mode = mode;
+        };
+        let v: u64 = r.kernel(self.regs, off);
+        if self.compat { v & 0xffff_ffff } else { v }
+    }
+
+    /// A descriptor argument: its low 32 bits, sign-extended.
+    #[inline(always)]
+    fn fd_arg(&self, r: &mut Reads, i: usize) -> i64 {
+        self.arg(r, i) as i32 as i64
+    }
+
+    /// The argument in `slot`, 0 without one.
+    #[inline(always)]
+    fn slot(&self, r: &mut Reads, slot: Option<usize>) -> u64 {
+        match slot {
+            Some(i) => self.arg(r, i),
+            None => 0,
         }
-        FlagsMode::Creat => {
-            p.flags = (open_flags::O_CREAT | open_flags::O_WRONLY | open_flags::O_TRUNC) as u64;
-            p.mode = rec.arg(1);
+    }
+}
+
+#[inline(always)]
+fn on_exit(ctx: &RawTracePointContext) {
+    let ret: i64 = ctx.arg(1);
+    if ret < 0 {
+        return;
+    }
+    let regs: *const u8 = ctx.arg::<u64>(0) as *const u8;
+    let mut r = Reads::default();
+    let nr: u64 = r.kernel(regs, soff!(nr));
+    if r.failed() || nr >= ABI_SPAN as u64 {
+        return;
+    }
+    let nr = nr as u32;
+    let native = SYSCALLS.get(nr).copied().unwrap_or(SyscallSpec::NONE);
+    let compat_spec = SYSCALLS
+        .get(nr + ABI_SPAN)
+        .copied()
+        .unwrap_or(SyscallSpec::NONE);
+    if native.raw_op() == 0 && compat_spec.raw_op() == 0 {
+        return;
+    }
+    let task = current_task();
+    let compat = in_compat_syscall(task);
+    let spec = if compat { compat_spec } else { native };
+    let Some(op) = spec.op() else {
+        return;
+    };
+    if filter!(kinds) & op.kind().bit() == 0 {
+        return;
+    }
+    let call = Call { spec, compat, regs };
+    let mut flags = 0u64;
+    if op == Op::Open {
+        flags = call.slot(&mut r, spec.flags_slot());
+        if spec.has(spec::CREAT) {
+            flags = (open_flags::O_CREAT | open_flags::O_WRONLY | open_flags::O_TRUNC) as u64;
         }
-        FlagsMode::Chmod => {
-            p.mode = match args {
-                ArgLayout::DfdPath => rec.arg(2),
-                _ => rec.arg(1),
+        // Most opens are read-only: without these bits no open gets write
+        // access, creates or truncates. openat2's flags are in user memory
+        // and are not trusted for this.
+        if !spec.has(spec::OPEN_HOW) && flags & open_flags::WRITE_INTENT as u64 == 0 {
+            return;
+        }
+    }
+    if !task_wanted() {
+        return;
+    }
+    if r.failed() {
+        count_faults(Fault::Syscall.bit());
+        return;
+    }
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch entry; the program does not nest on a CPU
+    // (raw tracepoint programs run with migration disabled and a per-CPU
+    // recursion guard), so nothing else writes it meanwhile.
+    let rec = unsafe { &mut *rec };
+    if !build(rec, task, &call, op, ret, flags) {
+        return;
+    }
+    send(rec);
+}
+
+/// Whether the task is in a syscall of the 32-bit gate (`in_ia32_syscall`).
+#[inline(always)]
+fn in_compat_syscall(task: *const u8) -> bool {
+    let bit = soff!(ts_compat) as u32;
+    if bit == 0 {
+        return false;
+    }
+    let mut r = Reads::default();
+    let status: u32 = r.kernel(task, soff!(thread_status));
+    status & bit != 0
+}
+
+/// Builds the record of `op`, which returned `ret`, into `rec`. False when
+/// it changed nothing worth a record (an open without write access that
+/// neither created nor truncated) or the kernel prefilter drops it.
+#[inline(always)]
+fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, flags: u64) -> bool {
+    let spec = call.spec;
+    let mut faults = 0u32;
+    let mut r = Reads::default();
+    rec.op = op as u32;
+    rec.info = if call.compat { info::COMPAT } else { 0 };
+    rec.flags = flags as u32;
+    rec.mode = call.slot(&mut r, spec.mode_slot()) as u32;
+    rec.i_mode = 0;
+    rec.nlink = 0;
+    rec.ino = 0;
+    rec.dev = 0;
+    rec.uid = 0;
+    rec.gid = 0;
+    rec._pad = 0;
+    rec.size = 0;
+    rec.path1_len = 0;
+    rec.path2_len = 0;
+    rec.path1[0] = 0;
+    rec.path2[0] = 0;
+    clear(&mut rec.base1);
+    clear(&mut rec.base2);
+
+    // The file's descriptor, when the syscall names or installs one.
+    let (dfd1, p1, dfd2, p2) = match spec.args() {
+        Some(ArgLayout::Path) => (AT_FDCWD, call.arg(&mut r, 0), AT_FDCWD, 0),
+        Some(ArgLayout::DfdPath) => (call.fd_arg(&mut r, 0), call.arg(&mut r, 1), AT_FDCWD, 0),
+        Some(ArgLayout::Fd) => (call.fd_arg(&mut r, 0), 0, AT_FDCWD, 0),
+        Some(ArgLayout::PathPath) => (AT_FDCWD, call.arg(&mut r, 0), AT_FDCWD, call.arg(&mut r, 1)),
+        Some(ArgLayout::DfdPathDfdPath) => (
+            call.fd_arg(&mut r, 0),
+            call.arg(&mut r, 1),
+            call.fd_arg(&mut r, 2),
+            call.arg(&mut r, 3),
+        ),
+        Some(ArgLayout::PathDfdPath) => (
+            AT_FDCWD,
+            call.arg(&mut r, 0),
+            call.fd_arg(&mut r, 1),
+            call.arg(&mut r, 2),
+        ),
+        _ => (AT_FDCWD, 0, AT_FDCWD, 0),
+    };
+    match op {
+        Op::Chown => {
+            rec.uid = call.slot(&mut r, spec.value1_slot()) as u32;
+            rec.gid = call.slot(&mut r, spec.value2_slot()) as u32;
+            if spec.has(spec::ID16) {
+                // The 16-bit calls' "unchanged" is 0xffff.
+                rec.uid = widen16(rec.uid);
+                rec.gid = widen16(rec.gid);
+            }
+            rec.info |= info::OWNER;
+        }
+        Op::Truncate => {
+            let lo = call.slot(&mut r, spec.value1_slot());
+            rec.size = match spec.value2_slot() {
+                // truncate64 on the 32-bit gate: the length in two halves.
+                Some(_) => ((call.slot(&mut r, spec.value2_slot()) << 32) | lo) as i64,
+                None => lo as i64,
             };
+            rec.info |= info::SIZE;
+        }
+        _ => {}
+    }
+    faults |= r.mask(Fault::Syscall.bit());
+
+    let root = fact(&mut faults, Fault::File, |rd| fs_root(rd, task));
+    let file = match op {
+        Op::Open => fact(&mut faults, Fault::File, |rd| fd_file(rd, task, ret)),
+        _ if spec.args() == Some(ArgLayout::Fd) => {
+            fact(&mut faults, Fault::File, |rd| fd_file(rd, task, dfd1))
+        }
+        _ => core::ptr::null(),
+    };
+    let mut prefix_exact = false;
+    if !file.is_null() {
+        if op == Op::Open && !open_changed(rec, call, file, p1, &mut faults) {
+            return false;
+        }
+        file_facts(rec, file, root, &mut faults);
+        prefix_exact = rec.info & info::FILE_WALK != 0 && rec.base1.status == walk::ROOT;
+    } else if op == Op::Open {
+        // The descriptor it just installed is gone (a racing close): the
+        // open is reported with what it was given, flags unverified.
+        faults |= Fault::File.bit();
+    } else {
+        // Named by path: the file is not at hand, but a task whose root is
+        // the host's root filesystem reaches a container's files from
+        // outside it (a runtime setting the container up).
+        let mut rd = Reads::default();
+        let root_dentry = rd.kernel_ptr(root, offset!(path_dentry));
+        let sb = rd.kernel_ptr(root_dentry, offset!(dentry_sb));
+        let dev: u32 = rd.kernel(sb, offset!(sb_dev));
+        let host = ffilter!(host_root_dev);
+        if !rd.failed() && !sb.is_null() && host != 0 && dev == host {
+            rec.info |= info::OUTSIDE_ROOT;
         }
     }
+    if prefix_exact && ffilter!(prefilter) != 0 && kernel_drops(rec, op) {
+        return false;
+    }
+
+    fill_header(&mut rec.hdr, task, RecordKind::File);
+    faults |= rec.hdr.faults;
+    if op != Op::IoUringSetup && rec.info & info::FILE_WALK == 0 {
+        rec.path1_len = fact(&mut faults, Fault::Path, |rd| {
+            rd.user_str(&mut rec.path1, p1)
+        });
+        if rec.path1_len as usize >= rec.path1.len() {
+            rec.info |= info::PATH_TRUNCATED;
+        }
+        fact(&mut faults, Fault::File, |rd| {
+            walk_base(rd, &mut rec.base1, task, dfd1, rec.path1[0], root)
+        });
+    }
+    if p2 != 0 {
+        rec.path2_len = fact(&mut faults, Fault::Target, |rd| {
+            rd.user_str(&mut rec.path2, p2)
+        });
+        if rec.path2_len as usize >= rec.path2.len() {
+            rec.info |= info::TARGET_TRUNCATED;
+        }
+        fact(&mut faults, Fault::File, |rd| {
+            walk_base(rd, &mut rec.base2, task, dfd2, rec.path2[0], root)
+        });
+    }
+    rec.hdr.faults = faults;
     true
 }
 
 #[inline(always)]
-fn on_exit(ctx: &TracePointContext) {
-    let tid = current_tid();
-    // SAFETY: a copy out of this thread's own entry, which only this
-    // thread's enter and exit programs write.
-    let Some(p) = (unsafe { PENDING.get(tid) }).copied() else {
-        return;
-    };
-    let _ = PENDING.remove(tid);
-    let mut rec = SyscallRecord::new(ctx);
-    let nr = rec.nr();
-    let ret = rec.ret();
-    if !rec.ok() || ret < 0 || nr != p.nr {
-        return;
+fn widen16(v: u32) -> u32 {
+    if v & 0xffff == 0xffff {
+        u32::MAX
+    } else {
+        v & 0xffff
     }
-    let Some(op) = p.spec.op() else {
-        return;
-    };
-    let Some(mut entry) = EVENTS.reserve::<FileRecord>(0) else {
-        count_lost();
-        return;
-    };
-    // SAFETY: the reserved space is ours alone until submitted, sized and
-    // aligned for a FileRecord, and holds bytes the kernel handed out;
-    // every bit pattern is a valid FileRecord (integers only).
-    let r = unsafe { &mut *entry.as_mut_ptr() };
-    fill_file(r, current_task(), &p, op, ret);
-    count_faults(r.hdr.faults);
-    entry.submit(submit_flags());
 }
 
-/// Fills the record of a file syscall that returned `ret` >= 0.
 #[inline(always)]
-fn fill_file(r: &mut FileRecord, task: *const u8, p: &Pending, op: Op, ret: i64) {
-    fill_header(&mut r.hdr, task, RecordKind::File);
-    let mut faults = r.hdr.faults;
-    r.op = op as u32;
-    r.flags = p.flags as u32;
-    r.mode = p.mode as u32;
-    r.i_mode = 0;
-    r.info = 0;
-    r.path1_len = fact(&mut faults, Fault::Path, |rd| {
-        rd.user_str(&mut r.path1, p.p1)
-    });
-    r.path2_len = fact(&mut faults, Fault::Target, |rd| {
-        rd.user_str(&mut r.path2, p.p2)
-    });
-    r.base1.len = 0;
-    r.base1.status = walk::NONE;
-    r.base2.len = 0;
-    r.base2.status = walk::NONE;
+fn clear(w: &mut Walk) {
+    w.len = 0;
+    w.status = walk::NONE;
+    w.mount_at = Walk::NO_MOUNT;
+}
 
-    let (root, file) = fact(&mut faults, Fault::File, |rd| {
-        let root = fs_root(rd, task);
-        // The file itself, when the syscall names it by descriptor.
-        let file = if op == Op::Open {
-            fd_file(rd, task, ret)
-        } else if p.spec.args() == Some(ArgLayout::Fd) {
-            fd_file(rd, task, p.dfd1)
-        } else {
-            core::ptr::null()
-        };
-        (root, file)
-    });
-    if !file.is_null() {
-        file_facts(r, file, op, root, &mut faults);
-    } else {
-        fact(&mut faults, Fault::File, |rd| {
-            walk_base(rd, &mut r.base1, task, p.dfd1, r.path1[0], root);
-            if op == Op::Rename {
-                walk_base(rd, &mut r.base2, task, p.dfd2, r.path2[0], root);
-            }
-        });
+/// Whether the open that installed `file` changed anything: write access
+/// (`FMODE_WRITE`), a file it created (`FMODE_CREATED`), or a truncation
+/// its flags register asked for. openat2's flags are read from the
+/// `struct open_how` only to report them: when they cannot be read the
+/// open is reported (and said to be) without them.
+#[inline(always)]
+fn open_changed(
+    rec: &mut FileRecord,
+    call: &Call,
+    file: *const u8,
+    _p1: u64,
+    faults: &mut u32,
+) -> bool {
+    let mut r = Reads::default();
+    let fmode: u32 = r.kernel(file, offset!(file_mode));
+    if r.failed() {
+        // Unknown: reported, with the fault.
+        *faults |= Fault::Inode.bit();
+        return true;
     }
-    r.hdr.faults = faults;
+    if fmode & FMODE_WRITE != 0 {
+        rec.info |= info::WRITE;
+    }
+    if fmode & filter!(fmode_created) != 0 {
+        rec.info |= info::CREATED;
+    }
+    if call.spec.has(spec::OPEN_HOW) {
+        // struct open_how { u64 flags; u64 mode; u64 resolve; }
+        let mut how = Reads::default();
+        let ptr = call.arg(&mut how, 2);
+        let [flags, mode] = how.user::<[u64; 2]>(ptr);
+        if how.failed() {
+            rec.info |= info::FLAGS_UNREAD;
+            rec.flags = 0;
+            rec.mode = 0;
+            return true;
+        }
+        rec.flags = flags as u32;
+        rec.mode = mode as u32;
+    }
+    rec.info & (info::WRITE | info::CREATED) != 0 || rec.flags & open_flags::O_TRUNC != 0
 }
 
 /// The facts of the open file `file`: its own path (the walk, into
-/// `base1`), inode, layer, and for an open whether it created the file.
+/// `base1`), inode (type, links, number, device) and layer.
 #[inline(always)]
-fn file_facts(r: &mut FileRecord, file: *const u8, op: Op, root: *const u8, faults: &mut u32) {
+fn file_facts(rec: &mut FileRecord, file: *const u8, root: *const u8, faults: &mut u32) {
     let fpath = file_path(file);
     fact(faults, Fault::File, |rd| {
-        walk_path_struct(rd, &mut r.base1, fpath, root)
+        walk_path_struct(rd, &mut rec.base1, fpath, root)
     });
-    let mut bits = info::FILE_WALK;
+    rec.info |= info::FILE_WALK;
     let mut inode = Reads::default();
     let dentry = inode.kernel_ptr(fpath, offset!(path_dentry));
     *faults |= inode.mask(Fault::Layer.bit());
     let i_node = inode.kernel_ptr(dentry, offset!(dentry_inode));
     if !i_node.is_null() {
-        r.i_mode = inode.kernel::<u16>(i_node, offset!(inode_mode)) as u32;
-        bits |= info::HAS_INODE;
-    }
-    if op == Op::Open {
-        let fmode: u32 = inode.kernel(file, offset!(file_mode));
-        if fmode & filter!(fmode_created) != 0 {
-            bits |= info::CREATED;
-        }
+        rec.i_mode = inode.kernel::<u16>(i_node, offset!(inode_mode)) as u32;
+        rec.nlink = inode.kernel(i_node, offset!(inode_nlink));
+        rec.ino = inode.kernel(i_node, offset!(inode_ino));
+        let sb = inode.kernel_ptr(i_node, offset!(inode_sb));
+        rec.dev = inode.kernel(sb, offset!(sb_dev));
+        rec.info |= info::HAS_INODE;
     }
     *faults |= inode.mask(Fault::Inode.bit());
-    bits |= fact(faults, Fault::Layer, |rd| layer_bits(rd, dentry, root));
-    r.info = bits;
+    rec.info |= fact(faults, Fault::Layer, |rd| layer_bits(rd, dentry, root));
 }
 
 /// The `info` layer bits of the file `dentry` names, written by a task
@@ -354,4 +430,188 @@ fn layer_bits(r: &mut Reads, dentry: *const u8, root: *const u8) -> u32 {
         bits |= info::UPPER;
     }
     bits
+}
+
+/// Whether the kernel prefilter drops this record: no plugin would be
+/// given a record with its facts (the loader computed which from the
+/// plugins' manifests). Only called with an exact walk of the file.
+#[inline(always)]
+fn kernel_drops(rec: &FileRecord, op: Op) -> bool {
+    let prefixes = prefix_set(&rec.base1);
+    let index = drop_index::index(
+        prefixes,
+        drop_index::type_class(rec.i_mode),
+        rec.nlink > 1,
+        rec.info & info::CREATED != 0,
+        op as u32,
+    );
+    match KERNEL_DROP.get(index / 64) {
+        Some(word) => word & (1u64 << (index % 64)) != 0,
+        None => false,
+    }
+}
+
+/// The set of kernel prefixes the walked path `w` is under (bit `i` for
+/// `FILE_FILTER.prefixes[i]`). A walk holds the components leaf first, each
+/// NUL-terminated, so a path is under a prefix when the walk ends with the
+/// prefix's bytes and a component starts there.
+#[inline(never)]
+fn prefix_set(w: &Walk) -> u32 {
+    // Bounded for the verifier, which cannot tie the indexes below to the
+    // slice's length otherwise (a walk never writes more than its buffer).
+    let len = core::cmp::min(w.len as usize, WALK_BUF);
+    let mut set = 0u32;
+    let mut i = 0;
+    while i < KERNEL_PREFIXES {
+        let n = ffilter!(prefixes[i].len) as usize;
+        if n > 0 && n <= PREFIX_BYTES && n <= len && ends_with(w, len, i, n) {
+            set |= 1 << i;
+        }
+        i += 1;
+    }
+    set
+}
+
+/// Whether `w`'s first `len` bytes end with prefix `i`'s `n` bytes, at a
+/// component boundary.
+#[inline(always)]
+fn ends_with(w: &Walk, len: usize, i: usize, n: usize) -> bool {
+    let start = len - n;
+    if start > 0 {
+        match w.buf.get(start - 1) {
+            Some(0) => {}
+            _ => return false,
+        }
+    }
+    let mut j = 0;
+    while j < PREFIX_BYTES {
+        if j >= n {
+            return true;
+        }
+        let want = ffilter!(prefixes[i].walked[j]);
+        match w.buf.get(start + j) {
+            Some(b) if *b == want => {}
+            _ => return false,
+        }
+        j += 1;
+    }
+    true
+}
+
+/// Sends the built record into its lane, if its container's budget allows.
+#[inline(always)]
+fn send(rec: &mut FileRecord) {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let budget = admit(rec.hdr.cgroup_id, now);
+    if !budget.admitted {
+        return;
+    }
+    let (ring, which): (&RingBuf, u32) = if drift_relevant(rec) {
+        (&EVENTS, lane::EXEC)
+    } else {
+        (&FILE_EVENTS, lane::FILE)
+    };
+    count_faults(rec.hdr.faults);
+    let full = core::mem::size_of::<FileRecord>();
+    let len = rec.sent_len();
+    if len == 0 || len > full {
+        return;
+    }
+    // SAFETY: `len` bytes of the scratch record, which is `full` bytes.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((rec as *const FileRecord).cast::<u8>(), len) };
+    if ring.output::<[u8]>(bytes, submit_flags_for(ring)).is_err() {
+        count_lost_in(which);
+        if let Some(b) = budget.entry {
+            // SAFETY: a live value of BUDGET (LRU memory is not freed under
+            // a running program), updated atomically.
+            unsafe { atomic_add(&raw mut (*b).lost) };
+        }
+    }
+}
+
+/// Records drift detection rests on, which a write flood must not crowd
+/// out: an executable file created, a file made executable, an io_uring.
+#[inline(always)]
+fn drift_relevant(rec: &FileRecord) -> bool {
+    match Op::from_raw(rec.op) {
+        Some(Op::Open) => rec.info & info::CREATED != 0 && rec.i_mode & 0o111 != 0,
+        Some(Op::Chmod) => rec.mode & 0o111 != 0,
+        Some(Op::IoUringSetup) => true,
+        _ => false,
+    }
+}
+
+struct Admission {
+    admitted: bool,
+    entry: Option<*mut Budget>,
+}
+
+/// Takes a token from the container's budget: records refill at
+/// `budget_per_sec`, up to `budget_burst`. A container without tokens has
+/// its record dropped and counted (per container in `BUDGET`, and in
+/// `DROPS`). Concurrent CPUs may refill the same bucket twice: the budget
+/// is approximate, the counts are exact.
+#[inline(always)]
+fn admit(cgroup: u64, now: u64) -> Admission {
+    let rate = ffilter!(budget_per_sec);
+    if rate == 0 {
+        return Admission {
+            admitted: true,
+            entry: None,
+        };
+    }
+    let burst = ffilter!(budget_burst).saturating_mul(TOKEN);
+    let Some(b) = BUDGET.get_ptr_mut(cgroup) else {
+        let fresh = Budget {
+            tokens: burst.saturating_sub(TOKEN),
+            refilled_ns: now,
+            dropped: 0,
+            lost: 0,
+        };
+        if BUDGET.insert(cgroup, fresh, 0).is_err() {
+            count_map_fail(map_fail::BUDGET);
+        }
+        return Admission {
+            admitted: true,
+            entry: BUDGET.get_ptr_mut(cgroup),
+        };
+    };
+    // SAFETY: a value of BUDGET; concurrent updates only make the budget
+    // approximate (see above).
+    let bucket = unsafe { &mut *b };
+    // Whole microseconds, at most 10 s: no overflow for any rate the
+    // config allows.
+    let elapsed_us = (now.saturating_sub(bucket.refilled_ns) / 1000).min(10_000_000);
+    if elapsed_us > 0 {
+        let add = elapsed_us * rate * TOKEN / 1_000_000;
+        bucket.tokens = (bucket.tokens + add).min(burst);
+        bucket.refilled_ns = now;
+    }
+    if bucket.tokens >= TOKEN {
+        bucket.tokens -= TOKEN;
+        return Admission {
+            admitted: true,
+            entry: Some(b),
+        };
+    }
+    // SAFETY: as above; the count is atomic.
+    unsafe { atomic_add(&raw mut bucket.dropped) };
+    count_drop();
+    Admission {
+        admitted: false,
+        entry: Some(b),
+    }
+}
+
+/// Adds 1 to the counter at `p` atomically (a BPF atomic add): the
+/// bpfel target has no `AtomicU64::fetch_add`.
+///
+/// # Safety
+/// `p` must point to a live, aligned `u64`.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64) {
+    // SAFETY: the caller's.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
 }

@@ -5,7 +5,7 @@
 //! filters come from pipeline.toml. Both are read through [`offset!`] and
 //! [`filter!`], volatile so LLVM does not fold the compile-time zeroes.
 
-use driftwatch_common::{Filter, Offsets};
+use driftwatch_common::{FileFilter, Filter, Offsets, SyscallOffsets};
 
 // SAFETY: both are plain integers, for which all zeroes is a valid value.
 #[unsafe(no_mangle)]
@@ -13,6 +13,14 @@ pub static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
 
 #[unsafe(no_mangle)]
 pub static FILTER: Filter = unsafe { core::mem::zeroed() };
+
+/// Where the file hook finds a syscall's number and arguments.
+#[unsafe(no_mangle)]
+pub static SYSCALL_OFFSETS: SyscallOffsets = unsafe { core::mem::zeroed() };
+
+/// The file lane's prefilter prefixes and budget.
+#[unsafe(no_mangle)]
+pub static FILE_FILTER: FileFilter = unsafe { core::mem::zeroed() };
 
 /// `OFFSETS.$field` as a `usize`, as the loader wrote it.
 macro_rules! offset {
@@ -32,4 +40,23 @@ macro_rules! filter {
     }};
 }
 
-pub(crate) use {filter, offset};
+/// `SYSCALL_OFFSETS.$field...` as a `usize`, as the loader wrote it.
+macro_rules! soff {
+    ($($field:tt)+) => {{
+        // SAFETY: as for `offset!`.
+        let v = unsafe {
+            core::ptr::read_volatile(&raw const $crate::globals::SYSCALL_OFFSETS.$($field)+)
+        };
+        v as usize
+    }};
+}
+
+/// `FILE_FILTER.$field...`, as the loader wrote it.
+macro_rules! ffilter {
+    ($($field:tt)+) => {{
+        // SAFETY: as for `offset!`.
+        unsafe { core::ptr::read_volatile(&raw const $crate::globals::FILE_FILTER.$($field)+) }
+    }};
+}
+
+pub(crate) use {ffilter, filter, offset, soff};

@@ -2,16 +2,18 @@
 //! fentry/LSM and may lack kprobes):
 //!
 //! - [`exec`]: `sched_process_exec`, one `ExecRecord` per successful exec.
-//! - [`file`]: `sys_enter_file` (attached to every `syscalls:sys_enter_*` of
-//!   interest) filters and stashes the arguments per thread;
-//!   `sys_exit_file` (the matching `sys_exit_*`) emits one `FileRecord`
-//!   when the syscall succeeded.
+//! - [`file`]: `sys_exit_file` on the raw tracepoint `sys_exit` (every
+//!   syscall's exit, the 32-bit gate's too) reads a file syscall's number,
+//!   arguments and result from the task's saved registers and emits one
+//!   `FileRecord` when it succeeded and changed something.
 //!
 //! Around them: [`task`] (the acting task's identity), [`walk`] (dentry
 //! walks into paths), [`layer`] (overlayfs layers), [`read`] (probe reads
 //! that fail loudly), [`maps`] and [`globals`] (what the loader fills in).
 //! Layouts and codes shared with userspace are in `driftwatch_common`.
 #![no_std]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 #![no_main]
 
 mod exec;

@@ -1,11 +1,15 @@
-//! The programs' maps: the ring buffer records go through, the counters
-//! userspace reads beside it, and the syscall table and per-thread state of
-//! the file hooks.
+//! The programs' maps: the ring buffers records go through (two lanes: execs
+//! and drift-relevant file records in `EVENTS`, every other file record in
+//! `FILE_EVENTS`, so a write flood cannot take the execs' room), the
+//! counters userspace reads beside them, and the file hook's syscall table,
+//! scratch record, prefilter bitmap and per-container budgets.
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
-use driftwatch_common::{Fault, SyscallSpec};
+use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
+use driftwatch_common::{
+    ABI_SPAN, Budget, Fault, FileRecord, SyscallSpec, drop_index, lane, map_fail,
+};
 
 use crate::globals::filter;
 
@@ -13,10 +17,15 @@ use crate::globals::filter;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Records that did not fit in `EVENTS`, per CPU. The kernel tells only the
-/// program about a failed reserve, so this is the only place losses show.
+/// The file lane, sized like `EVENTS` by the loader.
 #[map]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static FILE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Records that did not fit in their lane's ring buffer, per CPU, one slot
+/// per `lane`. The kernel tells only the program about a failed reserve, so
+/// this is the only place losses show.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lane::COUNT, 0);
 
 /// Facts the kernel could not read, per CPU, one slot per `Fault` (indexed
 /// by `Fault as u32`). Records carry their own `faults` bits; this also
@@ -25,14 +34,36 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 pub static FAULTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Fault::COUNT as u32, 0);
 
 /// Syscall number → what it does and where its arguments are, filled by
-/// the loader with this architecture's numbers.
+/// the loader with this architecture's numbers: the native table, then the
+/// 32-bit gate's from `ABI_SPAN`. An all-zero entry is a syscall nobody
+/// follows.
 #[map]
-pub static SYSCALLS: HashMap<u32, SyscallSpec> = HashMap::with_max_entries(64, 0);
+pub static SYSCALLS: Array<SyscallSpec> = Array::with_max_entries(2 * ABI_SPAN, 0);
 
-/// Arguments stashed at syscall entry, by thread id, until the exit says
-/// whether the call succeeded.
+/// Where a file record is built before it is judged and sent (larger than
+/// the stack).
 #[map]
-pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(16384, 0);
+pub static SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// The kernel prefilter: bit `drop_index::index(...)` set when no plugin
+/// would be given a record with those facts. Written by the loader from
+/// the plugins' manifests.
+#[map]
+pub static KERNEL_DROP: Array<u64> = Array::with_max_entries(drop_index::WORDS, 0);
+
+/// Each container's budget on the file lane, by cgroup id. LRU: a cgroup
+/// gone quiet ages out (its counts were read by then, every second).
+#[map]
+pub static BUDGET: LruHashMap<u64, Budget> = LruHashMap::with_max_entries(8192, 0);
+
+/// Records dropped for want of budget, per CPU, all containers together:
+/// userspace reads `BUDGET` only when this moved.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failed inserts into the state maps, per CPU, one slot per `map_fail`.
+#[map]
+pub static MAP_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_fail::COUNT, 0);
 
 /// What `sched_prepare_exec` saw of the program an exec replaces, by
 /// thread id, until `sched_process_exec` (keyed by its `old_pid`) takes it.
@@ -52,33 +83,23 @@ pub struct Prior {
     pub _pad: u32,
 }
 
-/// A file syscall's arguments between its entry and its exit.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Pending {
-    pub nr: u32,
-    pub spec: SyscallSpec,
-    pub dfd1: i64,
-    pub dfd2: i64,
-    pub p1: u64,
-    pub p2: u64,
-    pub flags: u64,
-    pub mode: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<Pending>() == 56);
-
 /// How to commit a record: waking the reader only when enough has piled
 /// up. A wake-up per record costs the workload a cross-CPU interrupt and
 /// the daemon a context switch for each exec or write, and the reader polls
 /// on a short timer anyway.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
+    submit_flags_for(&EVENTS)
+}
+
+/// [`submit_flags`] for the ring buffer `ring`.
+#[inline(always)]
+pub fn submit_flags_for(ring: &RingBuf) -> u64 {
     let threshold = filter!(wakeup_bytes);
     if threshold == 0 {
         return 0;
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold as u64 {
+    if ring.query(BPF_RB_AVAIL_DATA as u64) >= threshold as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -93,9 +114,27 @@ fn bump(counter: &PerCpuArray<u64>, index: u32) {
     }
 }
 
-/// Counts a record the ring buffer had no room for.
+/// Counts a record the exec lane's ring buffer had no room for.
 pub fn count_lost() {
-    bump(&LOST, 0);
+    bump(&LOST, lane::EXEC);
+}
+
+/// Counts a record lane `lane`'s ring buffer had no room for.
+#[inline(always)]
+pub fn count_lost_in(lane: u32) {
+    bump(&LOST, lane);
+}
+
+/// Counts a failed insert into state map `which` (a `map_fail` slot).
+#[inline(always)]
+pub fn count_map_fail(which: u32) {
+    bump(&MAP_FAILS, which);
+}
+
+/// Counts a record dropped for want of budget.
+#[inline(always)]
+pub fn count_drop() {
+    bump(&DROPS, 0);
 }
 
 /// Counts each fact in `faults` (a `Header::faults` set).

@@ -38,9 +38,13 @@ pub fn current_tid() -> u32 {
 /// says so (`Fault::PidNs`).
 #[inline(always)]
 pub fn wanted(kind: Kind) -> bool {
-    if filter!(kinds) & kind.bit() == 0 {
-        return false;
-    }
+    filter!(kinds) & kind.bit() != 0 && task_wanted()
+}
+
+/// [`wanted`] without the kind: the task is not the collector, and is in a
+/// container when only those count.
+#[inline(always)]
+pub fn task_wanted() -> bool {
     let tgid = (current_pid_tgid() >> 32) as u32;
     if tgid == filter!(self_tgid) {
         return false;
