@@ -329,6 +329,16 @@ pub struct EbpfConfig {
     /// kernel wakes the daemon for every record (lowest latency, highest
     /// cost to the workload).
     pub drain_interval_ms: u64,
+    /// File records one container (cgroup) may send per second; the rest
+    /// is dropped in the kernel and counted per container (a finding says
+    /// so). 0: no budget.
+    pub container_events_per_sec: u64,
+    /// File records a container may send at once after a quiet spell.
+    pub container_burst: u64,
+    /// Drop in the kernel the file records no plugin would be given (the
+    /// plugins' manifest prefilters, where the kernel can evaluate them):
+    /// they then cost no ring-buffer space.
+    pub kernel_prefilter: bool,
 }
 
 impl Default for EbpfConfig {
@@ -338,6 +348,9 @@ impl Default for EbpfConfig {
             scope: Scope::Containers,
             ring_buffer_kib: 8192,
             drain_interval_ms: 10,
+            container_events_per_sec: 10_000,
+            container_burst: 20_000,
+            kernel_prefilter: true,
         }
     }
 }
@@ -346,7 +359,14 @@ impl Check for EbpfConfig {
     fn check(&self) -> Result<(), String> {
         // One page to the 1 GiB the sensor's loader caps the ring at.
         in_range("ring_buffer_kib", self.ring_buffer_kib, 4..=1 << 20)?;
-        in_range("drain_interval_ms", self.drain_interval_ms, 0..=10_000)
+        in_range("drain_interval_ms", self.drain_interval_ms, 0..=10_000)?;
+        // The kernel's refill arithmetic stays in 64 bits up to a million.
+        in_range(
+            "container_events_per_sec",
+            self.container_events_per_sec,
+            0..=1_000_000,
+        )?;
+        in_range("container_burst", self.container_burst, 1..=10_000_000)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod container;
 pub mod control;
 pub mod enrich;
 pub mod fsdiff;
+pub mod health;
 pub mod host;
 pub mod k8s;
 pub mod pipeline;

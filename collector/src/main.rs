@@ -18,6 +18,7 @@ use driftwatch::plugin::host::Limits;
 use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::Sink;
 use driftwatch::source::Source;
+use driftwatch::source::ebpf::prefilter::KernelPrefilter;
 use driftwatch::source::ebpf::{EbpfSensor, EbpfSource};
 use driftwatch::source::replay::Replay;
 use driftwatch::source::scan::Scan;
@@ -388,11 +389,15 @@ fn run(config: &Path) -> Result<ExitCode> {
         // it stops the start with the reason. Printing raw events asks for
         // every kind the kernel can see, not only the ones plugins want.
         let mut kinds = chain.kinds();
+        // The kernel prefilter drops what no plugin would be given; raw
+        // events asked for on stdout want everything.
+        let mut prefilter = KernelPrefilter::compile(chain.manifests().map(|(_, m)| m));
         if driftwatch::sink::stdout_active(&cfg) && cfg.outputs.stdout.events {
             kinds = KindSet::ALL;
+            prefilter = KernelPrefilter::off();
         }
-        let sensor =
-            EbpfSensor::start(&cfg.sources.ebpf, kinds).context("starting the kernel sensor")?;
+        let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter)
+            .context("starting the kernel sensor")?;
         sources.push(Box::new(EbpfSource::new(sensor)));
     }
     let runtimes = Runtimes::new(&cfg.runtimes.endpoints());

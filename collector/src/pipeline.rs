@@ -436,6 +436,12 @@ impl Stage {
         self.consecutive_failures += 1;
         if self.probation || self.consecutive_failures >= self.quarantine_after {
             stats.plugin_quarantined(self.plugin.name());
+            crate::health::plugin_quarantined(
+                stats,
+                self.plugin.name(),
+                self.backoff,
+                self.on_error,
+            );
             tracing::error!(
                 plugin = %self.plugin.name(),
                 failures = self.consecutive_failures,

@@ -21,6 +21,7 @@ use crate::pipeline::{Batch, Chain, ChainError};
 use crate::plugin::Engine;
 use crate::plugin::cache::ComponentCache;
 use crate::sink::Sink;
+use crate::source::ebpf::prefilter::KernelPrefilter;
 use crate::source::{Source, SourceContext, SourceError};
 use crate::stats::{Snapshot, Stats};
 
@@ -39,6 +40,9 @@ pub enum RuntimeError {
 enum Msg {
     Batch(Vec<Event>),
     Swap(Box<Chain>),
+    /// The daemon's findings about itself (crate::health): enriched, then
+    /// straight to the outputs.
+    Health(Vec<(Event, driftwatch_sdk::Finding)>),
 }
 
 /// What a finished run reports.
@@ -88,8 +92,10 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     // Sources capture what the chain asked for at start; a reload that wants
     // new kinds takes a restart (the reloader says so).
     let kinds = chain.kinds();
+    let chain_manifests: Vec<driftwatch_sdk::Manifest> =
+        chain.manifests().map(|(_, m)| m.clone()).collect();
 
-    let chain_thread = spawn_chain(chain, enrichers, msg_rx, out_tx)?;
+    let chain_thread = spawn_chain(chain, enrichers, msg_rx, out_tx, stats.clone())?;
     let outputs_thread = spawn_outputs(sinks, out_rx, stats.clone())?;
 
     let hostname: Arc<str> = Arc::from(crate::host::hostname(cfg.daemon.hostname.as_deref()));
@@ -120,6 +126,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
             Running {
                 cfg: cfg.clone(),
                 kinds,
+                prefilter: KernelPrefilter::compile(chain_manifests.iter()),
             },
             engine.clone(),
             stats.clone(),
@@ -127,6 +134,11 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         ))),
         _ => None,
     };
+    let health = tokio::spawn(report_health(
+        stats.clone(),
+        hostname.clone(),
+        msg_tx.clone(),
+    ));
     drop(msg_tx);
     let ticker = spawn_stats_log(&cfg, &stats);
     let control = serve_control(&cfg, &stats);
@@ -148,6 +160,8 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         r.abort();
         let _ = r.await;
     }
+    health.abort();
+    let _ = health.await;
     batcher
         .await
         .map_err(|_| RuntimeError::Panicked("batcher"))?;
@@ -182,6 +196,7 @@ fn spawn_chain(
     mut enrichers: Vec<Box<dyn Enricher>>,
     mut rx: mpsc::Receiver<Msg>,
     out: std::sync::mpsc::SyncSender<Batch>,
+    stats: Arc<Stats>,
 ) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
     std::thread::Builder::new()
         .name("plugin-chain".into())
@@ -200,6 +215,12 @@ fn spawn_chain(
                     Msg::Swap(new) => {
                         chain = *new;
                         tracing::info!("plugin chain reloaded");
+                    }
+                    Msg::Health(found) => {
+                        let batch = crate::health::batch(found, &mut enrichers, &stats);
+                        if !batch.is_empty() && out.send(batch).is_err() {
+                            break;
+                        }
                     }
                 }
             }
@@ -267,6 +288,24 @@ fn serve_control(
     }
 }
 
+/// Sends the daemon's findings about itself to the chain thread once a
+/// second (crate::health rate-limits them).
+async fn report_health(stats: Arc<Stats>, hostname: Arc<str>, tx: mpsc::Sender<Msg>) {
+    let mut t = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        t.tick().await;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
+        let found = stats
+            .health
+            .take(std::time::Instant::now(), now_ns, &hostname);
+        if !found.is_empty() && tx.send(Msg::Health(found)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Groups events into batches of at most `size`, sending a partial batch
 /// `timeout` after its first event.
 async fn batch_events(
@@ -300,6 +339,8 @@ struct Running {
     cfg: Config,
     /// Event kinds the sources capture.
     kinds: KindSet,
+    /// What the kernel sensor drops for the chain started with.
+    prefilter: KernelPrefilter,
 }
 
 /// What a reload to `new` (whose chain wants `new_kinds`) leaves for the
@@ -390,6 +431,14 @@ async fn watch_config(
                 stats.reload(true);
                 for note in reload_leftovers(&running.cfg, running.kinds, &cfg, chain.kinds()) {
                     tracing::warn!("reload of {}: {note}", path.display());
+                }
+                if KernelPrefilter::compile(chain.manifests().map(|(_, m)| m)) != running.prefilter
+                {
+                    tracing::warn!(
+                        "reload of {}: the plugins' prefilters changed; the kernel keeps \
+                         dropping what the old ones excluded until driftwatch restarts",
+                        path.display()
+                    );
                 }
                 if tx.send(Msg::Swap(Box::new(chain))).await.is_err() {
                     return;

@@ -18,7 +18,11 @@ pub struct Stats {
     /// Facts of kernel records the kernel could not read (one per fact per
     /// record), reported as unknown.
     pub kernel_read_faults: AtomicU64,
+    /// File records the kernel dropped over their container's budget.
+    pub kernel_dropped: AtomicU64,
     pub export: ExportCounters,
+    /// Findings about the daemon itself (crate::health).
+    pub health: crate::health::Health,
     rare: Mutex<Rare>,
     /// Set when OTLP metrics are on: plugin call latencies also go there.
     call_histogram: OnceLock<opentelemetry::metrics::Histogram<f64>>,
@@ -88,6 +92,8 @@ pub struct Snapshot {
     pub kernel_lost: u64,
     #[serde(default)]
     pub kernel_read_faults: u64,
+    #[serde(default)]
+    pub kernel_dropped: u64,
     pub dropped_by_plugin: BTreeMap<String, u64>,
     pub plugin_failures: BTreeMap<String, BTreeMap<String, u64>>,
     pub plugin_quarantines: BTreeMap<String, u64>,
@@ -224,6 +230,7 @@ impl Stats {
             events_out: self.events_out.load(Ordering::Relaxed),
             kernel_lost: self.kernel_lost.load(Ordering::Relaxed),
             kernel_read_faults: self.kernel_read_faults.load(Ordering::Relaxed),
+            kernel_dropped: self.kernel_dropped.load(Ordering::Relaxed),
             dropped_by_plugin: rare.dropped_by_plugin,
             plugin_failures: rare.plugin_failures,
             plugin_quarantines: rare.plugin_quarantines,

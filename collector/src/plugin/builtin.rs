@@ -9,6 +9,7 @@ pub const NAMES: &[&str] = &[
     "write-filter",
     "file-drift",
     "exec-bit",
+    "io-uring",
 ];
 
 macro_rules! guest {
@@ -26,6 +27,7 @@ pub fn bytes(name: &str) -> Option<&'static [u8]> {
         "write-filter" => guest!("driftwatch_plugin_write_filter.wasm"),
         "file-drift" => guest!("driftwatch_plugin_file_drift.wasm"),
         "exec-bit" => guest!("driftwatch_plugin_exec_bit.wasm"),
+        "io-uring" => guest!("driftwatch_plugin_io_uring.wasm"),
         _ => return None,
     })
 }

@@ -326,6 +326,31 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// Where the file hook finds a syscall's number and arguments at its
+    /// exit: `struct pt_regs` and the task's `thread_info.status`.
+    #[cfg(target_arch = "x86_64")]
+    pub fn syscall_offsets(&self) -> Result<driftwatch_common::SyscallOffsets, BtfError> {
+        let reg = |name: &str| self.offset_of("pt_regs", name);
+        let regs = |names: [&str; 6]| -> Result<[u32; 6], BtfError> {
+            let mut out = [0; 6];
+            for (o, n) in out.iter_mut().zip(names) {
+                *o = reg(n)?;
+            }
+            Ok(out)
+        };
+        Ok(driftwatch_common::SyscallOffsets {
+            nr: reg("orig_ax")?,
+            args: regs(["di", "si", "dx", "r10", "r8", "r9"])?,
+            compat_args: regs(["bx", "cx", "dx", "si", "di", "bp"])?,
+            thread_status: self.offset_of("task_struct", "thread_info.status")?,
+            // arch/x86/include/asm/thread_info.h: a #define, not in BTF;
+            // tests/sensor.rs checks it with a real int 0x80.
+            ts_compat: 0x0002,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +372,14 @@ mod tests {
         // sizeof(struct inode) is where ovl_inode keeps the upper dentry.
         assert_eq!(o.ovl_upper_from_inode, btf.size_of("inode").unwrap());
         assert!(btf.offset_of("task_struct", "no_such_field").is_err());
+        let s = btf.syscall_offsets().expect("pt_regs and thread_info");
+        // x86-64's pt_regs: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax.
+        assert_eq!(s.nr, 15 * 8);
+        assert_eq!(s.args, [14 * 8, 13 * 8, 12 * 8, 7 * 8, 9 * 8, 8 * 8]);
+        assert_eq!(
+            s.compat_args,
+            [5 * 8, 11 * 8, 12 * 8, 13 * 8, 14 * 8, 4 * 8]
+        );
         assert!(btf.offset_of("no_such_struct", "x").is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! bounded amount of work per wake-up.
 
 pub mod btf;
+pub mod prefilter;
 pub mod record;
 pub mod sys;
 
@@ -15,17 +16,22 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use driftwatch_common::{ArgLayout, Fault, Filter, FlagsMode, Kind, Op, SyscallSpec};
+use driftwatch_common::{
+    ABI_SPAN, ArgLayout, Budget, Fault, FileFilter, Filter, Kind, Op, SyscallSpec, lane, map_fail,
+    spec,
+};
 use driftwatch_sdk::{Event, EventKind, KindSet};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::{EbpfConfig, Scope};
+use crate::health::Check;
 use crate::stats::Stats;
+use prefilter::KernelPrefilter;
 use record::{Clock, Decoder};
 
 /// The compiled programs, built by collector/build.rs with aya-build.
@@ -98,6 +104,11 @@ pub fn event_kind(kind: Kind) -> EventKind {
         Kind::Chmod => EventKind::Chmod,
         Kind::Unlink => EventKind::Unlink,
         Kind::Rename => EventKind::Rename,
+        Kind::Link => EventKind::Link,
+        Kind::Symlink => EventKind::Symlink,
+        Kind::Truncate => EventKind::Truncate,
+        Kind::Chown => EventKind::Chown,
+        Kind::IoUringSetup => EventKind::IoUringSetup,
     }
 }
 
@@ -108,10 +119,11 @@ pub fn kernel_kind(kind: EventKind) -> Option<Kind> {
 }
 
 /// Which syscalls feed which kind, and how the program finds their
-/// arguments.
+/// arguments: `index` is the syscall's slot in `SYSCALLS` (its number, plus
+/// `ABI_SPAN` for the 32-bit gate).
 struct Syscall {
     name: &'static str,
-    nr: libc::c_long,
+    index: u32,
     spec: SyscallSpec,
 }
 
@@ -121,86 +133,133 @@ impl Syscall {
     }
 }
 
+/// Every file syscall the sensor follows, native and through the 32-bit
+/// gate (x86-64's `arch/x86/entry/syscalls/syscall_{64,32}.tbl`).
 fn syscalls() -> Vec<Syscall> {
     use ArgLayout::*;
-    let s = |name, nr, op, args, flags_mode| Syscall {
+    let open = SyscallSpec::new(Op::Open, DfdPath).flags_at(2).mode_at(3);
+    let open_legacy = SyscallSpec::new(Op::Open, Path).flags_at(1).mode_at(2);
+    let creat = SyscallSpec::new(Op::Open, Path)
+        .mode_at(1)
+        .with(spec::CREAT);
+    let openat2 = SyscallSpec::new(Op::Open, DfdPath).with(spec::OPEN_HOW);
+    let by_handle = SyscallSpec::new(Op::Open, NoFile)
+        .flags_at(2)
+        .with(spec::BY_HANDLE);
+    let chmod = SyscallSpec::new(Op::Chmod, Path).mode_at(1);
+    let fchmod = SyscallSpec::new(Op::Chmod, Fd).mode_at(1);
+    let fchmodat = SyscallSpec::new(Op::Chmod, DfdPath).mode_at(2);
+    let chown = SyscallSpec::new(Op::Chown, Path).values_at(1, Some(2));
+    let fchown = SyscallSpec::new(Op::Chown, Fd).values_at(1, Some(2));
+    let fchownat = SyscallSpec::new(Op::Chown, DfdPath).values_at(2, Some(3));
+    let unlink = SyscallSpec::new(Op::Unlink, Path);
+    let unlinkat = SyscallSpec::new(Op::Unlink, DfdPath);
+    let rename = SyscallSpec::new(Op::Rename, PathPath);
+    let renameat = SyscallSpec::new(Op::Rename, DfdPathDfdPath);
+    let link = SyscallSpec::new(Op::Link, PathPath);
+    let linkat = SyscallSpec::new(Op::Link, DfdPathDfdPath);
+    let symlink = SyscallSpec::new(Op::Symlink, PathPath);
+    let symlinkat = SyscallSpec::new(Op::Symlink, PathDfdPath);
+    let truncate = SyscallSpec::new(Op::Truncate, Path).values_at(1, None);
+    let ftruncate = SyscallSpec::new(Op::Truncate, Fd).values_at(1, None);
+    let io_uring = SyscallSpec::new(Op::IoUringSetup, NoFile);
+    let native = |name, nr: libc::c_long, spec| Syscall {
         name,
-        nr,
-        spec: SyscallSpec::new(op, args, flags_mode),
+        index: nr as u32,
+        spec,
     };
     let mut v = vec![
-        s(
-            "openat",
-            libc::SYS_openat,
-            Op::Open,
-            DfdPath,
-            FlagsMode::Openat,
-        ),
-        s(
-            "openat2",
-            libc::SYS_openat2,
-            Op::Open,
-            DfdPath,
-            FlagsMode::Openat2,
-        ),
-        s("fchmod", libc::SYS_fchmod, Op::Chmod, Fd, FlagsMode::Chmod),
-        s(
-            "fchmodat",
-            libc::SYS_fchmodat,
-            Op::Chmod,
-            DfdPath,
-            FlagsMode::Chmod,
-        ),
-        s(
-            "unlinkat",
-            libc::SYS_unlinkat,
-            Op::Unlink,
-            DfdPath,
-            FlagsMode::None,
-        ),
-        s(
-            "renameat",
-            libc::SYS_renameat,
-            Op::Rename,
-            DfdPathDfdPath,
-            FlagsMode::None,
-        ),
-        s(
-            "renameat2",
-            libc::SYS_renameat2,
-            Op::Rename,
-            DfdPathDfdPath,
-            FlagsMode::None,
-        ),
+        native("openat", libc::SYS_openat, open),
+        native("openat2", libc::SYS_openat2, openat2),
+        native("open_by_handle_at", libc::SYS_open_by_handle_at, by_handle),
+        native("fchmod", libc::SYS_fchmod, fchmod),
+        native("fchmodat", libc::SYS_fchmodat, fchmodat),
+        native("fchmodat2", 452, fchmodat),
+        native("fchown", libc::SYS_fchown, fchown),
+        native("fchownat", libc::SYS_fchownat, fchownat),
+        native("unlinkat", libc::SYS_unlinkat, unlinkat),
+        native("renameat", libc::SYS_renameat, renameat),
+        native("renameat2", libc::SYS_renameat2, renameat),
+        native("linkat", libc::SYS_linkat, linkat),
+        native("symlinkat", libc::SYS_symlinkat, symlinkat),
+        native("ftruncate", libc::SYS_ftruncate, ftruncate),
+        native("io_uring_setup", libc::SYS_io_uring_setup, io_uring),
     ];
-    // The legacy syscalls exist on x86-64 but not on newer architectures.
+    // The legacy syscalls exist on x86-64 but not on newer architectures;
+    // so does the 32-bit gate.
     #[cfg(target_arch = "x86_64")]
-    v.extend([
-        s("open", libc::SYS_open, Op::Open, Path, FlagsMode::Open),
-        s("creat", libc::SYS_creat, Op::Open, Path, FlagsMode::Creat),
-        s("chmod", libc::SYS_chmod, Op::Chmod, Path, FlagsMode::Chmod),
-        s(
-            "unlink",
-            libc::SYS_unlink,
-            Op::Unlink,
-            Path,
-            FlagsMode::None,
-        ),
-        s(
-            "rename",
-            libc::SYS_rename,
-            Op::Rename,
-            PathPath,
-            FlagsMode::None,
-        ),
-    ]);
+    {
+        v.extend([
+            native("open", libc::SYS_open, open_legacy),
+            native("creat", libc::SYS_creat, creat),
+            native("chmod", libc::SYS_chmod, chmod),
+            native("chown", libc::SYS_chown, chown),
+            native("lchown", libc::SYS_lchown, chown),
+            native("unlink", libc::SYS_unlink, unlink),
+            native("rmdir", libc::SYS_rmdir, unlink),
+            native("rename", libc::SYS_rename, rename),
+            native("link", libc::SYS_link, link),
+            native("symlink", libc::SYS_symlink, symlink),
+            native("truncate", libc::SYS_truncate, truncate),
+        ]);
+        let compat = |name, nr: u32, spec| Syscall {
+            name,
+            index: ABI_SPAN + nr,
+            spec,
+        };
+        let id16 = spec::ID16;
+        v.extend([
+            compat("open/32", 5, open_legacy),
+            compat("creat/32", 8, creat),
+            compat("link/32", 9, link),
+            compat("unlink/32", 10, unlink),
+            compat("chmod/32", 15, chmod),
+            compat("lchown16/32", 16, chown.with(id16)),
+            compat("rename/32", 38, rename),
+            compat("rmdir/32", 40, unlink),
+            compat("symlink/32", 83, symlink),
+            compat("truncate/32", 92, truncate),
+            compat("ftruncate/32", 93, ftruncate),
+            compat("fchmod/32", 94, fchmod),
+            compat("fchown16/32", 95, fchown.with(id16)),
+            compat("chown16/32", 182, chown.with(id16)),
+            compat(
+                "truncate64/32",
+                193,
+                SyscallSpec::new(Op::Truncate, Path).values_at(1, Some(2)),
+            ),
+            compat(
+                "ftruncate64/32",
+                194,
+                SyscallSpec::new(Op::Truncate, Fd).values_at(1, Some(2)),
+            ),
+            compat("lchown/32", 198, chown),
+            compat("fchown/32", 207, fchown),
+            compat("chown/32", 212, chown),
+            compat("openat/32", 295, open),
+            compat("fchownat/32", 298, fchownat),
+            compat("unlinkat/32", 301, unlinkat),
+            compat("renameat/32", 302, renameat),
+            compat("linkat/32", 303, linkat),
+            compat("symlinkat/32", 304, symlinkat),
+            compat("fchmodat/32", 306, fchmodat),
+            compat("open_by_handle_at/32", 342, by_handle),
+            compat("renameat2/32", 353, renameat),
+            compat("io_uring_setup/32", 425, io_uring),
+            compat("openat2/32", 437, openat2),
+            compat("fchmodat2/32", 452, fchmodat),
+        ]);
+    }
     v
 }
 
 /// The loaded and attached sensor. Dropping it detaches every program.
 pub struct EbpfSensor {
     bpf: Ebpf,
+    /// The exec lane (execs and the file records drift rests on).
     ring: RingBuf<MapData>,
+    /// The file lane.
+    file_ring: RingBuf<MapData>,
     clock: Clock,
     /// `None`: the kernel wakes the reader for every record.
     drain_every: Option<Duration>,
@@ -209,15 +268,22 @@ pub struct EbpfSensor {
 impl EbpfSensor {
     /// Checks privileges, mounts tracefs/bpffs when missing, resolves
     /// offsets from BTF, loads the programs and attaches the ones that feed
-    /// the `kinds` the chain asked for.
-    pub fn start(cfg: &EbpfConfig, kinds: KindSet) -> Result<EbpfSensor, EbpfError> {
+    /// the `kinds` the chain asked for. `prefilter` says which file records
+    /// no plugin would be given (dropped in the kernel when
+    /// `kernel_prefilter` is on).
+    pub fn start(
+        cfg: &EbpfConfig,
+        kinds: KindSet,
+        prefilter: &KernelPrefilter,
+    ) -> Result<EbpfSensor, EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(EbpfError::NotRoot);
         }
         let kbtf = btf::KernelBtf::load()?;
         let offsets = kbtf.offsets()?;
-        tracing::debug!(?offsets, "kernel offsets from BTF");
+        let syscall_offsets = kbtf.syscall_offsets()?;
+        tracing::debug!(?offsets, ?syscall_offsets, "kernel offsets from BTF");
         sys::mount_tracefs()?;
         sys::mount_bpffs();
         // The kinds asked for that a program reports, as the kernel knows them.
@@ -235,8 +301,8 @@ impl EbpfSensor {
         if exec {
             sys::check_tracepoint("sched", "sched_process_exec")?;
         }
-        for s in &wanted {
-            sys::check_syscall_layout(s.name)?;
+        if !wanted.is_empty() {
+            sys::check_tracepoint("raw_syscalls", "sys_exit")?;
         }
 
         let ring_bytes = ring_size(cfg.ring_buffer_kib);
@@ -251,10 +317,21 @@ impl EbpfSensor {
                 ring_bytes / 4
             },
         };
+        let use_prefilter = cfg.kernel_prefilter && !prefilter.is_off();
+        let file_filter = FileFilter {
+            budget_per_sec: cfg.container_events_per_sec,
+            budget_burst: cfg.container_burst,
+            prefilter: u32::from(use_prefilter),
+            host_root_dev: sys::host_root_dev(),
+            prefixes: prefilter.prefixes,
+        };
         let mut bpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILTER", &filter, true)
+            .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
+            .override_global("FILE_FILTER", &file_filter, true)
             .map_max_entries("EVENTS", ring_bytes)
+            .map_max_entries("FILE_EVENTS", ring_bytes)
             .load(PROGRAMS)
             .map_err(EbpfError::Load)?;
 
@@ -266,11 +343,33 @@ impl EbpfSensor {
             let map = bpf
                 .map_mut("SYSCALLS")
                 .ok_or_else(|| missing_map("SYSCALLS"))?;
-            let mut table: BpfHashMap<_, u32, SyscallSpec> =
-                BpfHashMap::try_from(map).map_err(map_err)?;
+            let mut table: Array<_, SyscallSpec> = Array::try_from(map).map_err(map_err)?;
             for s in &wanted {
-                table.insert(s.nr as u32, s.spec, 0).map_err(map_err)?;
+                table.set(s.index, s.spec, 0).map_err(map_err)?;
             }
+            tracing::debug!(
+                syscalls = ?wanted.iter().map(|s| s.name).collect::<Vec<_>>(),
+                "file syscalls followed"
+            );
+        }
+        if use_prefilter {
+            let map_err = |source| EbpfError::Map {
+                name: "KERNEL_DROP",
+                source,
+            };
+            let map = bpf
+                .map_mut("KERNEL_DROP")
+                .ok_or_else(|| missing_map("KERNEL_DROP"))?;
+            let mut table: Array<_, u64> = Array::try_from(map).map_err(map_err)?;
+            for (i, w) in prefilter.words.iter().enumerate() {
+                if *w != 0 {
+                    table.set(i as u32, *w, 0).map_err(map_err)?;
+                }
+            }
+            tracing::info!(
+                prefixes = ?prefilter.paths,
+                "kernel prefilter on: file records no plugin would be given are dropped in the kernel"
+            );
         }
 
         if exec {
@@ -297,37 +396,27 @@ impl EbpfSensor {
             }
         }
         if !wanted.is_empty() {
-            let enters: Vec<(&str, String)> = wanted
-                .iter()
-                .map(|s| ("syscalls", format!("sys_enter_{}", s.name)))
-                .collect();
-            let exits: Vec<(&str, String)> = wanted
-                .iter()
-                .map(|s| ("syscalls", format!("sys_exit_{}", s.name)))
-                .collect();
-            // Exits first: an enter without its exit would only leave a
-            // stale map entry, an exit without its enter does nothing.
-            attach_owned(&mut bpf, "sys_exit_file", &exits)?;
-            attach_owned(&mut bpf, "sys_enter_file", &enters)?;
+            attach_raw(&mut bpf, "sys_exit_file", "sys_exit")?;
         }
 
-        let events = bpf
-            .take_map("EVENTS")
-            .ok_or_else(|| missing_map("EVENTS"))?;
-        let ring = RingBuf::try_from(events).map_err(|source| EbpfError::Map {
-            name: "EVENTS",
-            source,
-        })?;
+        let take_ring = |bpf: &mut Ebpf, name: &'static str| {
+            let map = bpf.take_map(name).ok_or_else(|| missing_map(name))?;
+            RingBuf::try_from(map).map_err(|source| EbpfError::Map { name, source })
+        };
+        let ring = take_ring(&mut bpf, "EVENTS")?;
+        let file_ring = take_ring(&mut bpf, "FILE_EVENTS")?;
         tracing::info!(
             scope = ?cfg.scope,
             ring_buffer_bytes = ring_bytes,
             syscalls = wanted.len(),
             exec,
+            container_events_per_sec = cfg.container_events_per_sec,
             "kernel sensor attached"
         );
         Ok(EbpfSensor {
             bpf,
             ring,
+            file_ring,
             clock: Clock::now(),
             drain_every: (cfg.drain_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.drain_interval_ms)),
@@ -376,6 +465,28 @@ fn attach_owned(bpf: &mut Ebpf, prog: &str, points: &[(&str, String)]) -> Result
     Ok(())
 }
 
+/// Loads and attaches the raw tracepoint program `prog` to `tracepoint`.
+fn attach_raw(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), EbpfError> {
+    let perr = |source| EbpfError::Program {
+        name: prog.to_string(),
+        source,
+    };
+    let p: &mut RawTracePoint = bpf
+        .program_mut(prog)
+        .ok_or_else(|| EbpfError::Missing {
+            what: "program",
+            name: prog.to_string(),
+        })?
+        .try_into()
+        .map_err(perr)?;
+    p.load().map_err(perr)?;
+    p.attach(tracepoint).map_err(|source| EbpfError::Program {
+        name: format!("{prog} on raw tracepoint {tracepoint}"),
+        source,
+    })?;
+    Ok(())
+}
+
 /// The kernel sensor as a pipeline source.
 pub struct EbpfSource {
     sensor: EbpfSensor,
@@ -400,27 +511,126 @@ impl Source for EbpfSource {
     }
 }
 
+/// The `LOST` counters (records a lane's ring buffer had no room for):
+/// into the stats, a rate-limited warning and a health finding per lane.
 struct LossReport {
-    last_total: u64,
+    last: [u64; lane::COUNT as usize],
     logged_total: u64,
     last_log: Option<Instant>,
 }
 
+fn lane_name(i: usize) -> &'static str {
+    if i as u32 == lane::EXEC {
+        "exec"
+    } else {
+        "file"
+    }
+}
+
 impl LossReport {
-    fn update(&mut self, total: u64, stats: &Stats) {
-        if total == self.last_total {
+    fn update(&mut self, lost: [u64; lane::COUNT as usize], stats: &Stats) {
+        if lost == self.last {
             return;
         }
-        self.last_total = total;
+        for (i, (now, before)) in lost.iter().zip(self.last).enumerate() {
+            if *now > before {
+                stats.health.raise(
+                    Check::KernelLoss,
+                    lane_name(i),
+                    now - before,
+                    format!(
+                        "lane={} ring buffer full: records lost before any rule saw them \
+                         (raise sources.ebpf.ring_buffer_kib)",
+                        lane_name(i)
+                    ),
+                    None,
+                );
+            }
+        }
+        self.last = lost;
+        let total: u64 = lost.iter().sum();
         stats.kernel_lost.store(total, Ordering::Relaxed);
         if self.last_log.is_none_or(|t| t.elapsed() >= LOSS_LOG_EVERY) {
             tracing::warn!(
                 lost = total - self.logged_total,
                 total,
+                exec_lane = lost[lane::EXEC as usize],
+                file_lane = lost[lane::FILE as usize],
                 "kernel ring buffer full: records lost (raise sources.ebpf.ring_buffer_kib)"
             );
             self.logged_total = total;
             self.last_log = Some(Instant::now());
+        }
+    }
+}
+
+/// Records dropped in the kernel over a container's budget, and failed
+/// inserts into the budget map: per container, as health findings.
+struct BudgetReport {
+    drops: u64,
+    /// What each cgroup's `BUDGET` entry said last time: dropped, lost.
+    seen: std::collections::HashMap<u64, (u64, u64)>,
+    map_fails: [u64; map_fail::COUNT as usize],
+}
+
+impl BudgetReport {
+    fn update(&mut self, bpf: &Ebpf, decoder: &Decoder, stats: &Stats) {
+        let fails: [u64; map_fail::COUNT as usize] = counters(bpf, "MAP_FAILS");
+        if fails[map_fail::BUDGET as usize] > self.map_fails[map_fail::BUDGET as usize] {
+            stats.health.raise(
+                Check::MapInsertFailed,
+                "BUDGET",
+                fails[map_fail::BUDGET as usize] - self.map_fails[map_fail::BUDGET as usize],
+                "map=BUDGET: records went out without a container budget".to_string(),
+                None,
+            );
+        }
+        self.map_fails = fails;
+        let [drops] = counters(bpf, "DROPS");
+        if drops == self.drops {
+            return;
+        }
+        stats
+            .kernel_dropped
+            .fetch_add(drops.saturating_sub(self.drops), Ordering::Relaxed);
+        self.drops = drops;
+        let Some(map) = bpf
+            .map("BUDGET")
+            .and_then(|m| BpfHashMap::<_, u64, Budget>::try_from(m).ok())
+        else {
+            return;
+        };
+        for (cgroup, b) in map.iter().flatten() {
+            let (dropped, _) = self.seen.get(&cgroup).copied().unwrap_or_default();
+            // A smaller count is a new entry for the same cgroup (the old one
+            // aged out): all of it is new.
+            let new = if b.dropped >= dropped {
+                b.dropped - dropped
+            } else {
+                b.dropped
+            };
+            self.seen.insert(cgroup, (b.dropped, b.lost));
+            if new == 0 {
+                continue;
+            }
+            let container = decoder.container_of(cgroup);
+            let (subject, name) = match &container {
+                Some(c) => (c.id.clone(), c.short_id().to_string()),
+                None => (format!("cgroup:{cgroup}"), format!("cgroup {cgroup}")),
+            };
+            stats.health.raise(
+                Check::ContainerDrops,
+                &subject,
+                new,
+                format!(
+                    "container={name} sent more file events than its budget \
+                     (sources.ebpf.container_events_per_sec): the excess was dropped in the kernel"
+                ),
+                container,
+            );
+        }
+        if self.seen.len() > 65_536 {
+            self.seen.clear();
         }
     }
 }
@@ -498,19 +708,29 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     let EbpfSensor {
         bpf,
         ring,
+        file_ring,
         clock,
         drain_every,
     } = sensor;
     let sensor_maps = bpf;
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
-    // for as long as the AsyncFd owns the ring buffer.
-    let mut afd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| EbpfError::Poll(std::io::Error::from(e)))?;
+    let register = |ring| {
+        // SAFETY: the ring buffer owns its map fd and keeps it open,
+        // unchanged, for as long as the AsyncFd owns the ring buffer.
+        unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| EbpfError::Poll(std::io::Error::from(e)))
+    };
+    let mut afd = register(ring)?;
+    let mut file_afd = register(file_ring)?;
     let mut decoder = Decoder::new(clock, ctx.hostname.clone(), host_mount_ns());
     let mut losses = LossReport {
-        last_total: 0,
+        last: [0; lane::COUNT as usize],
         logged_total: 0,
         last_log: None,
+    };
+    let mut budgets = BudgetReport {
+        drops: 0,
+        seen: std::collections::HashMap::new(),
+        map_fails: [0; map_fail::COUNT as usize],
     };
     let mut faults = FaultReport {
         last: [0; Fault::COUNT],
@@ -521,20 +741,23 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     // Records committed without a wake-up are picked up by this timer.
     let mut drain_tick = tokio::time::interval(drain_every.unwrap_or(LOSS_POLL));
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch: Vec<Event> = Vec::with_capacity(DRAIN_BUDGET);
+    let mut batch: Vec<Event> = Vec::with_capacity(2 * DRAIN_BUDGET);
     loop {
-        // Whether the ring may hold more than one budget's worth.
+        // Whether a ring may hold more than one budget's worth.
         let more = tokio::select! {
             biased;
             _ = ctx.shutdown.changed() => break,
             _ = tick.tick() => {
-                let [lost] = counters(&sensor_maps, "LOST");
-                losses.update(lost, &ctx.stats);
+                losses.update(counters(&sensor_maps, "LOST"), &ctx.stats);
+                budgets.update(&sensor_maps, &decoder, &ctx.stats);
                 faults.update(counters(&sensor_maps, "FAULTS"), &ctx.stats);
                 false
             }
             _ = drain_tick.tick(), if drain_every.is_some() => {
-                take(afd.get_mut(), &mut decoder, &mut batch) == DRAIN_BUDGET
+                // The exec lane first: it is the one that must not wait.
+                let a = take(afd.get_mut(), &mut decoder, &mut batch);
+                let b = take(file_afd.get_mut(), &mut decoder, &mut batch);
+                a == DRAIN_BUDGET || b == DRAIN_BUDGET
             }
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Poll)?;
@@ -542,6 +765,14 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 if n < DRAIN_BUDGET {
                     // Empty: wait for the next wake-up. With budget left
                     // over we come back without clearing.
+                    guard.clear_ready();
+                }
+                n == DRAIN_BUDGET
+            }
+            guard = file_afd.readable_mut() => {
+                let mut guard = guard.map_err(EbpfError::Poll)?;
+                let n = take(guard.get_inner_mut(), &mut decoder, &mut batch);
+                if n < DRAIN_BUDGET {
                     guard.clear_ready();
                 }
                 n == DRAIN_BUDGET
@@ -561,14 +792,18 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
             break;
         }
     }
-    // Detach first so nothing new arrives, then flush what is queued.
+    // The last counts, then detach so nothing new arrives, then flush what
+    // is queued.
+    losses.update(counters(&sensor_maps, "LOST"), &ctx.stats);
+    budgets.update(&sensor_maps, &decoder, &ctx.stats);
     drop(sensor_maps);
-    let ring = afd.get_mut();
-    while let Some(item) = ring.next() {
-        if let Some(ev) = decoder.decode(&item)
-            && ctx.events.send(ev).await.is_err()
-        {
-            break;
+    for ring in [afd.get_mut(), file_afd.get_mut()] {
+        while let Some(item) = ring.next() {
+            if let Some(ev) = decoder.decode(&item)
+                && ctx.events.send(ev).await.is_err()
+            {
+                break;
+            }
         }
     }
     tracing::info!("kernel sensor detached");
@@ -602,15 +837,27 @@ mod tests {
     }
 
     #[test]
-    fn every_syscall_has_a_kind_and_distinct_number() {
+    fn every_syscall_has_a_kind_and_distinct_slot() {
         let all = syscalls();
-        let mut nrs: Vec<_> = all.iter().map(|s| s.nr).collect();
-        nrs.sort();
-        nrs.dedup();
-        assert_eq!(nrs.len(), all.len());
+        let mut slots: Vec<_> = all.iter().map(|s| s.index).collect();
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), all.len());
         for s in &all {
             assert!(s.kind().is_some(), "{}", s.name);
             assert!(s.spec.args().is_some(), "{}", s.name);
+            assert!(s.index < 2 * ABI_SPAN, "{}", s.name);
+            assert_eq!(s.name.ends_with("/32"), s.index >= ABI_SPAN, "{}", s.name);
+        }
+        // Every kind but exec is fed by a native syscall and by the 32-bit gate.
+        for k in Kind::ALL.into_iter().filter(|k| *k != Kind::Exec) {
+            for compat in [false, true] {
+                assert!(
+                    all.iter()
+                        .any(|s| s.kind() == Some(k) && (s.index >= ABI_SPAN) == compat),
+                    "{k:?} compat={compat}"
+                );
+            }
         }
     }
 
@@ -628,14 +875,17 @@ mod tests {
     }
 
     #[test]
-    fn syscall_specs_round_trip() {
-        for s in syscalls() {
-            let spec = SyscallSpec::new(
-                s.spec.op().expect("an op"),
-                s.spec.args().expect("a layout"),
-                s.spec.flags_mode(),
+    fn opens_say_where_their_flags_are() {
+        for s in syscalls().iter().filter(|s| s.spec.op() == Some(Op::Open)) {
+            // Without a flags register the open must be decided from the
+            // file alone (openat2, creat).
+            assert!(
+                s.spec.flags_slot().is_some()
+                    || s.spec.has(spec::OPEN_HOW)
+                    || s.spec.has(spec::CREAT),
+                "{}",
+                s.name
             );
-            assert_eq!(spec, s.spec, "{}", s.name);
         }
     }
 }

@@ -335,6 +335,15 @@ fn file_event(r: &FileRecord, env: &Env<'_>, container: Option<Container>) -> Op
     let p1 = cstr(&r.path1);
     let base1 = WalkPath::from_walk(&r.base1);
     let path = match base1 {
+        _ if op == Op::IoUringSetup => String::new(),
+        // A symlink's first argument is its content, not a file.
+        _ if op == Op::Symlink => {
+            if unread(Fault::Path) {
+                String::new()
+            } else {
+                p1
+            }
+        }
         WalkPath::None if r.info & info::FILE_WALK != 0 => resolve(&WalkPath::None, &p1),
         w if r.info & info::FILE_WALK != 0 => w.into_string(),
         // Neither the file's own walk nor the string it was named by: the
@@ -342,24 +351,55 @@ fn file_event(r: &FileRecord, env: &Env<'_>, container: Option<Container>) -> Op
         _ if unread(Fault::Path) => String::new(),
         w => resolve(&w, &p1),
     };
-    let target_path = (op == Op::Rename).then(|| {
+    let target_path = matches!(op, Op::Rename | Op::Link | Op::Symlink).then(|| {
         if unread(Fault::Target) {
             String::new()
         } else {
             resolve(&WalkPath::from_walk(&r.base2), &cstr(&r.path2))
         }
     });
-    let file_type = if r.info & info::HAS_INODE != 0 {
+    let inode = r.info & info::HAS_INODE != 0;
+    let file_type = if inode {
         FileType::from_mode(r.i_mode)
     } else {
         FileType::Unknown
     };
+    let flags_known = r.info & info::FLAGS_UNREAD == 0;
     let mode = match op {
         Op::Chmod => r.mode & 0o7777,
-        _ if r.flags & open_flags::O_CREAT != 0 || r.flags & libc::O_TMPFILE as u32 != 0 => {
+        Op::Open
+            if flags_known
+                && (r.flags & open_flags::O_CREAT != 0
+                    || r.flags & libc::O_TMPFILE as u32 != 0) =>
+        {
             r.mode & 0o7777
         }
         _ => 0,
+    };
+    // chown's -1 leaves the owner or group as it was.
+    let owner = |v: u32| (r.info & info::OWNER != 0 && v != u32::MAX).then_some(v);
+    let file = FileInfo {
+        path,
+        target_path,
+        flags: if op == Op::Open && flags_known {
+            r.flags
+        } else {
+            0
+        },
+        mode,
+        file_type,
+        created: r.info & info::CREATED != 0,
+        upper_layer: r.info & info::UPPER != 0,
+        outside_root: r.info & info::OUTSIDE_ROOT != 0,
+        size: (r.info & info::SIZE != 0).then_some(r.size.max(0) as u64),
+        uid: owner(r.uid),
+        gid: owner(r.gid),
+        dev: inode.then(|| user_dev(r.dev)),
+        ino: inode.then_some(r.ino),
+        nlink: inode.then_some(r.nlink),
+        compat: r.info & info::COMPAT != 0,
+        path_truncated: r.info & (info::PATH_TRUNCATED | info::TARGET_TRUNCATED) != 0,
+        ..FileInfo::default()
     };
     Some(Event {
         time_ns: env.clock.wall(r.hdr.ktime_ns),
@@ -367,17 +407,7 @@ fn file_event(r: &FileRecord, env: &Env<'_>, container: Option<Container>) -> Op
         hostname: env.hostname.to_string(),
         container,
         process: process(&r.hdr, env.host_mnt_ns),
-        file: Some(FileInfo {
-            path,
-            target_path,
-            flags: if op == Op::Open { r.flags } else { 0 },
-            mode,
-            file_type,
-            created: r.info & info::CREATED != 0,
-            upper_layer: r.info & info::UPPER != 0,
-            outside_root: r.info & info::OUTSIDE_ROOT != 0,
-            ..FileInfo::default()
-        }),
+        file: (op != Op::IoUringSetup).then_some(file),
         ..Event::default()
     })
 }
@@ -420,6 +450,9 @@ pub struct Decoder {
     cgroups: HashMap<(u64, u64), Cgroup>,
     /// Where a task's whole cgroup path is read.
     proc_root: PathBuf,
+    /// A whole file record, for items the kernel sent short (it sends a
+    /// record only up to its last used byte).
+    file: Box<FileRecord>,
 }
 
 /// What every record's event is made with besides the record.
@@ -450,7 +483,19 @@ impl Decoder {
             host_mnt_ns,
             cgroups: HashMap::new(),
             proc_root: PathBuf::from("/proc"),
+            // SAFETY: FileRecord is plain integers; all zeroes is valid.
+            file: Box::new(unsafe { std::mem::zeroed() }),
         }
+    }
+
+    /// The container of cgroup `id`, as last decoded from a record of it.
+    /// On hybrid hosts several name sets share an id: any that names a
+    /// container does (they are the same cgroup's).
+    pub fn container_of(&self, id: u64) -> Option<Container> {
+        self.cgroups
+            .iter()
+            .filter(|((cgroup, _), _)| *cgroup == id)
+            .find_map(|(_, c)| c.container.clone())
     }
 
     /// Decodes one ring-buffer item.
@@ -464,6 +509,24 @@ impl Decoder {
                 let container = self.container(&r.hdr);
                 exec_event(r, &self.env(), container)
             }),
+            RecordKind::File if bytes.len() < std::mem::size_of::<FileRecord>() => {
+                let header = std::mem::size_of::<Header>();
+                if bytes.len() < header {
+                    return None;
+                }
+                // Read as if the unsent tail were zero.
+                let size = std::mem::size_of::<FileRecord>();
+                // SAFETY: the box holds one FileRecord of `size` bytes, all
+                // plain integers: any bytes written are a valid value.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut((&raw mut *self.file).cast::<u8>(), size)
+                };
+                dst[..bytes.len()].copy_from_slice(bytes);
+                dst[bytes.len()..].fill(0);
+                let hdr = self.file.hdr;
+                let container = self.container(&hdr);
+                file_event(&self.file, &self.env(), container)
+            }
             RecordKind::File => with_record(bytes, |r: &FileRecord| {
                 let container = self.container(&r.hdr);
                 file_event(r, &self.env(), container)
@@ -762,9 +825,54 @@ mod tests {
             );
             assert_eq!(ev.process.pid, 42);
             assert_eq!(ev.file.map(|f| f.path).as_deref(), Some("/etc/x"));
-            // One byte short of a record: nothing, not a read past the end.
-            assert!(d.decode(&bytes[offset..offset + size - 1]).is_none());
+            // Shorter than a header: nothing, not a read past the end.
+            let header = std::mem::size_of::<Header>();
+            assert!(d.decode(&bytes[offset..offset + header - 1]).is_none());
         }
+    }
+
+    #[test]
+    fn short_file_records_read_as_zero_padded() {
+        // SAFETY: FileRecord is plain old data: all zeroes is a valid value.
+        let mut r: FileRecord = unsafe { std::mem::zeroed() };
+        r.hdr.kind = RecordKind::File as u32;
+        r.op = Op::Open as u32;
+        r.info = info::FILE_WALK | info::HAS_INODE | info::WRITE | info::COMPAT;
+        r.i_mode = 0o100644;
+        r.nlink = 2;
+        r.ino = 77;
+        r.dev = (8 << 20) | 1;
+        r.base1 = w(walk::ROOT, &["x", "etc"]);
+        let len = r.sent_len();
+        assert!(len < 1500, "an open is sent short: {len}");
+        // SAFETY: the bytes of a plain-old-data value, read while it lives.
+        let raw = unsafe {
+            std::slice::from_raw_parts(
+                (&r as *const FileRecord).cast::<u8>(),
+                std::mem::size_of::<FileRecord>(),
+            )
+        };
+        let mut d = Decoder::new(Clock::now(), Arc::from("h"), 0);
+        // Leftovers of a longer record must not leak into the next one.
+        let mut long = r;
+        long.path2[..4].copy_from_slice(b"junk");
+        long.path2_len = 5;
+        long.op = Op::Rename as u32;
+        // SAFETY: as above.
+        let long_raw = unsafe {
+            std::slice::from_raw_parts(
+                (&long as *const FileRecord).cast::<u8>(),
+                std::mem::size_of::<FileRecord>(),
+            )
+        };
+        assert!(d.decode(long_raw).is_some());
+        let ev = d.decode(&raw[..len]).expect("decodes");
+        let f = ev.file.expect("a file");
+        assert_eq!(f.path, "/etc/x");
+        assert_eq!((f.nlink, f.ino), (Some(2), Some(77)));
+        assert_eq!(f.dev, Some(libc::makedev(8, 1)));
+        assert!(f.compat);
+        assert_eq!(f.target_path, None);
     }
 
     /// A header for task `pid` in cgroup `parent/leaf`, in the initial

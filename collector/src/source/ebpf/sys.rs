@@ -60,6 +60,21 @@ pub fn mount_bpffs() {
     }
 }
 
+/// The host's root filesystem as the kernel encodes `s_dev`
+/// (`major << 20 | minor`): that of pid 1's root, or of ours when pid 1's
+/// cannot be read. 0 (never a device) when neither can.
+pub fn host_root_dev() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata("/proc/1/root/").or_else(|_| std::fs::metadata("/")) {
+        Ok(m) => m.dev(),
+        Err(e) => {
+            tracing::warn!("stat of the root directory: {e}");
+            return 0;
+        }
+    };
+    (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
+}
+
 fn format_path(category: &str, name: &str) -> String {
     format!("{TRACEFS}/events/{category}/{name}/format")
 }
@@ -89,53 +104,6 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
         }
     }
     None
-}
-
-/// The programs read `__syscall_nr`, the arguments in 8-byte slots, and
-/// `ret` where `driftwatch_common::syscall_record` says: check both
-/// tracepoints say so too.
-pub fn check_syscall_layout(syscall: &str) -> Result<(), EbpfError> {
-    use driftwatch_common::syscall_record::{ARG_SLOT, ARGS, NR, RET};
-    let at = |offset: usize| Some(offset as u32);
-    let enter = format!("sys_enter_{syscall}");
-    let exit = format!("sys_exit_{syscall}");
-    let fe = check_tracepoint("syscalls", &enter)?;
-    let fx = check_tracepoint("syscalls", &exit)?;
-    let bad = |name: &str, detail: String| EbpfError::Layout {
-        name: format!("syscalls:{name}"),
-        path: format_path("syscalls", name),
-        detail,
-    };
-    for (name, f) in [(&enter, &fe), (&exit, &fx)] {
-        if field_offset(f, "__syscall_nr") != at(NR) {
-            return Err(bad(name, format!("__syscall_nr is not at byte {NR}")));
-        }
-    }
-    if field_offset(&fx, "ret") != at(RET) {
-        return Err(bad(&exit, format!("ret is not at byte {RET}")));
-    }
-    // Argument i in slot i: check every declared argument.
-    let mut i = 0;
-    for line in fe.lines() {
-        let line = line.trim();
-        if !line.starts_with("field:") || line.contains("__syscall_nr") || line.contains("common_")
-        {
-            continue;
-        }
-        let off = line
-            .split(';')
-            .find_map(|p| p.trim().strip_prefix("offset:"))
-            .and_then(|v| v.trim().parse::<u32>().ok());
-        let expected = ARGS + ARG_SLOT * i;
-        if off != at(expected) {
-            return Err(bad(
-                &enter,
-                format!("argument {i} is at {off:?}, expected {expected}"),
-            ));
-        }
-        i += 1;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
