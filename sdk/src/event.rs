@@ -225,6 +225,11 @@ impl<S> EventOf<S> {
                     gid,
                     executable,
                     elf,
+                    dev,
+                    ino,
+                    nlink,
+                    compat,
+                    path_truncated,
                 } = x;
                 FileInfoOf {
                     path: f(path),
@@ -242,6 +247,11 @@ impl<S> EventOf<S> {
                     gid: *gid,
                     executable: *executable,
                     elf: *elf,
+                    dev: *dev,
+                    ino: *ino,
+                    nlink: *nlink,
+                    compat: *compat,
+                    path_truncated: *path_truncated,
                 }
             }),
         }
@@ -555,16 +565,45 @@ pub struct FileInfoOf<S> {
     /// For `file_drift` of regular files: sha256 of the content, hex.
     pub sha256: Option<S>,
     /// For `file_drift`: size in bytes (for `removed`, the image's file).
+    /// For `truncate`: the new length.
     pub size: Option<u64>,
     /// For `file_drift`: owning user id (for `removed`, the image's file).
+    /// For `chown`: the new owner (absent when unchanged).
     pub uid: Option<u32>,
     /// For `file_drift`: owning group id (for `removed`, the image's file).
+    /// For `chown`: the new group (absent when unchanged).
     pub gid: Option<u32>,
     /// For `file_drift` of regular files: some execute bit is set.
     pub executable: bool,
     /// For `file_drift` of regular files: the content starts with the ELF
     /// magic, whatever its mode (a binary can be run after a later chmod).
     pub elf: bool,
+    /// The file's filesystem device (`st_dev`, user-space encoding), when the
+    /// sensor saw the file itself (opens and calls on a descriptor).
+    /// With `ino`, the file's identity whatever name it is reached by.
+    /// (This and the fields below are left out of the wire when unset, so
+    /// events without them read and print as before.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<u64>,
+    /// The file's inode number (`st_ino`), with `dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// The file's hard link count at the time: more than 1 means the same
+    /// file has other names, which path-based rules cannot see.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nlink: Option<u32>,
+    /// The call came through the 32-bit syscall gate (`int 0x80`), which a
+    /// 64-bit program in a container has no ordinary reason to use.
+    #[serde(skip_serializing_if = "is_false")]
+    pub compat: bool,
+    /// A path the process passed filled the sensor's buffer (512 bytes):
+    /// `path` or `target_path` is only its beginning.
+    #[serde(skip_serializing_if = "is_false")]
+    pub path_truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How a path in a container differs from its image (`file_drift` events).

@@ -82,6 +82,9 @@ field_names! {
     "fs.path.target" => FsPathTarget,
     "evt.is_open_create" => EvtIsOpenCreate,
     "fd.is_upper_layer" => FdIsUpperLayer,
+    "fd.nlink" => FdNlink,
+    "fd.dev" => FdDev,
+    "fd.ino" => FdIno,
 }
 
 /// The value of a Falco field for `ev`, `None` when the event has no value
@@ -135,6 +138,14 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
         EvtType => Some(ev.kind.as_str()),
         EvtHostname => non_empty(&ev.hostname),
         ProcName => non_empty(&p.name),
+        FdNlink | FdDev | FdIno => {
+            let n = match id {
+                FdNlink => f.and_then(|f| f.nlink).map(u64::from),
+                FdDev => f.and_then(|f| f.dev),
+                _ => f.and_then(|f| f.ino),
+            };
+            return n.map(|n| Cow::Owned(n.to_string()));
+        }
         ProcPid | ProcVpid | ProcPpid | ProcTty | UserUid | GroupGid => {
             let n = match id {
                 ProcPid => p.pid,

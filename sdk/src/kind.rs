@@ -43,9 +43,27 @@ event_kinds! {
     Unlink = "unlink",
     /// A successful rename; `file.path` is the source, `file.target_path` the destination.
     Rename = "rename",
+    /// A successful link/linkat: `file.path` is the existing file, `file.target_path`
+    /// the new name.
+    Link = "link",
+    /// A successful symlink/symlinkat: `file.path` is the link's content (its
+    /// target, as given), `file.target_path` the new link.
+    Symlink = "symlink",
+    /// A successful truncate/ftruncate; `file.size` is the new length.
+    Truncate = "truncate",
+    /// A successful chown/fchown/lchown/fchownat; `file.uid`/`file.gid` are the
+    /// new owner and group (absent when unchanged).
+    Chown = "chown",
+    /// A successful io_uring_setup: the process made an io_uring, whose file
+    /// operations bypass the syscalls the other kinds watch.
+    IoUringSetup = "io_uring_setup",
     /// A difference between a container's filesystem and its image, found by
     /// the periodic scan rather than seen happen.
     FileDrift = "file_drift",
+    /// The sensor's own health (a lost event, a quarantined plugin): never
+    /// from a source and never given to plugins, only beside the daemon's
+    /// own findings.
+    Sensor = "sensor",
 }
 
 impl EventKind {

@@ -86,7 +86,15 @@ impl Plugin for ExecBitDetector {
         if self.create {
             kinds.push(EventKind::OpenWrite);
         }
-        let mut prefilter = vec![Condition::in_container()];
+        // Only creations count among the writes: the kernel can then drop
+        // the other writes no rule wants (docs/sensor.md, "Kernel prefilter").
+        let mut prefilter = vec![
+            Condition::in_container(),
+            Condition::Any(vec![
+                Condition::is_in("evt.type", [EventKind::Chmod.as_str()]),
+                Condition::is_in("evt.is_open_create", ["true"]),
+            ]),
+        ];
         if !self.exclude.is_empty() {
             prefilter.push(Condition::negate(Condition::pmatch(
                 "fd.name",

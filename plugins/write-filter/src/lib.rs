@@ -1,5 +1,9 @@
-//! "Container File System Write": a regular file opened for writing in a
-//! container, outside the paths where writes are expected.
+//! "Container File System Write": a file of a container changed outside the
+//! paths where changes are expected. A regular file opened for writing or
+//! truncated there; a file renamed, hard-linked or symlinked to a name
+//! there (`mv /tmp/p /etc/ld.so.preload` changes `/etc`, whatever `/tmp`
+//! is); and a write to a file with other hard links anywhere, since its
+//! other names may be outside the excluded paths (`ln /etc/passwd /tmp/p`).
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
@@ -11,6 +15,11 @@ use serde::Deserialize;
 pub const RULE: &str = "Container File System Write";
 const OUTPUT: &str =
     "File write in container (user=%user.name file=%fd.name container=%container.name)";
+/// For renames and links: the new name is what changed.
+const NAME_OUTPUT: &str = "File write in container (user=%user.name file=%fs.path.target \
+     op=%evt.type from=%fd.name container=%container.name)";
+/// The kinds whose new name (`file.target_path`) is the change.
+const NAMING: [EventKind; 3] = [EventKind::Rename, EventKind::Link, EventKind::Symlink];
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +29,8 @@ pub struct Config {
     pub exclude_prefixes: Vec<String>,
     pub priority: Priority,
     pub output: String,
+    /// The output of renames, links and symlinks.
+    pub name_output: String,
 }
 
 impl Default for Config {
@@ -28,6 +39,7 @@ impl Default for Config {
             exclude_prefixes: ["/tmp", "/var/log", "/proc"].map(String::from).to_vec(),
             priority: Priority::Notice,
             output: OUTPUT.to_string(),
+            name_output: NAME_OUTPUT.to_string(),
         }
     }
 }
@@ -36,6 +48,7 @@ pub struct WriteFilter {
     exclude: Vec<String>,
     priority: Priority,
     output: Template,
+    name_output: Template,
 }
 
 impl Plugin for WriteFilter {
@@ -49,6 +62,7 @@ impl Plugin for WriteFilter {
             exclude: c.exclude_prefixes,
             priority: c.priority,
             output: Template::parse(&c.output)?,
+            name_output: Template::parse(&c.name_output)?,
         })
     }
 
@@ -56,15 +70,30 @@ impl Plugin for WriteFilter {
         Manifest::new(
             "write-filter",
             env!("CARGO_PKG_VERSION"),
-            &[EventKind::OpenWrite],
+            &[
+                EventKind::OpenWrite,
+                EventKind::Truncate,
+                EventKind::Rename,
+                EventKind::Link,
+                EventKind::Symlink,
+            ],
         )
-        .with_description("Detect writes to container upper layer filesystem")
+        .with_description(DESCRIPTION)
         // Writes under the excluded paths (logs, /tmp) are the bulk of all
-        // writes: they never need to enter the sandbox.
+        // writes: they never need to enter the sandbox (and the kernel drops
+        // them before they cost ring-buffer space). A write to a file with
+        // other links, and every new name, still gets in.
         .with_prefilter([
             Condition::in_container(),
-            Condition::is_in("fd.typechar", ["f"]),
-            Condition::negate(Condition::pmatch("fd.name", &self.exclude)),
+            Condition::Any(vec![
+                Condition::is_in("evt.type", NAMING.map(EventKind::as_str)),
+                Condition::is_in("fd.typechar", ["f"]),
+            ]),
+            Condition::Any(vec![
+                Condition::is_in("evt.type", NAMING.map(EventKind::as_str)),
+                Condition::negate(Condition::pmatch("fd.name", &self.exclude)),
+                Condition::negate(Condition::is_in("fd.nlink", ["0", "1"])),
+            ]),
         ])
     }
 
@@ -72,27 +101,47 @@ impl Plugin for WriteFilter {
         let Some(file) = ev.file.as_ref() else {
             return Verdict::pass();
         };
-        if ev.kind != EventKind::OpenWrite
-            || ev.container.is_none()
-            || file.file_type != FileType::Regular
-            || self.exclude.iter().any(|p| is_under(file.path, p))
-            || Self::runtime_setup(ev)
-        {
+        if ev.container.is_none() || Self::runtime_setup(ev) {
             return Verdict::pass();
+        }
+        let excluded = |p: &str| self.exclude.iter().any(|x| is_under(p, x));
+        let (output, extra) = match ev.kind {
+            EventKind::OpenWrite | EventKind::Truncate => {
+                if file.file_type != FileType::Regular {
+                    return Verdict::pass();
+                }
+                // Another name of the same file may be anywhere.
+                let linked = file.nlink.is_some_and(|n| n > 1);
+                if excluded(file.path) && !linked {
+                    return Verdict::pass();
+                }
+                (&self.output, linked.then(|| file.nlink.unwrap_or(0)))
+            }
+            k if NAMING.contains(&k) => match file.target_path {
+                Some(t) if !t.is_empty() && !excluded(t) => (&self.name_output, None),
+                _ => return Verdict::pass(),
+            },
+            _ => return Verdict::pass(),
+        };
+        let mut fields = output.fields(ev);
+        if let Some(n) = extra {
+            fields.insert("fd.nlink".to_string(), n.to_string());
         }
         Verdict::with_finding(Finding {
             rule: RULE.to_string(),
             priority: self.priority,
-            output: self.output.render(ev),
-            description: Some("Detect writes to container upper layer filesystem".into()),
+            output: output.render(ev),
+            description: Some(DESCRIPTION.into()),
             tags: ["container", "drift", "filesystem"]
                 .map(String::from)
                 .to_vec(),
-            fields: self.output.fields(ev),
+            fields,
             remediation: None,
         })
     }
 }
+
+const DESCRIPTION: &str = "Detect writes to container upper layer filesystem";
 
 impl WriteFilter {
     /// The runtime preparing the container (`/etc/hosts`, `/etc/resolv.conf`,
