@@ -4,12 +4,18 @@
 
 # Builds the busybox image and starts a long-lived container from it.
 bench_container() {
+  bench_container_with ""
+}
+
+# As bench_container, with extra `podman run` options ($1, word-split).
+bench_container_with() {
   mkdir -p "$WORK/rootfs/bin" "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
   cp "$(command -v busybox)" "$WORK/rootfs/bin/busybox"
   for a in sh true sleep echo; do ln -sf busybox "$WORK/rootfs/bin/$a"; done
   tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
   podman import -q "$WORK/rootfs.tar" "$IMAGE" >/dev/null
-  podman run -d --name "$NAME" "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
+  # shellcheck disable=SC2086
+  podman run -d --name "$NAME" $1 "$IMAGE" sh -c 'while true; do sleep 1; done' >/dev/null
 }
 
 # EXECS fork+exec of /bin/true from a shell loop.
@@ -32,11 +38,12 @@ last_counter() {
 }
 
 # Starts `driftwatch run -c $1` in the background (DW_PID, log in
-# $WORK/dw.log) and returns once its programs are attached.
+# $WORK/dw.log) and returns once its programs are attached (at most 5
+# minutes: a debug build compiles the plugins slowly the first time).
 start_sensor() {
   DRIFTWATCH_LOG=info "$BIN" run -c "$1" >/dev/null 2>"$WORK/dw.log" &
   DW_PID=$!
-  for _ in $(seq 600); do
+  for _ in $(seq 3000); do
     grep -q "kernel sensor attached" "$WORK/dw.log" && return 0
     kill -0 "$DW_PID" 2>/dev/null || { cat "$WORK/dw.log" >&2; exit 1; }
     sleep 0.1

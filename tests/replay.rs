@@ -413,7 +413,10 @@ fn plugin_inspect_prints_the_manifest() {
     assert!(out.status.success(), "{}", support::stderr(&out));
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["name"], "write-filter");
-    assert_eq!(m["kinds"], serde_json::json!(["open_write"]));
+    assert_eq!(
+        m["kinds"],
+        serde_json::json!(["open_write", "truncate", "rename", "link", "symlink"])
+    );
     // A bad config is refused by the plugin's own init.
     let out = support::bin()
         .args([

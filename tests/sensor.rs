@@ -92,6 +92,7 @@ fn build_image() {
     std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
     for applet in [
         "sh", "ls", "cp", "cat", "sleep", "echo", "chmod", "rm", "mv", "mkdir", "true", "printf",
+        "ln", "chown", "truncate",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
     }
@@ -168,11 +169,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(events: bool) -> Daemon {
+        Daemon::start_with(events, "")
+    }
+
+    /// With `ebpf` appended to the `[sources.ebpf]` table.
+    fn start_with(events: bool, ebpf: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let body = format!(
             r#"[sources.ebpf]
 scope = "containers"
 ring_buffer_kib = 8192
+{ebpf}
 
 [[plugins]]
 name = "shell"
@@ -193,6 +200,10 @@ builtin = "write-filter"
 [[plugins]]
 name = "exec-bit"
 builtin = "exec-bit"
+
+[[plugins]]
+name = "io-uring"
+builtin = "io-uring"
 
 [outputs.stdout]
 events = {events}
@@ -731,4 +742,254 @@ fn benign_containers_make_no_findings() {
     );
     let st = d.stop();
     assert!(st.success(), "driftwatch exited with {st}");
+}
+
+/// `tests/tools/NAME.c`, built static into `dir` with `extra` cc flags.
+fn tool(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let src = support::root().join(format!("tests/tools/{name}.c"));
+    let out = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-static", "-O2"])
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .arg("-lpthread")
+        .status()
+        .expect("running cc (scripts/setup.sh installs gcc)");
+    assert!(st.success(), "building {}", src.display());
+    out
+}
+
+/// The tools of the file tests, in a directory to mount at /tools.
+fn file_tools() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The 32-bit gate takes 32-bit pointers: no PIE, data below 4 GiB.
+    tool(dir.path(), "int80_write", &["-no-pie"]);
+    for name in [
+        "openat2_hidden",
+        "io_uring_setup",
+        "fifo_block",
+        "write_loop",
+    ] {
+        tool(dir.path(), name, &[]);
+    }
+    dir
+}
+
+fn write_finding<'a>(all: &'a [Value], c: &Container, file: &str) -> Option<&'a Value> {
+    all.iter()
+        .find(|v| finding_in(c, WRITE_RULE, v) && field(v, "fd.name") == file)
+}
+
+/// Every way around the write rule that worked before (issue 17, "What
+/// happens today"), each now seen.
+#[test]
+fn file_changes_cannot_be_hidden() {
+    require_root!();
+    let _g = setup();
+    let tools = file_tools();
+    let d = Daemon::start(true);
+    let vol = format!("{}:/tools:ro", tools.path().display());
+    // Unconfined: podman's default seccomp profile refuses io_uring_setup.
+    let c = Container::start_with(
+        "hide",
+        &["-v", &vol, "--security-opt", "seccomp=unconfined"],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
+
+    // A file written where writes are expected, then moved into place.
+    c.exec("echo /x.so > /tmp/p && mv /tmp/p /etc/ld.so.preload");
+    let f = d.wait_for("the rename into /etc/ld.so.preload", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fs.path.target") == "/etc/ld.so.preload"
+    });
+    assert_eq!(field(&f, "fd.name"), "/tmp/p", "{f}");
+    assert_eq!(field(&f, "evt.type"), "rename", "{f}");
+    assert_identity(&c, &f);
+
+    // A hard link into an excluded directory, written through.
+    c.exec("ln /etc/passwd /tmp/pw && echo 'x::0:0::/:/bin/sh' >> /tmp/pw");
+    let f = d.wait_for("the write through the hard link", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/tmp/pw"
+    });
+    assert_eq!(field(&f, "fd.nlink"), "2", "{f}");
+    let link = d.wait_for("the link event", |v| {
+        event_in(&c, v, "link").is_some_and(|v| v["file"]["target_path"] == "/tmp/pw")
+    });
+    assert_eq!(link["file"]["path"], "/etc/passwd", "{link}");
+
+    // open and write through the 32-bit syscall gate.
+    c.exec("/tools/int80_write /etc/int80 hello");
+    d.wait_for("the 32-bit write's finding", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/etc/int80"
+    });
+    let ev = d.wait_for("the 32-bit open event", |v| {
+        event_in(&c, v, "open_write").is_some_and(|v| v["file"]["path"] == "/etc/int80")
+    });
+    assert_eq!(ev["file"]["compat"], true, "{ev}");
+    assert_eq!(ev["file"]["created"], true, "{ev}");
+
+    // openat2 with its `how` in a page the kernel has to fault in.
+    c.exec("/tools/openat2_hidden /etc/o2 hi");
+    d.wait_for("the openat2 write's finding", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/etc/o2"
+    });
+
+    // io_uring: the ring itself is a finding.
+    c.exec("/tools/io_uring_setup");
+    let f = d.wait_for("the io_uring finding", |v| {
+        finding_in(&c, "io_uring Setup in Container", v)
+    });
+    assert_eq!(f["priority"], "Notice", "{f}");
+    assert_identity(&c, &f);
+
+    // The other ways to change a file are events, with the file's facts.
+    c.exec(
+        "echo t > /etc/t && truncate -s 1 /etc/t && chown 1000:1000 /etc/t \
+         && ln -s /etc/shadow /etc/sl && chmod 600 /etc/t && rm /etc/t",
+    );
+    let t = d.wait_for("the truncate", |v| {
+        event_in(&c, v, "truncate").is_some_and(|v| v["file"]["path"] == "/etc/t")
+    });
+    assert_eq!(t["file"]["size"], 1, "{t}");
+    let o = d.wait_for("the chown", |v| {
+        event_in(&c, v, "chown").is_some_and(|v| v["file"]["path"] == "/etc/t")
+    });
+    assert_eq!(o["file"]["uid"], 1000, "{o}");
+    assert_eq!(o["file"]["gid"], 1000, "{o}");
+    let s = d.wait_for("the symlink", |v| {
+        event_in(&c, v, "symlink").is_some_and(|v| v["file"]["target_path"] == "/etc/sl")
+    });
+    assert_eq!(s["file"]["path"], "/etc/shadow", "{s}");
+    d.wait_for("the symlink's finding", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fs.path.target") == "/etc/sl"
+    });
+    d.wait_for("the unlink", |v| {
+        event_in(&c, v, "unlink").is_some_and(|v| v["file"]["path"] == "/etc/t")
+    });
+    let w = d.wait_for("the open of /etc/t", |v| {
+        event_in(&c, v, "open_write").is_some_and(|v| v["file"]["path"] == "/etc/t")
+    });
+    // The file's identity, for who-wrote-this-binary questions.
+    assert!(w["file"]["ino"].as_u64().unwrap_or(0) > 0, "{w}");
+    assert!(w["file"]["dev"].as_u64().unwrap_or(0) > 0, "{w}");
+    assert_eq!(w["file"]["nlink"], 1, "{w}");
+
+    // The runtime's own set-up (symlinks in /dev, before pivot_root) fires
+    // nothing.
+    let all = d.snapshot();
+    let setup: Vec<_> = all
+        .iter()
+        .filter(|v| {
+            finding_in(&c, WRITE_RULE, v) && field(v, "fs.path.target").contains("/merged/")
+        })
+        .collect();
+    assert!(setup.is_empty(), "runtime set-up fired: {setup:#?}");
+    // Still excluded: a plain write under /tmp.
+    c.exec("echo plain > /tmp/plain && echo marker > /etc/marker");
+    d.wait_for("the marker", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/etc/marker"
+    });
+    assert!(write_finding(&d.snapshot(), &c, "/tmp/plain").is_none());
+    assert!(d.stop().success());
+}
+
+/// The old sensor kept each thread's pending syscall in a map of 16,384
+/// entries: one container with that many threads blocked in `open()`
+/// blinded every other container. There is no such map any more.
+#[test]
+fn blocked_threads_in_one_container_hide_nothing_in_another() {
+    require_root!();
+    let _g = setup();
+    let tools = file_tools();
+    let d = Daemon::start(false);
+    let vol = format!("{}:/tools:ro", tools.path().display());
+    let attacker = Container::start_with(
+        "fifo",
+        &["-v", &vol, "--pids-limit", "-1"],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
+    let victim = Container::start("victim");
+    let mut blocker = Command::new("podman")
+        .args([
+            "exec",
+            &attacker.name,
+            "/tools/fifo_block",
+            "/tmp/f",
+            "16500",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("podman exec fifo_block");
+    let mut line = String::new();
+    BufReader::new(blocker.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("fifo_block's output");
+    assert_eq!(
+        line.trim(),
+        "ready 16500",
+        "fifo_block did not start its threads"
+    );
+    victim.exec("echo y > /etc/y");
+    d.wait_for("the other container's write", |v| {
+        finding_in(&victim, WRITE_RULE, v) && field(v, "fd.name") == "/etc/y"
+    });
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    drop(attacker);
+    assert!(d.stop().success());
+}
+
+/// A container flooding writes gets its budget and a finding saying so;
+/// another container's execs all arrive.
+#[test]
+fn a_write_flood_loses_no_other_containers_exec() {
+    require_root!();
+    let _g = setup();
+    let tools = file_tools();
+    let d = Daemon::start_with(
+        true,
+        "container_events_per_sec = 200\ncontainer_burst = 400",
+    );
+    let vol = format!("{}:/tools:ro", tools.path().display());
+    let flood = Container::start_with(
+        "flood",
+        &["-v", &vol],
+        &["/tools/write_loop", "/etc/flood", "-1"],
+    );
+    let quiet = Container::start("quiet");
+    // Let the flood run into its budget.
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..20 {
+        podman(&["exec", &quiet.name, "/usr/bin/id", "-u"]);
+    }
+    let f = d.wait_for("the flood's drop finding", |v| {
+        rule(v) == "Sensor Events Dropped for Container"
+            && flood.id.starts_with(field(v, "container.id"))
+            && field(v, "container.id").len() >= 12
+    });
+    assert!(
+        field(&f, "sensor.count").parse::<u64>().unwrap_or(0) > 0,
+        "{f}"
+    );
+    assert_eq!(f["priority"], "Warning", "{f}");
+    assert_eq!(field(&f, "container.name"), flood.name, "{f}");
+    let end = Instant::now() + WAIT;
+    loop {
+        let execs = d
+            .snapshot()
+            .iter()
+            .filter(|v| {
+                event_in(&quiet, v, "exec")
+                    .is_some_and(|v| v["process"]["exe_path"] == "/usr/bin/id")
+            })
+            .count();
+        if execs == 20 {
+            break;
+        }
+        assert!(Instant::now() < end, "{execs} of 20 execs arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(flood);
+    assert!(d.stop().success());
 }
