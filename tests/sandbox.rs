@@ -76,17 +76,31 @@ builtin = "shell"
     Run { out, lines, stats }
 }
 
+fn is_health(line: &Value) -> bool {
+    line["tags"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == "health"))
+}
+
 impl Run {
+    /// Findings from the plugins; the sensor's own health findings
+    /// (rule "Sensor ...") are counted by [`Run::health`].
     fn findings(&self) -> usize {
         self.lines
             .iter()
-            .filter(|l| l.get("rule").is_some())
+            .filter(|l| l.get("rule").is_some() && !is_health(l))
+            .count()
+    }
+    fn health(&self, rule: &str) -> usize {
+        self.lines
+            .iter()
+            .filter(|l| is_health(l) && l["rule"] == rule)
             .count()
     }
     fn events(&self) -> usize {
         self.lines
             .iter()
-            .filter(|l| l.get("rule").is_none())
+            .filter(|l| l.get("rule").is_none() && l["kind"] != "sensor")
             .count()
     }
     fn failures(&self, kind: &str) -> u64 {
@@ -238,6 +252,7 @@ fn repeated_failures_quarantine_the_plugin_and_events_still_flow() {
     assert_eq!(r.events(), 10);
     assert_eq!(r.findings(), 10);
     assert_eq!(r.stats["plugin_quarantines"]["hostile"], 1);
+    assert_eq!(r.health("Sensor Plugin Quarantined"), 1, "{}", r.stderr());
     // Two failed batches, then it sat out the rest (backoff is 1 s).
     assert_eq!(r.failures("error"), 2, "{}", r.stats);
     assert!(

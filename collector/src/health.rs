@@ -130,12 +130,29 @@ impl Health {
     /// The findings due at `now`, each with the event it is about (a
     /// `sensor` event naming the host, and the container when there is one).
     pub fn take(&self, now: Instant, time_ns: u64, hostname: &str) -> Vec<(Event, Finding)> {
+        self.take_inner(now, time_ns, hostname, false)
+    }
+
+    /// Everything still counted, rate limit or not: at shutdown a count
+    /// held back for the next interval would otherwise never be reported.
+    pub fn drain(&self, now: Instant, time_ns: u64, hostname: &str) -> Vec<(Event, Finding)> {
+        self.take_inner(now, time_ns, hostname, true)
+    }
+
+    fn take_inner(
+        &self,
+        now: Instant,
+        time_ns: u64,
+        hostname: &str,
+        all: bool,
+    ) -> Vec<(Event, Finding)> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for ((check, subject), e) in p.iter_mut() {
             if !e.due
-                || e.last_raised
-                    .is_some_and(|t| now.duration_since(t) < RATE_LIMIT)
+                || (!all
+                    && e.last_raised
+                        .is_some_and(|t| now.duration_since(t) < RATE_LIMIT))
             {
                 continue;
             }
@@ -289,5 +306,19 @@ mod tests {
         assert_eq!(out[0].1.fields["sensor.count"], "5");
         // Nothing new: nothing due.
         assert!(h.take(t0 + RATE_LIMIT * 3, 10, "node").is_empty());
+    }
+
+    #[test]
+    fn drain_reports_what_the_rate_limit_held_back() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        h.raise(Check::KernelLoss, "file", 3, "lane file".into(), None);
+        assert_eq!(h.take(t0, 1, "node").len(), 1);
+        h.raise(Check::KernelLoss, "file", 2, "lane file".into(), None);
+        assert!(h.take(t0, 2, "node").is_empty());
+        let out = h.drain(t0, 3, "node");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.fields["sensor.count"], "2");
+        assert!(h.drain(t0, 4, "node").is_empty());
     }
 }

@@ -95,10 +95,17 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     let chain_manifests: Vec<driftwatch_sdk::Manifest> =
         chain.manifests().map(|(_, m)| m.clone()).collect();
 
-    let chain_thread = spawn_chain(chain, enrichers, msg_rx, out_tx, stats.clone())?;
+    let hostname: Arc<str> = Arc::from(crate::host::hostname(cfg.daemon.hostname.as_deref()));
+    let chain_thread = spawn_chain(
+        chain,
+        enrichers,
+        msg_rx,
+        out_tx,
+        stats.clone(),
+        hostname.clone(),
+    )?;
     let outputs_thread = spawn_outputs(sinks, out_rx, stats.clone())?;
 
-    let hostname: Arc<str> = Arc::from(crate::host::hostname(cfg.daemon.hostname.as_deref()));
     let sources: Vec<_> = sources
         .into_iter()
         .map(|source| {
@@ -197,6 +204,7 @@ fn spawn_chain(
     mut rx: mpsc::Receiver<Msg>,
     out: std::sync::mpsc::SyncSender<Batch>,
     stats: Arc<Stats>,
+    hostname: Arc<str>,
 ) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
     std::thread::Builder::new()
         .name("plugin-chain".into())
@@ -209,7 +217,7 @@ fn spawn_chain(
                         }
                         let batch = chain.process(events);
                         if !batch.is_empty() && out.send(batch).is_err() {
-                            break;
+                            return;
                         }
                     }
                     Msg::Swap(new) => {
@@ -219,10 +227,19 @@ fn spawn_chain(
                     Msg::Health(found) => {
                         let batch = crate::health::batch(found, &mut enrichers, &stats);
                         if !batch.is_empty() && out.send(batch).is_err() {
-                            break;
+                            return;
                         }
                     }
                 }
+            }
+            // Every sender is gone, so no batch can raise anything more:
+            // what the periodic reporter has not sent yet leaves now.
+            let found = stats
+                .health
+                .drain(std::time::Instant::now(), now_ns(), &hostname);
+            let batch = crate::health::batch(found, &mut enrichers, &stats);
+            if !batch.is_empty() {
+                let _ = out.send(batch);
             }
         })
         .map_err(|e| RuntimeError::Thread("plugin-chain", e))
@@ -294,16 +311,19 @@ async fn report_health(stats: Arc<Stats>, hostname: Arc<str>, tx: mpsc::Sender<M
     let mut t = tokio::time::interval(Duration::from_secs(1));
     loop {
         t.tick().await;
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64);
         let found = stats
             .health
-            .take(std::time::Instant::now(), now_ns, &hostname);
+            .take(std::time::Instant::now(), now_ns(), &hostname);
         if !found.is_empty() && tx.send(Msg::Health(found)).await.is_err() {
             return;
         }
     }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// Groups events into batches of at most `size`, sending a partial batch
