@@ -18,16 +18,8 @@ WORK=$(mktemp -d)
 DW_PID=
 STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
 
-[ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
-[ -x "$BIN" ] || { echo "bench: $BIN missing: flock /tmp/driftwatch-cargo.lock cargo build --release -p driftwatch" >&2; exit 1; }
-
-cleanup() {
-  [ -n "$DW_PID" ] && kill "$DW_PID" 2>/dev/null || true
-  sysctl -q kernel.bpf_stats_enabled="$STATS_WAS" || true
-  podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_preflight
+trap bench_cleanup EXIT
 
 bench_container
 

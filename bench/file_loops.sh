@@ -32,21 +32,8 @@ WORK=$(mktemp -d)
 DW_PID=
 STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled)
 
-[ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
-[ -x "$BIN" ] || { echo "bench: $BIN missing: cargo build --release -p driftwatch" >&2; exit 1; }
-if ! command -v auditctl >/dev/null; then
-  echo "bench: installing auditd" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq auditd >/dev/null
-fi
-
-cleanup() {
-  [ -n "$DW_PID" ] && kill "$DW_PID" 2>/dev/null || true
-  auditctl -D >/dev/null 2>&1 || true
-  sysctl -q kernel.bpf_stats_enabled="$STATS_WAS" || true
-  podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_preflight auditd
+trap bench_cleanup EXIT
 
 mkdir -p "$WORK/tools"
 cc -static -O2 -o "$WORK/tools/file_loop" bench/file_loop.c

@@ -53,3 +53,25 @@ start_sensor() {
 stop_sensor() {
   kill -TERM "$DW_PID"; wait "$DW_PID" || true; DW_PID=
 }
+
+# Refuses to start unless root with a release binary at $BIN; installs
+# auditd (the comparison some benches make) when $1 is "auditd".
+bench_preflight() {
+  [ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
+  [ -x "$BIN" ] || { echo "bench: $BIN missing: cargo build --release -p driftwatch" >&2; exit 1; }
+  if [ "${1:-}" = auditd ] && ! command -v auditctl >/dev/null; then
+    echo "bench: installing auditd" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq auditd >/dev/null
+  fi
+}
+
+# The EXIT trap of every bench: stops the sensor, drops audit rules, puts
+# kernel.bpf_stats_enabled back when STATS_WAS saved it, removes the
+# container and the scratch dir.
+bench_cleanup() {
+  [ -n "${DW_PID:-}" ] && kill "$DW_PID" 2>/dev/null || true
+  command -v auditctl >/dev/null && { auditctl -D >/dev/null 2>&1 || true; }
+  [ -n "${STATS_WAS:-}" ] && { sysctl -q kernel.bpf_stats_enabled="$STATS_WAS" || true; }
+  podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}

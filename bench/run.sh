@@ -33,20 +33,8 @@ NAME=dw-bench-$$
 WORK=$(mktemp -d)
 DW_PID=
 
-[ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
-[ -x "$BIN" ] || { echo "bench: $BIN missing: flock /tmp/driftwatch-cargo.lock cargo build --release -p driftwatch" >&2; exit 1; }
-if ! command -v auditctl >/dev/null; then
-  echo "bench: installing auditd" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq auditd >/dev/null
-fi
-
-cleanup() {
-  [ -n "$DW_PID" ] && kill "$DW_PID" 2>/dev/null || true
-  auditctl -D >/dev/null 2>&1 || true
-  podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_preflight auditd
+trap bench_cleanup EXIT
 
 bench_container
 
