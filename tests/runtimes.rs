@@ -645,12 +645,75 @@ fn diff_finds_docker_and_containerd_containers_by_name_id_and_pid() {
         "{v}"
     );
 
+    // The periodic scan finds the same differences in both runtimes'
+    // containers, named as diff names them.
+    let scanned = scan_once(&[web.name.as_str(), plain.id.as_str()]);
+    let mut got: Vec<(String, String)> = scanned
+        .iter()
+        .map(|e| {
+            let c = e
+                .container
+                .as_ref()
+                .expect("a scanned event has its container");
+            let f = e.file.as_ref().expect("file_drift has a file");
+            (c.id.clone(), f.path.clone())
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (web.id.clone(), "/etc/dw-added".to_string()),
+        (web.id.clone(), "/tmp/dropped".to_string()),
+        (plain.id.clone(), "/etc/dw-ctr".to_string()),
+    ];
+    want.sort();
+    assert_eq!(got, want, "{scanned:?}");
+
     // A name nobody knows is an error (exit 2).
     let out = support::bin()
         .args(["diff", "dw-rt-nobody"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
+}
+
+/// One pass of the scan source over the containers `scope` names (each
+/// scanned once: differences are reported once), its events.
+fn scan_once(scope: &[&str]) -> Vec<driftwatch_sdk::Event> {
+    use driftwatch::config::ScanConfig;
+    use driftwatch::source::scan::Scan;
+    use driftwatch::source::{Source, SourceContext};
+    let cfg = ScanConfig {
+        interval_secs: 1,
+        containers: scope.iter().map(|s| s.to_string()).collect(),
+        jobs: 1,
+        ..ScanConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let ctx = SourceContext {
+            events: tx,
+            shutdown,
+            stats: Arc::new(driftwatch::stats::Stats::default()),
+            kinds: driftwatch_sdk::KindSet::ALL,
+            hostname: Arc::from("test-host"),
+        };
+        let task = tokio::spawn(Box::new(Scan::new(cfg)).run(ctx));
+        let mut got = Vec::new();
+        // Two or three scans: the later ones must add nothing.
+        let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+        while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+            got.push(ev);
+        }
+        stop.send(true).expect("scan still running");
+        task.await.expect("scan task").expect("scan ran");
+        got
+    })
 }
 
 #[test]
