@@ -119,6 +119,13 @@ impl OtlpSink {
                 "the spool's cursor does not read back (torn by a power loss?); sending every spooled record again, some may be duplicates"
             );
         }
+        if recovered.skipped_bytes > 0 {
+            tracing::error!(
+                bytes = recovered.skipped_bytes,
+                spool = %dir.display(),
+                "the spool held corrupt bytes between records; skipped them, the records around them are kept"
+            );
+        }
         if recovered.truncated_bytes > 0 {
             tracing::warn!(
                 bytes = recovered.truncated_bytes,
