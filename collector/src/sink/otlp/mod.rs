@@ -86,13 +86,20 @@ impl OtlpSink {
         // reqwest and tonic are built without a default crypto provider;
         // ring is the one kube already uses. Already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        if let Err(e) = settings::resolve(
+        match settings::resolve(
             cfg,
             base_dir,
             settings::Signal::Logs,
             &settings::process_env,
         ) {
-            tracing::error!("OTLP export is misconfigured, findings will wait in the spool: {e}");
+            Ok(s) => {
+                if let Some(w) = s.plaintext_headers_warning() {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => tracing::error!(
+                "OTLP export is misconfigured, findings will wait in the spool: {e}"
+            ),
         }
         let dir = if cfg.spool.dir.is_absolute() {
             cfg.spool.dir.clone()
