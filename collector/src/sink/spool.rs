@@ -409,6 +409,11 @@ impl Spool {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The most bytes the spool holds (`max_kib`).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
 }
 
 fn bytes_between(dir: &Path, from: Pos, to: Pos, head: u64, head_len: u64) -> u64 {
