@@ -474,3 +474,53 @@ fn the_scan_source_reports_each_difference_once() {
         .unwrap();
     assert!(dropped.elf && dropped.executable && dropped.upper_layer);
 }
+
+/// Hostile names and trees made inside a real container: a file name that
+/// would erase the table's lines above it, and a binary nested deeper than
+/// PATH_MAX. The table shows the name escaped; both are found.
+#[test]
+fn hostile_names_are_escaped_and_deep_binaries_found() {
+    let c = Ctr::start("hostile");
+    c.sh(concat!(
+        "cd /data; touch \"$(printf 'evil\\033[1A\\033[2Kharmless')\"; ",
+        "touch \"$(printf 'cr\\rover')\"; ",
+        // Two chains of 15 levels of 252-byte names (3.8 KB each: a shell
+        // cannot `cd` past PATH_MAX), the second moved to the bottom of
+        // the first: the binary ends up 7.6 KB deep.
+        "n=dddddddddd; n=$n$n$n$n$n; n=$n$n$n$n$n; ",
+        "mk() { cd $1; i=10; while [ $i -lt 25 ]; do mkdir $i$n; cd $i$n; i=$((i+1)); done; }; ",
+        "mkdir /data/x /data/y; xp=$(mk /data/x; pwd); ",
+        "(mk /data/y; cp /bin/busybox miner); mv /data/y \"$xp/\"",
+    ));
+    let out = support::bin()
+        .arg("diff")
+        .arg(&c.name)
+        .output()
+        .expect("running driftwatch");
+    assert_eq!(out.status.code(), Some(1), "{}", support::stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !table.contains('\x1b') && !table.contains('\r'),
+        "raw control characters reached the table:\n{table:?}"
+    );
+    assert!(
+        table.contains("/data/evil\\x1b[1A\\x1b[2Kharmless"),
+        "{table}"
+    );
+    assert!(table.contains("/data/cr\\rover"), "{table}");
+    let miner = table
+        .lines()
+        .find(|l| l.contains("/miner"))
+        .unwrap_or_else(|| panic!("the deep binary is missing:\n{table}"));
+    assert!(miner.contains("elf"), "{miner}");
+    assert!(!table.contains("warning:"), "{table}");
+
+    let (_, v) = diff_json(&[&c.name]);
+    let deep = entries(&v)
+        .into_iter()
+        .find(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/miner")))
+        .expect("deep binary in JSON");
+    let path = deep["path"].as_str().unwrap();
+    assert!(path.len() > 7000, "{} bytes: {path}", path.len());
+    assert_eq!(deep["change"], "added");
+}

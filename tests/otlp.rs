@@ -395,6 +395,48 @@ fn kill_9_while_the_receiver_is_down_loses_nothing() {
     );
 }
 
+/// Two processes on one spool (a second daemon, `verify-digests --export`
+/// with the daemon's config): the second is refused, naming the holder,
+/// and nothing the first spooled is lost.
+#[test]
+fn a_second_process_on_the_same_spool_is_refused() {
+    let (grpc, http) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{http}\"\nprotocol = \"http/protobuf\"\n\
+             retry_initial_ms = 100\nretry_max_ms = 500\nshutdown_timeout_ms = 60000\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let (mut child, log, _reader) = spawn_replay(&cfg, &golden());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.lock().unwrap().contains("OTLP export failed") {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let second = replay(&cfg, &empty);
+    let err = support::stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is in use by another process")
+            && err.contains(&format!("pid {}:", child.id())),
+        "{err}"
+    );
+    child.kill().unwrap(); // SIGKILL: the lock goes with the process
+    child.wait().unwrap();
+
+    let rx = Receiver::start(grpc, http, "logs");
+    let out = replay(&cfg, &empty);
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let got = rx.wait_for_findings(support::golden_findings(), Duration::from_secs(20));
+    assert_eq!(got.len(), support::golden_findings(), "{got:?}\n{err}");
+}
+
 /// A config that cannot reach any receiver: the run reports why, keeps
 /// running, and every finding stays in the spool.
 fn spools_with(keys: &str, tables: &str, expect: &[&str]) {

@@ -455,3 +455,331 @@ fn the_deadline_holds_after_an_idle_spell() {
         start.elapsed()
     );
 }
+
+/// Components that no guest toolchain emits but an attacker can write by
+/// hand: a core module whose `start` function runs at instantiation, and
+/// modules with more (or larger) linear memories than the ABI needs. They
+/// export `init` and `process-batch` with the plugin world's types, so
+/// they link and the host gets as far as instantiating them.
+mod crafted {
+    use wasm_encoder::{
+        CanonicalOption, CodeSection, ComponentBuilder, ComponentExportKind, ComponentValType,
+        ExportKind, ExportSection, Function, FunctionSection, MemorySection, MemoryType, Module,
+        PrimitiveValType, StartSection, TypeSection, ValType,
+    };
+
+    /// `memories` memories of `pages` 64 KiB pages each; with `start_loop`
+    /// the module's start function never returns.
+    pub fn component(memories: u32, pages: u64, start_loop: bool) -> Vec<u8> {
+        let mut module = Module::new();
+        let mut types = TypeSection::new();
+        types.ty().function([], []);
+        types
+            .ty()
+            .function([ValType::I32, ValType::I32], [ValType::I32]);
+        types.ty().function([ValType::I32; 4], [ValType::I32]);
+        module.section(&types);
+        let mut funcs = FunctionSection::new();
+        funcs.function(0).function(1).function(2);
+        module.section(&funcs);
+        let mut mems = MemorySection::new();
+        for _ in 0..memories {
+            mems.memory(MemoryType {
+                minimum: pages,
+                maximum: None,
+                memory64: false,
+                shared: false,
+                page_size_log2: None,
+            });
+        }
+        module.section(&mems);
+        let mut exports = ExportSection::new();
+        exports
+            .export("memory", ExportKind::Memory, 0)
+            .export("init", ExportKind::Func, 1)
+            .export("process-batch", ExportKind::Func, 1)
+            .export("cabi_realloc", ExportKind::Func, 2);
+        module.section(&exports);
+        if start_loop {
+            module.section(&StartSection { function_index: 0 });
+        }
+        let mut code = CodeSection::new();
+        let mut start = Function::new([]);
+        if start_loop {
+            start
+                .instructions()
+                .loop_(wasm_encoder::BlockType::Empty)
+                .br(0)
+                .end();
+        }
+        start.instructions().end();
+        code.function(&start);
+        // Returns a pointer to a zeroed `result`: ok, an empty list.
+        let mut call = Function::new([]);
+        call.instructions().i32_const(0).end();
+        code.function(&call);
+        let mut realloc = Function::new([]);
+        realloc.instructions().i32_const(64).end();
+        code.function(&realloc);
+        module.section(&code);
+
+        let mut c = ComponentBuilder::default();
+        let m = c.core_module(None, &module);
+        let inst = c.core_instantiate(None, m, []);
+        let memory = c.core_alias_export(None, inst, "memory", ExportKind::Memory);
+        let realloc = c.core_alias_export(None, inst, "cabi_realloc", ExportKind::Func);
+        let core_call = c.core_alias_export(None, inst, "init", ExportKind::Func);
+        let (bytes, ty) = c.type_defined(None);
+        ty.list(PrimitiveValType::U8);
+        let (res, ty) = c.type_defined(None);
+        ty.result(
+            Some(ComponentValType::Type(bytes)),
+            Some(ComponentValType::Primitive(PrimitiveValType::String)),
+        );
+        let opts = || {
+            [
+                CanonicalOption::UTF8,
+                CanonicalOption::Memory(memory),
+                CanonicalOption::Realloc(realloc),
+            ]
+        };
+        for (name, param) in [("init", "config"), ("process-batch", "events")] {
+            let (fty, mut ty) = c.type_function(None);
+            ty.params([(param, ComponentValType::Type(bytes))])
+                .result(Some(ComponentValType::Type(res)));
+            let f = c.lift_func(None, core_call, fty, opts());
+            c.export(name, ComponentExportKind::Func, f, None);
+        }
+        c.finish()
+    }
+}
+
+/// `driftwatch plugin inspect` on hand-made component bytes, with a time
+/// limit: returns (exit code, stderr, seconds taken).
+fn inspect_crafted(bytes: &[u8]) -> (Option<i32>, String, f64) {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crafted.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    let start = Instant::now();
+    let mut child = support::bin()
+        .args(["plugin", "inspect"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang is the bug this guards against: kill it rather than wait.
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        support::stderr(&out),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn a_start_function_that_never_returns_hits_the_deadline() {
+    let (code, err, secs) = inspect_crafted(&crafted::component(1, 1, true));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("failed to start: exceeded its CPU deadline of 50 ms"),
+        "{err}"
+    );
+    assert!(secs < 10.0, "took {secs} s");
+}
+
+#[test]
+fn the_memory_cap_covers_all_memories_together() {
+    // Two memories of 40 MiB each: each alone is under the 64 MiB default,
+    // together they are not.
+    let (code, err, _) = inspect_crafted(&crafted::component(2, 640, false));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("failed to start: exceeded its memory limit of 64 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn more_memories_than_a_plugin_needs_are_refused() {
+    let (code, err, _) = inspect_crafted(&crafted::component(20, 1, false));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("failed to start") && err.contains("memory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_crafted_component_within_limits_gets_as_far_as_its_manifest() {
+    // The control: the same shape, one small memory and no loop, is
+    // instantiated and called; it fails only on its empty manifest.
+    let (code, err, _) = inspect_crafted(&crafted::component(1, 1, false));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("returned a bad manifest"), "{err}");
+}
+
+#[test]
+fn a_loop_in_init_is_cut_by_the_deadline() {
+    let err = check_refuses_picky("[plugins.config]\nmode = \"init-loop\"\n");
+    assert!(
+        err.contains("plugin picky refused its configuration: exceeded its CPU deadline of 50 ms"),
+        "{err}"
+    );
+}
+
+/// Creating an instance is timed apart from compiling it: the chain thread
+/// does it after every failure, so it must be cut as promptly as a call.
+#[test]
+fn instantiation_and_init_are_cut_within_the_deadline() {
+    use driftwatch::plugin::Engine;
+    use driftwatch::plugin::cache::ComponentCache;
+    use driftwatch::plugin::host::{Limits, PluginError};
+    use std::time::{Duration, Instant};
+
+    let engine = Engine::new(ComponentCache::disabled()).unwrap();
+    let limits = Limits {
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let start_loop = engine
+        .load(
+            "start-loop",
+            &crafted::component(1, 1, true),
+            limits,
+            Vec::new(),
+        )
+        .unwrap();
+    let t = Instant::now();
+    let err = start_loop
+        .instantiate()
+        .err()
+        .expect("the loop must be cut");
+    let took = t.elapsed();
+    assert!(matches!(err, PluginError::Start { .. }), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    let mut config = Vec::new();
+    rmp_serde::encode::write_named(&mut config, &serde_json::json!({"mode": "init-loop"})).unwrap();
+    let bytes = std::fs::read(support::guest("driftwatch_test_hostile")).unwrap();
+    let init_loop = engine.load("init-loop", &bytes, limits, config).unwrap();
+    let t = Instant::now();
+    let err = init_loop.instantiate().err().expect("the loop must be cut");
+    let took = t.elapsed();
+    assert!(matches!(err, PluginError::Init { .. }), "{err}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn a_memory_bomb_in_init_hits_the_memory_cap() {
+    let err = check_refuses_picky(
+        "memory_limit_mib = 32\ndeadline_ms = 5000\n[plugins.config]\nmode = \"init-memory-bomb\"\n",
+    );
+    assert!(
+        err.contains("plugin picky refused its configuration: exceeded its memory limit of 32 MiB"),
+        "{err}"
+    );
+}
+
+/// Every guest this build makes fits the per-store counts with room to
+/// spare, so the limits refuse only what no real plugin needs.
+#[test]
+fn every_guest_fits_the_store_limits() {
+    use driftwatch::plugin::Engine;
+    use driftwatch::plugin::cache::ComponentCache;
+    use driftwatch::plugin::host::Limits;
+
+    let engine = Engine::new(ComponentCache::disabled()).unwrap();
+    let mut config = Vec::new();
+    rmp_serde::encode::write_named(&mut config, &serde_json::json!({})).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(driftwatch::plugin::builtin::GUEST_DIR).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
+        let plugin = engine
+            .load(&name, &bytes, Limits::default(), config.clone())
+            .unwrap();
+        if let Err(e) = plugin.instantiate() {
+            // Some guests refuse an empty config; that is past instantiation.
+            assert!(
+                matches!(e, driftwatch::plugin::PluginError::Init { .. }),
+                "{name}: {e}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6);
+}
+
+/// A cache entry altered on disk (one flipped byte of code) is refused
+/// before it is deserialized, and rebuilt; so are entries that are not
+/// ours or that others can write.
+#[test]
+fn a_tampered_cache_entry_is_refused_and_rebuilt() {
+    use driftwatch::plugin::cache::{ComponentCache, Outcome};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let cache = ComponentCache::new(&cache_dir);
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true).epoch_interruption(true);
+    let engine = wasmtime::Engine::new(&cfg).unwrap();
+    let bytes = std::fs::read(support::guest("driftwatch_test_hostile")).unwrap();
+    let load = || cache.load_traced(&engine, &bytes).unwrap().1;
+
+    assert_eq!(load(), Outcome::Miss);
+    assert_eq!(load(), Outcome::Hit);
+    let entry = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("an entry was written");
+    let meta = std::fs::metadata(&entry).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let mut code = std::fs::read(&entry).unwrap();
+    let mid = code.len() / 2;
+    code[mid] ^= 0x5a;
+    std::fs::write(&entry, &code).unwrap();
+    match load() {
+        Outcome::Refused(why) => assert!(why.contains("digest"), "{why}"),
+        other => panic!("tampered entry used: {other:?}"),
+    }
+    assert_eq!(load(), Outcome::Hit, "rebuilt after refusal");
+
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
+    match load() {
+        Outcome::Refused(why) => assert!(why.contains("writable"), "{why}"),
+        other => panic!("world-writable entry used: {other:?}"),
+    }
+    assert_eq!(load(), Outcome::Hit);
+
+    // SAFETY: chown on a path we own, with valid ids.
+    let c = std::ffi::CString::new(entry.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    match load() {
+        Outcome::Refused(why) => assert!(why.contains("owned by uid 65534"), "{why}"),
+        other => panic!("foreign entry used: {other:?}"),
+    }
+    assert_eq!(load(), Outcome::Hit);
+
+    // A planted symlink to a valid entry elsewhere is not followed.
+    let elsewhere = dir.path().join("elsewhere.cwasm");
+    std::fs::rename(&entry, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &entry).unwrap();
+    match load() {
+        Outcome::Refused(why) => assert!(why.contains("symlink"), "{why}"),
+        other => panic!("symlinked entry used: {other:?}"),
+    }
+    assert_eq!(load(), Outcome::Hit);
+}

@@ -213,7 +213,11 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("driftwatch: error: {}", report(&e));
+            // Errors quote container file names and tenants' objects.
+            eprintln!(
+                "driftwatch: error: {}",
+                driftwatch::terminal::escape_lines(&report(&e))
+            );
             ExitCode::from(2)
         }
     }

@@ -397,7 +397,12 @@ impl Stage {
                 );
                 if idx.len() > 1
                     && *budget >= 2
-                    && !matches!(e, PluginError::Init { .. } | PluginError::Link { .. })
+                    && !matches!(
+                        e,
+                        PluginError::Start { .. }
+                            | PluginError::Init { .. }
+                            | PluginError::Link { .. }
+                    )
                 {
                     *budget -= 2;
                     let mid = idx.len() / 2;

@@ -12,9 +12,9 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -88,10 +88,44 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// How many bytes of path one `openat2` is given. The kernel refuses paths
+/// of PATH_MAX (4096) bytes or more, but a container can nest directories
+/// far deeper than that; longer paths are opened a stretch at a time, each
+/// beneath the directory the previous stretch reached.
+const OPEN_STRETCH: usize = 2048;
+
 /// Opens the directory `rel` below `root` for reading, refusing symlinks in
 /// any component and any escape from `root`. `Ok(None)` when it does not
-/// exist or is not a directory.
+/// exist or is not a directory. `rel` may be longer than PATH_MAX.
 pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<OwnedFd>> {
+    let bytes = rel.as_os_str().as_bytes();
+    if bytes.len() < OPEN_STRETCH {
+        return open_dir_stretch(root, rel);
+    }
+    let mut held: Option<OwnedFd> = None;
+    let mut stretch = PathBuf::new();
+    let mut stretch_len = 0;
+    let components: Vec<&OsStr> = rel.iter().collect();
+    for (i, c) in components.iter().enumerate() {
+        stretch.push(c);
+        stretch_len += c.len() + 1;
+        let last = i + 1 == components.len();
+        let next_len = components.get(i + 1).map_or(0, |n| n.len() + 1);
+        if !last && stretch_len + next_len < OPEN_STRETCH {
+            continue;
+        }
+        let base = held.as_ref().map_or(root, |fd| fd.as_fd());
+        match open_dir_stretch(base, &stretch)? {
+            Some(fd) => held = Some(fd),
+            None => return Ok(None),
+        }
+        stretch.clear();
+        stretch_len = 0;
+    }
+    Ok(held)
+}
+
+fn open_dir_stretch(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<OwnedFd>> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {

@@ -6,6 +6,7 @@ use driftwatch_sdk::FileType;
 use serde::Serialize;
 
 use super::{Change, Diff, Entry};
+use crate::terminal::Escaped;
 
 /// One `--only` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +139,9 @@ impl<'a> View<'a> {
         writeln!(
             out,
             "container {} ({}) image {} pid {}",
-            c.name.as_deref().unwrap_or("-"),
-            c.short_id(),
-            c.image.as_deref().unwrap_or("-"),
+            Escaped(c.name.as_deref().unwrap_or("-")),
+            Escaped(c.short_id()),
+            Escaped(c.image.as_deref().unwrap_or("-")),
             c.pid
         )?;
         if !self.entries.is_empty() {
@@ -172,7 +173,7 @@ impl<'a> View<'a> {
                 e.mode,
                 format!("{}:{}", e.uid, e.gid),
                 e.size,
-                e.path
+                Escaped(&e.path)
             )?;
             for note in notes(e) {
                 write!(out, "  {note}")?;
@@ -194,7 +195,7 @@ impl<'a> View<'a> {
         }
         writeln!(out)?;
         for w in self.warnings {
-            writeln!(out, "warning: {w}")?;
+            writeln!(out, "warning: {}", Escaped(w))?;
         }
         Ok(())
     }
@@ -209,7 +210,7 @@ fn notes(e: &Entry) -> Vec<String> {
         v.push("exec".to_string());
     }
     if let Some(t) = &e.link_target {
-        v.push(format!("-> {t}"));
+        v.push(format!("-> {}", Escaped(t)));
     }
     if let Some(img) = &e.image {
         let before = v.len();

@@ -31,6 +31,15 @@ use super::{Change, Entry, ImageFile, mode_text, path_text};
 const CHUNK: usize = 2048;
 /// Read buffer per worker for hashing.
 const BUF: usize = 64 * 1024;
+/// Directory levels walked below a layer root. Paths longer than PATH_MAX
+/// are walked (see [`nofollow::open_dir_beneath`]), but each level costs a
+/// lookup of every level above it, so a container nesting a million
+/// directories would keep a worker busy for hours. Images nest a few dozen
+/// levels; what lies deeper is not examined, and the diff says so.
+pub const MAX_DEPTH: usize = 1024;
+/// Warnings kept per worker; the rest are counted, so a tree of a million
+/// unreadable entries cannot fill memory with messages.
+const MAX_WARNINGS: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
@@ -46,11 +55,15 @@ pub struct WalkResult {
     pub entries: Vec<Entry>,
     pub warnings: Vec<String>,
     pub examined: u64,
+    /// Warnings over [`MAX_WARNINGS`], counted only.
+    suppressed: u64,
 }
 
 struct Job {
     /// Directory path relative to the layer roots ("" for the root).
     rel: PathBuf,
+    /// Levels below the root (0 for the root).
+    depth: usize,
     /// Indexes of the image layers that have this directory, top-most
     /// first, cut after the first non-directory or whiteout below a hit.
     image_layers: Vec<usize>,
@@ -97,6 +110,7 @@ pub fn walk(overlay: &Overlay, jobs: usize) -> Result<WalkResult, WalkError> {
         state: Mutex::new(QueueState {
             jobs: vec![Job {
                 rel: PathBuf::new(),
+                depth: 0,
                 image_layers: (0..layers.lowers.len()).collect(),
                 hidden_above: false,
                 names: None,
@@ -130,10 +144,16 @@ pub fn walk(overlay: &Overlay, jobs: usize) -> Result<WalkResult, WalkError> {
         Ok::<_, WalkError>(out)
     })?;
     let mut all = WalkResult::default();
+    let mut suppressed = 0;
     for r in results {
         all.entries.extend(r.entries);
         all.warnings.extend(r.warnings);
         all.examined += r.examined;
+        suppressed += r.suppressed;
+    }
+    if suppressed > 0 {
+        all.warnings
+            .push(format!("{suppressed} more warnings not shown"));
     }
     Ok(all)
 }
@@ -195,6 +215,10 @@ impl<'a> Worker<'a> {
     }
 
     fn warn(&mut self, rel: &Path, what: &str, e: impl std::fmt::Display) {
+        if self.out.warnings.len() >= MAX_WARNINGS {
+            self.out.suppressed += 1;
+            return;
+        }
         self.out
             .warnings
             .push(format!("{}: {what}: {e}", container_path(rel)));
@@ -234,6 +258,7 @@ impl<'a> Worker<'a> {
                     let rest = names.split_off(names.len() - CHUNK);
                     children.push(Job {
                         rel: job.rel.clone(),
+                        depth: job.depth,
                         image_layers: job.image_layers.clone(),
                         hidden_above: job.hidden_above,
                         names: Some(rest),
@@ -247,8 +272,14 @@ impl<'a> Worker<'a> {
             self.out.examined += 1;
             let rel = job.rel.join(nofollow::os(name));
             match self.entry(udir.as_fd(), upper_xattr_whiteouts, &image, name, &rel) {
+                Ok(Some(_)) if job.depth + 1 >= MAX_DEPTH => self.warn(
+                    &rel,
+                    "not examined",
+                    format_args!("directories nested deeper than {MAX_DEPTH} levels"),
+                ),
                 Ok(Some(child_layers)) => children.push(Job {
                     rel,
+                    depth: job.depth + 1,
                     image_layers: child_layers,
                     hidden_above: hidden,
                     names: None,
@@ -529,4 +560,134 @@ fn container_path(rel: &Path) -> String {
     b.push(b'/');
     b.extend_from_slice(rel.as_os_str().as_bytes());
     path_text(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd};
+
+    fn walk_dirs(upper: &Path, lower: &Path) -> WalkResult {
+        let overlay = Overlay {
+            upper: upper.to_path_buf(),
+            lowers: vec![lower.to_path_buf()],
+            data_only: Vec::new(),
+            metacopy: false,
+        };
+        walk(&overlay, 2).expect("walk")
+    }
+
+    #[test]
+    fn a_binary_deeper_than_path_max_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower) = (d.path().join("upper"), d.path().join("lower"));
+        std::fs::create_dir(&lower).unwrap();
+        // 20 levels of 250-byte names: 5 KB, beyond PATH_MAX (4096), so
+        // made one level at a time through descriptors.
+        std::fs::create_dir(&upper).unwrap();
+        let mut cur = nofollow::open_root(&upper).unwrap();
+        for i in 0..20 {
+            let name = CString::new(format!("{i:02}{}", "d".repeat(248))).unwrap();
+            // SAFETY: valid fd and NUL-terminated name.
+            let rc = unsafe { libc::mkdirat(cur.as_raw_fd(), name.as_ptr(), 0o755) };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            // SAFETY: valid fd and name; the new fd is owned below.
+            let fd = unsafe {
+                libc::openat(
+                    cur.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: a fresh descriptor.
+            cur = unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        let file = c"hidden-miner";
+        // SAFETY: valid fd and name; the new fd is owned below.
+        let fd = unsafe {
+            libc::openat(
+                cur.as_raw_fd(),
+                file.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o755,
+            )
+        };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor.
+        let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        std::io::Write::write_all(&mut f, b"\x7fELF....").unwrap();
+        drop(f);
+
+        let r = walk_dirs(&upper, &lower);
+        let miner = r
+            .entries
+            .iter()
+            .find(|e| e.path.ends_with("/hidden-miner"))
+            .unwrap_or_else(|| panic!("missed; warnings: {:?}", r.warnings));
+        assert!(miner.path.len() > 4096);
+        assert!(miner.elf && miner.is_executable());
+        assert_eq!(miner.change, Change::Added);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn symlink_loops_and_links_out_of_the_tree_are_reported_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower) = (d.path().join("upper"), d.path().join("lower"));
+        std::fs::create_dir_all(upper.join("sub")).unwrap();
+        std::fs::create_dir(&lower).unwrap();
+        let link = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(target, upper.join(name)).unwrap();
+        };
+        link(".", "loop");
+        link("..", "up");
+        link("/etc", "etc-of-host");
+        link("../../..", "sub/escape");
+        link("sub/../loop", "chain");
+        let r = walk_dirs(&upper, &lower);
+        let mut paths: Vec<&str> = r.entries.iter().map(|e| e.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/chain",
+                "/etc-of-host",
+                "/loop",
+                "/sub",
+                "/sub/escape",
+                "/up"
+            ],
+            "nothing below a symlink is walked"
+        );
+        let target = |p: &str| {
+            r.entries
+                .iter()
+                .find(|e| e.path == p)
+                .and_then(|e| e.link_target.clone())
+        };
+        assert_eq!(target("/etc-of-host").as_deref(), Some("/etc"));
+        assert_eq!(target("/loop").as_deref(), Some("."));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    }
+
+    #[test]
+    fn nesting_beyond_the_depth_limit_is_said_not_silently_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower) = (d.path().join("upper"), d.path().join("lower"));
+        std::fs::create_dir(&lower).unwrap();
+        let mut deep = upper.clone();
+        for _ in 0..MAX_DEPTH + 3 {
+            deep.push("x");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        let r = walk_dirs(&upper, &lower);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings.first());
+        assert!(
+            r.warnings[0].contains(&format!("nested deeper than {MAX_DEPTH} levels")),
+            "{}",
+            r.warnings[0]
+        );
+        assert_eq!(r.entries.len(), MAX_DEPTH);
+    }
 }

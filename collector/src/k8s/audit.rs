@@ -388,7 +388,7 @@ pub fn write_table(out: &mut dyn Write, report: &AuditReport) -> std::io::Result
         writeln!(out)?;
     }
     for e in &report.errors {
-        writeln!(out, "error: {e}")?;
+        writeln!(out, "error: {}", crate::terminal::Escaped(e))?;
     }
     let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &report.violations {

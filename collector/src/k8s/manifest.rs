@@ -14,6 +14,7 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::K8sError;
+use crate::terminal::Escaped;
 
 /// One YAML document (or JSON file).
 #[derive(Debug, Clone)]
@@ -145,17 +146,30 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, K8sError> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), K8sError> {
+    let root = std::fs::canonicalize(dir).map_err(|source| K8sError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    walk_beneath(dir, &root, out)
+}
+
+/// Collects manifests below `dir` without following symlinked
+/// directories (a loop `a -> .` would never end, and `x -> /` would audit
+/// the whole host). A symlinked file is read only when it resolves inside
+/// `root`: in CI on an untrusted change, a link to `/etc/shadow` must not
+/// have its content echoed in a report.
+fn walk_beneath(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) -> Result<(), K8sError> {
     let io = |source| K8sError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut entries: Vec<(PathBuf, std::fs::FileType)> = std::fs::read_dir(dir)
         .map_err(io)?
-        .map(|e| e.map(|e| e.path()))
+        .map(|e| e.and_then(|e| Ok((e.path(), e.file_type()?))))
         .collect::<Result<_, _>>()
         .map_err(io)?;
-    entries.sort();
-    for p in entries {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, ty) in entries {
         // Hidden entries (.git, editor files) are never manifests.
         if p.file_name()
             .and_then(|n| n.to_str())
@@ -163,12 +177,31 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), K8sError> {
         {
             continue;
         }
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if matches!(
-            p.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+        let is_manifest = || {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        };
+        if ty.is_dir() {
+            walk_beneath(&p, root, out)?;
+        } else if ty.is_symlink() {
+            if !is_manifest() {
+                continue;
+            }
+            match std::fs::canonicalize(&p) {
+                Ok(target) if target.starts_with(root) && target.is_file() => out.push(p),
+                Ok(target) => tracing::warn!(
+                    "not following {}: it points to {}, outside {} or not a file",
+                    Escaped(&p.display().to_string()),
+                    Escaped(&target.display().to_string()),
+                    Escaped(&root.display().to_string())
+                ),
+                Err(e) => {
+                    tracing::warn!("not following {}: {e}", Escaped(&p.display().to_string()))
+                }
+            }
+        } else if ty.is_file() && is_manifest() {
             out.push(p);
         }
     }
@@ -215,6 +248,13 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Vec<Document>, K8sError> {
         .collect())
 }
 
+/// How much YAML aliases may copy in one file. Each alias is expanded by
+/// copying what its anchor names, so nine nested aliases of nine items
+/// each (the "billion laughs", under 1 KB) would need billions of nodes.
+/// Kubernetes manifests share a few small blocks this way at most.
+const MAX_ALIAS_NODES: usize = 100_000;
+const MAX_ALIAS_BYTES: usize = 16 << 20;
+
 /// A node under construction.
 enum Frame {
     Map {
@@ -236,7 +276,11 @@ struct Builder {
     stack: Vec<Frame>,
     docs: Vec<(Value, HashMap<String, usize>)>,
     lines: HashMap<String, usize>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored value with its [`weight`].
+    anchors: HashMap<usize, (Value, (usize, usize))>,
+    /// Nodes and text bytes copied by aliases so far in this file.
+    alias_nodes: usize,
+    alias_bytes: usize,
     /// A document without content (`---` then nothing) yields no node.
     root: Option<Value>,
     error: Option<(usize, String)>,
@@ -259,7 +303,8 @@ impl Builder {
 
     fn complete(&mut self, value: Value, anchor: usize, mark: Marker) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            let w = weight(&value);
+            self.anchors.insert(anchor, (value.clone(), w));
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
@@ -283,6 +328,28 @@ impl Builder {
             },
         }
     }
+}
+
+/// Nodes in `v` and bytes of text in its keys and strings: what copying
+/// it costs.
+fn weight(v: &Value) -> (usize, usize) {
+    let (mut nodes, mut bytes) = (0usize, 0usize);
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        nodes += 1;
+        match v {
+            Value::String(s) => bytes += s.len(),
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => {
+                for (k, v) in o {
+                    bytes += k.len();
+                    stack.push(v);
+                }
+            }
+            _ => bytes += 8,
+        }
+    }
+    (nodes, bytes)
 }
 
 /// YAML merge keys (`<<: *defaults`): keys already present win.
@@ -327,7 +394,24 @@ impl MarkedEventReceiver for Builder {
                 self.complete(v, anchor, mark);
             }
             Event::Alias(id) => {
-                let v = self.anchors.get(&id).cloned().unwrap_or(Value::Null);
+                let (nodes, bytes) = self.anchors.get(&id).map_or((1, 0), |(_, w)| *w);
+                self.alias_nodes = self.alias_nodes.saturating_add(nodes);
+                self.alias_bytes = self.alias_bytes.saturating_add(bytes);
+                if self.alias_nodes > MAX_ALIAS_NODES || self.alias_bytes > MAX_ALIAS_BYTES {
+                    self.error = Some((
+                        mark.line(),
+                        format!(
+                            "YAML aliases in this file expand to more than {MAX_ALIAS_NODES} \
+                             nodes or {} MiB; refusing it (an alias bomb?)",
+                            MAX_ALIAS_BYTES >> 20
+                        ),
+                    ));
+                    return;
+                }
+                let v = self
+                    .anchors
+                    .get(&id)
+                    .map_or(Value::Null, |(v, _)| v.clone());
                 if let Some(p) = self.next_pointer() {
                     self.lines.entry(p).or_insert(mark.line());
                 }
@@ -427,6 +511,76 @@ mod tests {
 
     fn parse(text: &str) -> Vec<Document> {
         parse_str(text, Path::new("t.yaml")).unwrap()
+    }
+
+    /// The billion-laughs shape: nine levels of nine aliases, under 1 KB.
+    fn alias_bomb(levels: usize) -> String {
+        let mut text = String::from("a0: &a0 [\"lol\"]\n");
+        for i in 1..levels {
+            let refs = vec![format!("*a{}", i - 1); 9].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_with_the_file_and_line() {
+        let text = alias_bomb(9);
+        assert!(text.len() < 1024);
+        let start = std::time::Instant::now();
+        let err = parse_str(&text, Path::new("bomb.yaml"))
+            .expect_err("a bomb must not parse")
+            .to_string();
+        assert!(
+            err.starts_with("bomb.yaml:") && err.contains("alias bomb"),
+            "{err}"
+        );
+        assert!(start.elapsed().as_secs() < 2, "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn aliases_of_a_big_string_count_its_bytes() {
+        let big = "x".repeat(1 << 20);
+        let refs = vec!["*s"; 20].join(", ");
+        let text = format!("s: &s {big}\nl: [{refs}]\n");
+        let err = parse_str(&text, Path::new("b.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alias bomb"), "{err}");
+    }
+
+    #[test]
+    fn ordinary_anchors_and_merge_keys_still_work() {
+        let docs = parse(&alias_bomb(3));
+        assert_eq!(docs[0].value["a2"].as_array().unwrap().len(), 9);
+        let docs = parse("base: &b {x: 1}\nc:\n  <<: *b\n  y: 2\n");
+        assert_eq!(docs[0].value["c"]["x"], 1);
+    }
+
+    #[test]
+    fn the_walk_follows_no_symlinked_directory_and_no_file_outside() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.yaml"), "kind: Secret\n").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/pod.yaml"), "kind: Pod\n").unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link(Path::new("."), "loop");
+        link(Path::new(".."), "up");
+        link(outside.path(), "out");
+        link(&outside.path().join("secret.yaml"), "leak.yaml");
+        link(Path::new("sub/pod.yaml"), "alias.yaml");
+        let start = std::time::Instant::now();
+        let files = collect_files(&[root.to_path_buf()]).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, ["alias.yaml", "sub/pod.yaml"]);
+        assert!(start.elapsed().as_secs() < 2);
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! One engine per process; each plugin is compiled once (see [`super::cache`])
 //! and pre-linked into an `InstancePre`, so re-creating an instance after a
 //! failure costs microseconds. A plugin gets no WASI at all: its only import
-//! is `host.log`. Each call runs under a memory cap (a resource limiter) and
-//! a CPU deadline (epoch interruption, ticked by one thread).
+//! is `host.log`. Each instance runs under a memory cap for the whole store
+//! (a resource limiter that also bounds how many instances, memories and
+//! tables a component may make) and a CPU deadline (epoch interruption,
+//! ticked by one thread) that covers instantiation (core `start` functions),
+//! `init` and every call.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -31,6 +34,23 @@ const TICK: Duration = Duration::from_millis(2);
 /// Log lines a plugin may print per call; the rest are counted.
 const LOG_LINES_PER_CALL: u32 = 20;
 const LOG_LINE_MAX: usize = 1024;
+/// Largest component accepted, and largest native code it may compile to.
+/// The built-ins are 0.2-1 MiB of wasm; a plugin hundreds of times that is
+/// a mistake or an attack on the compiler and the daemon's memory.
+pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
+pub const MAX_CODE_BYTES: usize = 256 << 20;
+/// Per store (one plugin instance). A component made by wit-component from
+/// one Rust or C module needs a handful of core instances (the module, its
+/// shims and fixups), one memory and two tables; the built-ins use at most
+/// the figures in `a_component_needs_few_instances` below. Each memory or
+/// table is reserved address space and a mapping even before it is used,
+/// so the counts are small and the memory cap covers all of them together.
+const MAX_INSTANCES: usize = 32;
+const MAX_MEMORIES: usize = 2;
+const MAX_TABLES: usize = 8;
+/// Table elements across all tables of a store (8 bytes each). The
+/// built-ins' function tables hold a few hundred entries.
+const MAX_TABLE_ELEMENTS: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -46,6 +66,13 @@ pub enum PluginError {
         hint: &'static str,
         source: wasmtime::Error,
     },
+    /// Instantiation failed: a core `start` function trapped, looped past
+    /// the deadline, or the component asked for more than its limits.
+    #[error("plugin {plugin} failed to start: {source}")]
+    Start {
+        plugin: String,
+        source: Box<PluginError>,
+    },
     #[error("plugin {plugin} refused its configuration: {source}")]
     Init {
         plugin: String,
@@ -58,6 +85,12 @@ pub enum PluginError {
     },
     #[error("exceeded its memory limit of {limit_mib} MiB")]
     Memory { limit_mib: u64 },
+    #[error("component of {got} bytes{what} is over the limit of {limit} bytes")]
+    TooLarge {
+        what: &'static str,
+        got: usize,
+        limit: usize,
+    },
     #[error("exceeded its CPU deadline of {deadline_ms} ms")]
     Deadline { deadline_ms: u64 },
     /// The trap as text: it carries the guest's backtrace, cleaned like
@@ -94,8 +127,10 @@ impl PluginError {
         match self {
             PluginError::Compile { .. } => "compile",
             PluginError::Link { .. } => "link",
+            PluginError::Start { .. } => "start",
             PluginError::Init { .. } => "init",
             PluginError::Manifest { .. } => "manifest",
+            PluginError::TooLarge { .. } => "too_large",
             PluginError::Memory { .. } => "memory",
             PluginError::Deadline { .. } => "deadline",
             PluginError::Trap(_) => "trap",
@@ -222,6 +257,13 @@ impl Engine {
         limits: Limits,
         config: Vec<u8>,
     ) -> Result<LoadedPlugin, PluginError> {
+        let too_large = |what, got, limit| PluginError::Compile {
+            plugin: name.to_string(),
+            source: wasmtime::Error::new(PluginError::TooLarge { what, got, limit }),
+        };
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(too_large("", bytes.len(), MAX_COMPONENT_BYTES));
+        }
         let component: Component =
             self.cache
                 .load(&self.inner, bytes)
@@ -229,6 +271,11 @@ impl Engine {
                     plugin: name.to_string(),
                     source,
                 })?;
+        let range = component.image_range();
+        let code = (range.end as usize).saturating_sub(range.start as usize);
+        if code > MAX_CODE_BYTES {
+            return Err(too_large(" compiled to native code", code, MAX_CODE_BYTES));
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -306,28 +353,35 @@ impl LoadedPlugin {
     }
 
     /// A fresh instance, initialized with the plugin's config.
+    ///
+    /// Instantiation runs guest code (core `start` functions) and allocates
+    /// every memory and table, so it runs under the same deadline and limits
+    /// as `init` and every call: the chain thread re-creates instances after
+    /// a failure, and a plugin must not be able to hang or bloat it there.
     pub fn instantiate(&self) -> Result<PluginInstance, PluginError> {
         let mut store = Store::new(
             &self.engine,
             HostState {
                 plugin: self.name.clone(),
                 memory_limit: self.limits.memory_bytes,
+                memory_used: 0,
+                memory_pending: 0,
                 memory_exceeded: false,
+                table_elements: 0,
                 log_budget: LOG_LINES_PER_CALL,
                 log_suppressed: 0,
             },
         );
         store.limiter(|s| s);
         store.epoch_deadline_trap();
+        let running = self.ticker.enter();
         store.set_epoch_deadline(self.limits.deadline_ticks());
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|source| PluginError::Link {
-                plugin: self.name.to_string(),
-                hint: "",
-                source,
-            })?;
+        let instantiated = self.pre.instantiate(&mut store);
+        drop(running);
+        let bindings = instantiated.map_err(|e| PluginError::Start {
+            plugin: self.name.to_string(),
+            source: Box::new(failure(e, store.data(), &self.limits)),
+        })?;
         let mut inst = PluginInstance {
             store,
             bindings,
@@ -398,14 +452,21 @@ impl PluginInstance {
                 limit: self.limits.max_output_bytes,
             });
         }
-        let mut verdicts = Vec::with_capacity(expected);
-        codec::decode_array(&raw, |v| verdicts.push(v)).map_err(PluginError::Malformed)?;
-        if verdicts.len() != expected {
+        // The count comes first, so a plugin cannot make the host decode
+        // millions of verdicts nobody asked for (16 MiB of empty maps would
+        // be over a gigabyte of `Verdict`s).
+        let mut items = codec::ArrayDecoder::new(&raw).map_err(PluginError::Malformed)?;
+        if items.len() != expected {
             return Err(PluginError::WrongCount {
                 expected,
-                got: verdicts.len(),
+                got: items.len(),
             });
         }
+        let mut verdicts = Vec::with_capacity(expected);
+        for _ in 0..expected {
+            verdicts.push(items.item().map_err(PluginError::Malformed)?);
+        }
+        items.finish().map_err(PluginError::Malformed)?;
         Ok(verdicts)
     }
 
@@ -431,30 +492,40 @@ impl PluginInstance {
         match result {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(msg)) => Err(PluginError::Guest(clean(&msg))),
-            Err(e) if state.memory_exceeded => {
-                let _ = e;
-                Err(PluginError::Memory {
-                    limit_mib: (self.limits.memory_bytes >> 20) as u64,
-                })
-            }
-            Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                Err(PluginError::Deadline {
-                    deadline_ms: self.limits.deadline.as_millis() as u64,
-                })
-            }
-            // Keep the wasm backtrace (it names the guest function) on one line.
-            Err(e) => Err(PluginError::Trap(clean(
-                &format!("{e:#}").replace('\n', " | "),
-            ))),
+            Err(e) => Err(failure(e, state, &self.limits)),
         }
     }
+}
+
+/// Turns a wasmtime failure (a trap, an interrupt, a refused allocation)
+/// into the [`PluginError`] that names its cause.
+fn failure(e: wasmtime::Error, state: &HostState, limits: &Limits) -> PluginError {
+    if state.memory_exceeded {
+        return PluginError::Memory {
+            limit_mib: (limits.memory_bytes >> 20) as u64,
+        };
+    }
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return PluginError::Deadline {
+            deadline_ms: limits.deadline.as_millis() as u64,
+        };
+    }
+    // Keep the wasm backtrace (it names the guest function) on one line.
+    PluginError::Trap(clean(&format!("{e:#}").replace('\n', " | ")))
 }
 
 /// What the host keeps per store: limits and the log budget.
 pub struct HostState {
     plugin: Arc<str>,
+    /// The cap on all linear memories of the store together: a component
+    /// may hold several core instances and each may have several memories,
+    /// so a per-memory cap would multiply.
     memory_limit: usize,
+    memory_used: usize,
+    /// The growth last allowed, returned if the growth then fails.
+    memory_pending: usize,
     memory_exceeded: bool,
+    table_elements: usize,
     log_budget: u32,
     log_suppressed: u64,
 }
@@ -462,11 +533,13 @@ pub struct HostState {
 impl wasmtime::ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
+        let grow = desired.saturating_sub(current);
+        let total = self.memory_used.saturating_add(grow);
+        if total > self.memory_limit {
             self.memory_exceeded = true;
             // An error (not `Ok(false)`) traps at once: a guest allocator
             // would otherwise retry or abort in ways that hide the cause.
@@ -475,16 +548,43 @@ impl wasmtime::ResourceLimiter for HostState {
                 self.memory_limit
             )));
         }
+        self.memory_used = total;
+        self.memory_pending = grow;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_used = self.memory_used.saturating_sub(self.memory_pending);
+        self.memory_pending = 0;
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        let total = self
+            .table_elements
+            .saturating_add(desired.saturating_sub(current));
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 

@@ -21,6 +21,15 @@
 //! that tears it fails its checksum, and the spool is then sent again from
 //! its oldest record. It is not fsynced: losing an update to it can only
 //! cause re-delivery.
+//!
+//! One process at a time: each keeps its own head length and cursor, so a
+//! second daemon (or `verify-digests --export` with the daemon's config)
+//! would cut the other's appends as torn tails and acknowledge records it
+//! never sent. `open` takes an exclusive `flock` on `lock` in the directory
+//! for the spool's lifetime, and a second opener is refused, told who
+//! holds it. A failed write (ENOSPC, EIO) may leave part of a frame; it is
+//! cut off at once, so what is appended later stays framed and nothing
+//! spooled before is lost.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -42,6 +51,10 @@ pub enum SpoolError {
         "spool {path} is not private to the daemon (mode {mode:o}); findings in it could be read or forged"
     )]
     Insecure { path: PathBuf, mode: u32 },
+    #[error(
+        "spool {path} is in use by another process ({holder}); two processes on one spool lose findings: give each its own spool dir"
+    )]
+    Locked { path: PathBuf, holder: String },
 }
 
 /// A position in the spool: segment number and byte offset in it.
@@ -61,6 +74,9 @@ pub struct Recovered {
     pub maybe_delivered: u64,
     /// Bytes cut off a torn tail.
     pub truncated_bytes: u64,
+    /// Corrupt bytes inside segments that were skipped to reach the next
+    /// valid record (the records after them are kept).
+    pub skipped_bytes: u64,
     /// The cursor did not read back (a power loss tore it): every pending
     /// record is sent again and counted as possibly delivered.
     pub cursor_lost: bool,
@@ -86,6 +102,8 @@ pub struct Spool {
     max_bytes: u64,
     segment_bytes: u64,
     state: Mutex<State>,
+    /// Holds the directory's `flock` until the spool is dropped.
+    _lock: File,
 }
 
 struct State {
@@ -95,6 +113,9 @@ struct State {
     head: u64,
     head_len: u64,
     writer: File,
+    /// A failed write left bytes that could not be cut off: the next append
+    /// starts a new segment (the old one's torn tail is skipped by `peek`).
+    roll_next: bool,
     pending_records: u64,
     /// Bytes on disk not yet acknowledged (including framing).
     pending_bytes: u64,
@@ -127,6 +148,7 @@ impl Spool {
                 mode: mode & 0o777,
             });
         }
+        let lock = take_lock(dir)?;
         let mut segments = list_segments(dir)?;
         let (mut cursor, saved) = CursorFile::open(dir)?;
         let cursor_lost = saved.is_none();
@@ -155,7 +177,8 @@ impl Spool {
             } else {
                 0
             };
-            let (good_len, offsets) = scan(&path, start)?;
+            let (good_len, offsets, skipped) = scan(&path, start)?;
+            rec.skipped_bytes += skipped;
             let file_len = std::fs::metadata(&path).map_err(io(&path))?.len();
             if good_len < file_len {
                 // Torn tail: cut it off so appends continue from a record boundary.
@@ -213,10 +236,12 @@ impl Spool {
                 head,
                 head_len,
                 writer,
+                roll_next: false,
                 pending_records: rec.pending,
                 pending_bytes,
                 cursor,
             }),
+            _lock: lock,
         };
         Ok((spool, rec))
     }
@@ -247,11 +272,22 @@ impl Spool {
         if buf.is_empty() {
             return Ok(0);
         }
-        if st.head_len >= self.segment_bytes {
+        if st.head_len >= self.segment_bytes || st.roll_next {
             self.roll(&mut st)?;
+            st.roll_next = false;
         }
         let path = segment_path(&self.dir, st.head);
-        st.writer.write_all(&buf).map_err(io(&path))?;
+        if let Err(e) = st.writer.write_all(&buf) {
+            // Part of the batch may be on disk: cut it off, or records
+            // appended later would follow a torn frame and be skipped with
+            // it. Truncating needs no space, so it works on a full disk.
+            let head_len = st.head_len;
+            if let Err(cut) = st.writer.set_len(head_len) {
+                tracing::error!(segment = %path.display(), "cannot cut a torn write ({cut}); starting a new segment");
+                st.roll_next = true;
+            }
+            return Err(io(&path)(e));
+        }
         st.head_len += buf.len() as u64;
         st.pending_bytes += buf.len() as u64;
         st.pending_records += kept as u64;
@@ -316,14 +352,24 @@ impl Spool {
                 }
             }
             if pos.offset < len && records.len() < max && !full {
-                // A bad record inside a closed segment: skip the rest of
-                // it rather than stall the queue forever.
+                // A bad record (damaged since the spool was opened): go on
+                // from the next valid one rather than stall the queue or
+                // drop the rest of the segment.
+                let mut rest = Vec::new();
+                File::open(&path)
+                    .and_then(|mut f| {
+                        f.seek(SeekFrom::Start(pos.offset))?;
+                        f.take(len - pos.offset).read_to_end(&mut rest)
+                    })
+                    .map_err(io(&path))?;
+                let skip = next_frame(&rest, 0).map_or(len - pos.offset, |q| q as u64);
                 tracing::error!(
                     segment = %path.display(),
                     offset = pos.offset,
-                    "spool record fails its checksum; skipping the rest of the segment"
+                    bytes = skip,
+                    "spool record fails its checksum; skipped to the next valid one"
                 );
-                pos.offset = len;
+                pos.offset += skip;
             }
         }
         Ok(Batch { records, end: pos })
@@ -363,6 +409,11 @@ impl Spool {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The most bytes the spool holds (`max_kib`).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
 }
 
 fn bytes_between(dir: &Path, from: Pos, to: Pos, head: u64, head_len: u64) -> u64 {
@@ -383,6 +434,46 @@ fn bytes_between(dir: &Path, from: Pos, to: Pos, head: u64, head_len: u64) -> u6
         total += len_of(seg);
     }
     total + to.offset
+}
+
+/// Takes the spool's exclusive lock, or says who holds it.
+fn take_lock(dir: &Path) -> Result<File, SpoolError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io(&path))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io(&path)(e));
+        }
+        let mut text = String::new();
+        let _ = (&mut f).take(512).read_to_string(&mut text);
+        let holder = match text.trim() {
+            "" => "holder unknown".to_string(),
+            t => crate::terminal::escape(t).into_owned(),
+        };
+        return Err(SpoolError::Locked {
+            path: dir.to_path_buf(),
+            holder,
+        });
+    }
+    // Ours now: say who we are for the next one that tries.
+    let args: Vec<String> = std::env::args().take(3).collect();
+    let me = format!("pid {}: {}\n", std::process::id(), args.join(" "));
+    f.set_len(0)
+        .and_then(|()| f.write_all(me.as_bytes()))
+        .map_err(io(&path))?;
+    Ok(f)
 }
 
 fn segment_path(dir: &Path, seg: u64) -> PathBuf {
@@ -416,24 +507,129 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
     Ok(out)
 }
 
-/// Valid records from `start`: the end of the last good one, and each one's offset.
-fn scan(path: &Path, start: u64) -> Result<(u64, Vec<u64>), SpoolError> {
+/// Valid records from `start`: the end of the last good one, each one's
+/// offset, and the corrupt bytes skipped between them.
+fn scan(path: &Path, start: u64) -> Result<(u64, Vec<u64>, u64), SpoolError> {
     let mut f = File::open(path).map_err(io(path))?;
     f.seek(SeekFrom::Start(start)).map_err(io(path))?;
-    let mut r = BufReader::new(f);
-    let mut pos = start;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(io(path))?;
+    let mut p = 0usize;
+    let mut good_end = 0usize;
+    let mut skipped = 0u64;
     let mut offsets = Vec::new();
     loop {
-        match read_record(&mut r) {
-            Ok(Some(bytes)) => {
-                offsets.push(pos);
-                pos += HEADER + bytes.len() as u64;
+        match frame_at(&data, p) {
+            Frame::Record(len) => {
+                offsets.push(start + p as u64);
+                p += HEADER as usize + len;
+                good_end = p;
             }
-            Ok(None) => break,
-            Err(e) => return Err(io(path)(e)),
+            Frame::End => break,
+            Frame::Bad => match next_frame(&data, p) {
+                Some(q) => {
+                    tracing::error!(
+                        segment = %path.display(),
+                        offset = start + p as u64,
+                        bytes = q - p,
+                        "corrupt spool record; skipped to the next valid one"
+                    );
+                    skipped += (q - p) as u64;
+                    p = q;
+                }
+                // Nothing valid follows: a torn tail, cut by the caller.
+                None => break,
+            },
         }
     }
-    Ok((pos, offsets))
+    Ok((start + good_end as u64, offsets, skipped))
+}
+
+/// What is at an offset of a segment's bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    /// A whole record whose checksum holds, of this many bytes.
+    Record(usize),
+    /// The end of the data, exactly.
+    End,
+    /// Anything else: torn, corrupt, or not a frame boundary.
+    Bad,
+}
+
+fn frame_at(data: &[u8], p: usize) -> Frame {
+    if p == data.len() {
+        return Frame::End;
+    }
+    let Some(header) = data.get(p..p + HEADER as usize) else {
+        return Frame::Bad;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD {
+        return Frame::Bad;
+    }
+    let body_start = p + HEADER as usize;
+    match data.get(body_start..body_start + len as usize) {
+        Some(body) if crc32fast::hash(body) == crc => Frame::Record(len as usize),
+        _ => Frame::Bad,
+    }
+}
+
+/// Whether valid records run from `q` to the exact end of `data` (at least
+/// one of them).
+fn runs_to_end(data: &[u8], q: usize, budget: &mut usize) -> bool {
+    let mut r = q;
+    loop {
+        match frame_at(data, r) {
+            Frame::Record(len) => {
+                *budget = budget.saturating_sub(len);
+                r += HEADER as usize + len;
+            }
+            Frame::End => return r > q,
+            Frame::Bad => return false,
+        }
+    }
+}
+
+/// Bytes hashed while looking for the next frame after corruption; past
+/// it the rest of the segment is given up (and counted) instead.
+const RESYNC_BUDGET: usize = 64 << 20;
+
+/// The offset of the next valid record after a bad one at `p`, from which
+/// valid records run to the end of `data`; `None` when there is none.
+///
+/// First where the bad record's own length says the next one starts (the
+/// usual damage is to a record's body, not its header), then every byte
+/// on. Requiring the whole rest to frame cleanly keeps a record-shaped
+/// string inside a finding (text an attacker chooses) from being taken
+/// for a record.
+fn next_frame(data: &[u8], p: usize) -> Option<usize> {
+    let mut budget = RESYNC_BUDGET;
+    if let Some(h) = data.get(p..p + 4) {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let q = p + HEADER as usize + len;
+        if len <= MAX_RECORD as usize && q < data.len() && runs_to_end(data, q, &mut budget) {
+            return Some(q);
+        }
+    }
+    let mut q = p + 1;
+    while q + (HEADER as usize) <= data.len() {
+        if matches!(frame_at(data, q), Frame::Record(_)) && runs_to_end(data, q, &mut budget) {
+            return Some(q);
+        }
+        // A candidate's checksum costs its claimed length.
+        let len = data
+            .get(q..q + 4)
+            .map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+        if len <= MAX_RECORD as usize && q + HEADER as usize + len <= data.len() {
+            budget = budget.saturating_sub(len);
+        }
+        if budget == 0 {
+            return None;
+        }
+        q += 1;
+    }
+    None
 }
 
 /// The next record, or `None` at the end or at a torn/corrupt record.
@@ -696,6 +892,81 @@ mod tests {
         assert_eq!(b.records[3], b"after");
     }
 
+    /// Flips one byte of the only segment at `offset`.
+    fn corrupt(dir: &Path, offset: u64) {
+        use std::os::unix::fs::FileExt;
+        let seg = list_segments(dir).unwrap()[0];
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(segment_path(dir, seg))
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, offset).unwrap();
+        f.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_record_mid_segment_loses_only_itself() {
+        // Each record is 16 bytes framed; record 4 starts at 64.
+        for (what, offset) in [
+            ("body", 64 + 8 + 3),
+            ("length", 64 + 1),
+            ("checksum", 64 + 5),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (s, _) = open(dir.path(), 1 << 20);
+            let r = recs(0..10);
+            s.append(r.iter().map(Vec::as_slice)).unwrap();
+            drop(s);
+            corrupt(dir.path(), offset);
+            let (s, rec) = open(dir.path(), 1 << 20);
+            assert_eq!(rec.pending, 9, "{what}");
+            assert_eq!(rec.skipped_bytes, 16, "{what}");
+            assert_eq!(rec.truncated_bytes, 0, "{what}");
+            let b = s.peek(100, u64::MAX).unwrap();
+            let mut want = r.clone();
+            want.remove(4);
+            assert_eq!(b.records, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_record_damaged_while_open_is_skipped_by_peek_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20);
+        let r = recs(0..10);
+        s.append(r.iter().map(Vec::as_slice)).unwrap();
+        corrupt(dir.path(), 6 * 16 + 8 + 2);
+        let b = s.peek(100, u64::MAX).unwrap();
+        let mut want = r.clone();
+        want.remove(6);
+        assert_eq!(b.records, want);
+    }
+
+    #[test]
+    fn a_record_shaped_string_inside_a_record_is_not_taken_for_one() {
+        // A finding whose text is a whole frame: after damage to the
+        // header of the record holding it, the resync must not stop
+        // inside it (the rest would not frame cleanly to the end).
+        let inner = b"forged";
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&crc32fast::hash(inner).to_le_bytes());
+        payload.extend_from_slice(inner);
+        payload.extend_from_slice(b" and more text");
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20);
+        s.append([b"first".as_slice(), &payload, b"last"]).unwrap();
+        drop(s);
+        // The second record's length field.
+        corrupt(dir.path(), 8 + 5 + 2);
+        let (s, rec) = open(dir.path(), 1 << 20);
+        let b = s.peek(100, u64::MAX).unwrap();
+        assert_eq!(b.records, [b"first".to_vec(), b"last".to_vec()]);
+        assert_eq!(rec.pending, 2);
+    }
+
     #[test]
     fn a_full_spool_refuses_and_frees_space_on_ack() {
         let dir = tempfile::tempdir().unwrap();
@@ -748,5 +1019,105 @@ mod tests {
             Spool::open(&d, 1 << 20),
             Err(SpoolError::Insecure { .. })
         ));
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_and_told_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path(), 1 << 20);
+        s.append([b"kept".as_slice()]).unwrap();
+        let err = Spool::open(dir.path(), 1 << 20)
+            .err()
+            .expect("a second opener must be refused");
+        let text = err.to_string();
+        assert!(matches!(err, SpoolError::Locked { .. }), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        // The refused opener touched nothing: the holder's record is there.
+        assert_eq!(s.depth().0, 1);
+        drop(s);
+        let (s, rec) = open(dir.path(), 1 << 20);
+        assert_eq!(rec.pending, 1);
+        assert_eq!(s.peek(10, u64::MAX).unwrap().records, [b"kept".to_vec()]);
+    }
+
+    /// A tmpfs of `kib` KiB mounted on a fresh directory, unmounted on drop.
+    struct SmallFs(tempfile::TempDir);
+
+    impl SmallFs {
+        fn mount(kib: u64) -> SmallFs {
+            let d = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700")])
+                .arg("tmpfs")
+                .arg(d.path())
+                .output()
+                .expect("running mount");
+            assert!(
+                out.status.success(),
+                "mounting a tmpfs (needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            SmallFs(d)
+        }
+    }
+
+    impl Drop for SmallFs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_full_filesystem_loses_nothing_already_spooled_and_stays_framed() {
+        let fs = SmallFs::mount(256);
+        let dir = fs.0.path().join("spool");
+        // Space to free later, so appends can succeed again.
+        let filler = fs.0.path().join("filler");
+        std::fs::write(&filler, vec![0u8; 64 << 10]).unwrap();
+        let (s, _) = open(&dir, 64 << 20);
+        let record = |i: usize| format!("{i:06}{}", "r".repeat(3000)).into_bytes();
+        let mut kept = Vec::new();
+        let mut failures = 0;
+        for i in 0..200 {
+            // Several records per write, so a failed write is a torn batch.
+            let batch: Vec<Vec<u8>> = (0..3).map(|j| record(i * 3 + j)).collect();
+            match s.append(batch.iter().map(Vec::as_slice)) {
+                Ok(n) => kept.extend(batch.into_iter().take(n)),
+                Err(e) => {
+                    assert!(e.to_string().contains("No space left"), "{e}");
+                    failures += 1;
+                }
+            }
+        }
+        assert!(failures > 0, "the filesystem never filled");
+        assert!(!kept.is_empty());
+        std::fs::remove_file(&filler).unwrap();
+        let after: Vec<Vec<u8>> = (0..3).map(|j| record(100_000 + j)).collect();
+        assert_eq!(s.append(after.iter().map(Vec::as_slice)).unwrap(), 3);
+        kept.extend(after);
+        // Everything kept reads back, in order, with nothing skipped.
+        let read = |s: &Spool| {
+            let mut got = Vec::new();
+            loop {
+                let b = s.peek(50, u64::MAX).unwrap();
+                if b.records.is_empty() {
+                    break got;
+                }
+                s.ack(b.end, b.records.len()).unwrap();
+                got.extend(b.records);
+            }
+        };
+        drop(s);
+        let (s, rec) = open(&dir, 64 << 20);
+        assert_eq!(rec.truncated_bytes, 0, "no torn frame was left");
+        assert_eq!(rec.pending, kept.len() as u64);
+        let got = read(&s);
+        assert_eq!(got.len(), kept.len());
+        assert!(got == kept, "records differ after a full filesystem");
     }
 }

@@ -20,6 +20,7 @@ use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::ScanConfig;
 use crate::container::{Endpoints, Runtimes};
 use crate::fsdiff::{self, Container, Entry, Resolver};
+use crate::terminal::Escaped;
 
 type Fingerprint = [u8; 16];
 
@@ -86,12 +87,27 @@ impl Scan {
                 Ok(d) => d,
                 Err(e) => {
                     // Stopped between listing and diffing, or not overlay.
-                    tracing::warn!(container = %c.id, "drift scan skipped: {e}");
+                    tracing::warn!(
+                        container = %c.id,
+                        "drift scan skipped: {}",
+                        Escaped(&e.to_string())
+                    );
                     continue;
                 }
             };
-            for w in &diff.warnings {
-                tracing::debug!(container = %c.id, "drift scan: {w}");
+            // What could not be examined is a blind spot (a binary hidden
+            // below it is missed): said at warn level, once per container
+            // and pass, with the first cause; the rest at debug.
+            if let Some(first) = diff.warnings.first() {
+                tracing::warn!(
+                    container = %c.id,
+                    warnings = diff.warnings.len(),
+                    "drift scan incomplete: {}",
+                    Escaped(first)
+                );
+            }
+            for w in diff.warnings.iter().skip(1) {
+                tracing::debug!(container = %c.id, "drift scan: {}", Escaped(w));
             }
             let event_container = c.to_event_container();
             let before = self.reported.remove(&c.id).unwrap_or_default();

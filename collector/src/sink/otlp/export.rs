@@ -20,7 +20,7 @@
 //! Every failure is logged with what the backend said, when it said
 //! something ([`said`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -469,23 +469,43 @@ impl Worker {
     }
 
     fn append_rejected(&self, line: &[u8]) {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self.spool.dir().join("rejected.jsonl");
-        let r = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| {
-                let mut buf = line.to_vec();
-                buf.push(b'\n');
-                f.write_all(&buf)
-            });
-        if let Err(e) = r {
+        // An eighth of the spool's budget, twice over with the rotated
+        // file: a backend that refuses everything (some answer 400 to
+        // bad credentials) must not fill the disk through this file.
+        let cap = (self.spool.max_bytes() / 8).max(1 << 20);
+        if let Err(e) = append_capped(&path, line, cap) {
             tracing::error!(path = %path.display(), "cannot keep a rejected record: {e}");
         }
     }
+}
+
+/// Appends `line` and a newline to `path`, first moving a file that would
+/// grow past `cap` bytes to `path.1` (replacing an older one), so the two
+/// together stay under twice `cap`.
+fn append_capped(path: &Path, line: &[u8], cap: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let len = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
+    if len > 0 && len + line.len() as u64 + 1 > cap {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, &old)?;
+        tracing::warn!(
+            path = %path.display(),
+            "rejected records reached {cap} bytes; the older ones moved to {}.1, replacing what was there",
+            path.display()
+        );
+    }
+    let mut buf = line.to_vec();
+    buf.push(b'\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(&buf))
 }
 
 /// How a backend refused an export, when the error says it did, as opposed
@@ -591,5 +611,22 @@ mod tests {
             assert!(j.up_to(Duration::from_millis(250)) < Duration::from_millis(250));
         }
         assert_eq!(j.up_to(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn rejected_records_rotate_under_their_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("rejected.jsonl");
+        let line = [b'x'; 99];
+        for _ in 0..25 {
+            append_capped(&path, &line, 1000).unwrap();
+        }
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let rotated = d.path().join("rejected.jsonl.1");
+        assert!(len(&path) <= 1000 && len(&rotated) <= 1000);
+        // 25 lines of 100 bytes: the first 20 filled two files, the last
+        // 5 are in the current one.
+        assert_eq!(len(&path), 500);
+        assert_eq!(len(&rotated), 1000);
     }
 }

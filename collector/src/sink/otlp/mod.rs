@@ -86,13 +86,20 @@ impl OtlpSink {
         // reqwest and tonic are built without a default crypto provider;
         // ring is the one kube already uses. Already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        if let Err(e) = settings::resolve(
+        match settings::resolve(
             cfg,
             base_dir,
             settings::Signal::Logs,
             &settings::process_env,
         ) {
-            tracing::error!("OTLP export is misconfigured, findings will wait in the spool: {e}");
+            Ok(s) => {
+                if let Some(w) = s.plaintext_headers_warning() {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => tracing::error!(
+                "OTLP export is misconfigured, findings will wait in the spool: {e}"
+            ),
         }
         let dir = if cfg.spool.dir.is_absolute() {
             cfg.spool.dir.clone()
@@ -117,6 +124,13 @@ impl OtlpSink {
                 records = recovered.pending,
                 spool = %dir.display(),
                 "the spool's cursor does not read back (torn by a power loss?); sending every spooled record again, some may be duplicates"
+            );
+        }
+        if recovered.skipped_bytes > 0 {
+            tracing::error!(
+                bytes = recovered.skipped_bytes,
+                spool = %dir.display(),
+                "the spool held corrupt bytes between records; skipped them, the records around them are kept"
             );
         }
         if recovered.truncated_bytes > 0 {

@@ -104,6 +104,36 @@ impl Settings {
     pub fn is_https(&self) -> bool {
         self.endpoint.starts_with("https://")
     }
+
+    /// A warning when request headers (usually credentials) would cross
+    /// the network in clear text: an `http://` endpoint that is not on
+    /// this host.
+    pub fn plaintext_headers_warning(&self) -> Option<String> {
+        if self.headers.is_empty() || self.is_https() {
+            return None;
+        }
+        let host = self
+            .endpoint
+            .strip_prefix("http://")
+            .unwrap_or(&self.endpoint)
+            .split(['/', '?'])
+            .next()
+            .unwrap_or("");
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => host,
+        };
+        if matches!(host, "localhost" | "127.0.0.1" | "[::1]") || host.starts_with("127.") {
+            return None;
+        }
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        Some(format!(
+            "OTLP headers {} are sent IN CLEAR TEXT to {} ({}): anyone on the path can read them; use https://",
+            names.join(", "),
+            self.endpoint,
+            self.endpoint_origin
+        ))
+    }
 }
 
 /// Environment lookups go through this so tests can supply their own.
@@ -552,5 +582,34 @@ mod tests {
             ..OtlpConfig::default()
         };
         assert!(!active(&off, &some));
+    }
+
+    #[test]
+    fn headers_over_plain_http_to_another_host_are_warned_about() {
+        let with = |endpoint: &str, headers: &[(&str, &str)]| {
+            let cfg = OtlpConfig {
+                endpoint: Some(endpoint.into()),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..OtlpConfig::default()
+            };
+            resolve_with(&cfg, &[]).unwrap().plaintext_headers_warning()
+        };
+        let auth = [("authorization", "Bearer s3cret")];
+        let w = with("http://collector.example:4318", &auth).expect("a warning");
+        assert!(
+            w.contains("authorization") && w.contains("CLEAR TEXT"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("s3cret"),
+            "the value itself is never logged: {w}"
+        );
+        assert_eq!(with("https://collector.example:4318", &auth), None);
+        assert_eq!(with("http://localhost:4318", &auth), None);
+        assert_eq!(with("http://127.0.0.1:4317", &auth), None);
+        assert_eq!(with("http://collector.example:4318", &[]), None);
     }
 }

@@ -4,6 +4,7 @@
 //! Config: `mode` picks the misbehaviour; with `trigger` set it misbehaves
 //! only on batches holding an event whose `process.name` equals it, and
 //! passes everything otherwise. `prefilter` goes into the manifest as is.
+//! Modes starting with `init-` misbehave in `init` instead of on batches.
 
 use std::cell::RefCell;
 
@@ -34,8 +35,13 @@ impl Guest for Hostile {
     fn init(config: Vec<u8>) -> Result<Vec<u8>, String> {
         driftwatch_sdk::guest::install_panic_hook();
         let cfg: Config = driftwatch_sdk::plugin::decode_config(&config)?;
-        if cfg.mode == "fail-init" {
-            return Err(cfg.init_error.unwrap_or_else(|| "refusing to start".into()));
+        match cfg.mode.as_str() {
+            "fail-init" => {
+                return Err(cfg.init_error.unwrap_or_else(|| "refusing to start".into()));
+            }
+            "init-loop" => spin(),
+            "init-memory-bomb" => hoard(),
+            _ => {}
         }
         let m = Manifest::new("hostile", "0.0.1", &EventKind::ALL)
             .with_prefilter(cfg.prefilter.clone());
@@ -57,19 +63,8 @@ impl Guest for Hostile {
             return pass_all();
         }
         match cfg.mode.as_str() {
-            "loop" => {
-                let mut x: u64 = 0;
-                loop {
-                    x = std::hint::black_box(x.wrapping_add(1));
-                }
-            }
-            "memory-bomb" => {
-                let mut hoard: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    hoard.push(vec![1u8; 1 << 20]);
-                    std::hint::black_box(&hoard);
-                }
-            }
+            "loop" => spin(),
+            "memory-bomb" => hoard(),
             "panic" => panic!("hostile plugin panics on purpose"),
             "error" => Err("hostile plugin returns an error".into()),
             "garbage" => Ok(vec![0xc1, 0xff, 0x00, 0x13, 0x37]),
@@ -100,6 +95,21 @@ impl Guest for Hostile {
             }
             _ => pass_all(),
         }
+    }
+}
+
+fn spin() -> ! {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+fn hoard() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&hoard);
     }
 }
 
