@@ -537,8 +537,11 @@ fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
     if unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // `f_type` is a C long on x86-64 but another width elsewhere.
+    #[allow(clippy::unnecessary_cast)]
     // SAFETY: fstatfs succeeded.
-    Ok(unsafe { st.assume_init() }.f_type as i64)
+    let f_type = unsafe { st.assume_init() }.f_type as i64;
+    Ok(f_type)
 }
 
 /// The path of an open file as the kernel names it (`/proc/self/fd/N`):
