@@ -99,6 +99,26 @@ fn build_image() {
     for real in ["usr/bin/uname", "usr/bin/id"] {
         std::fs::copy(busybox, root.join(real)).expect("copy");
     }
+    // The dynamic loader and libc, a dynamic program and a script, all
+    // files of the image (the loader and script tests run them as such).
+    for (from, to) in [
+        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+        (
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+    ] {
+        let to = root.join(to);
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copying {from}: {e}"));
+    }
+    dynamic_tool(&root.join("usr/local/bin"));
+    std::fs::write(root.join("usr/local/bin/img.sh"), "#!/bin/sh\nsleep 0\n").expect("script");
+    std::fs::set_permissions(
+        root.join("usr/local/bin/img.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
     std::fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
@@ -740,6 +760,163 @@ fn benign_containers_make_no_findings() {
             && field(v, "proc.cmdline").contains("exec /bin/sh")),
         "the first exec of pid 1 is the entrypoint"
     );
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
+}
+
+/// `tests/tools/hello_dyn.c`, built dynamic into `dir`.
+fn dynamic_tool(dir: &Path) -> PathBuf {
+    let src = support::root().join("tests/tools/hello_dyn.c");
+    let out = dir.join("hello_dyn");
+    let st = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("running cc (scripts/setup.sh installs gcc)");
+    assert!(st.success(), "building {}", src.display());
+    out
+}
+
+const INTERPRETER_RULE: &str = "Script Not in Container Image Run by Interpreter";
+
+/// A program the executable only loads or interprets is judged as the
+/// executable is (issue 16, "Loaders and scripts").
+#[test]
+fn loaders_and_scripts_not_from_the_image() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(false);
+    let c = Container::start_with(
+        "scripts",
+        &["--tmpfs", "/scratch"],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
+    let program_finding = |what: &str, rule_name: &str, file: &str| {
+        d.wait_for(what, |v| {
+            finding_in(&c, rule_name, v) && field(v, "drift.file") == file
+        })
+    };
+
+    // A dynamic binary dropped in /tmp, run by the image's loader.
+    c.exec("cp /usr/local/bin/hello_dyn /tmp/x && /lib64/ld-linux-x86-64.so.2 /tmp/x");
+    let f = program_finding("the loader's file", DRIFT_RULE, "/tmp/x");
+    assert_eq!(field(&f, "drift.via"), "loader", "{f}");
+    assert_eq!(field(&f, "drift.source"), "upper_layer", "{f}");
+    assert_eq!(
+        field(&f, "proc.exepath"),
+        "/lib64/ld-linux-x86-64.so.2",
+        "{f}"
+    );
+    assert_identity(&c, &f);
+
+    // A script executed directly, relative to the cwd, in the upper layer
+    // and on a tmpfs.
+    c.exec(
+        "printf '#!/bin/sh\\nsleep 0\\n' > /tmp/x.sh && chmod +x /tmp/x.sh && cd /tmp && ./x.sh",
+    );
+    let f = program_finding("the script executed directly", DRIFT_RULE, "/tmp/x.sh");
+    assert_eq!(field(&f, "drift.via"), "script", "{f}");
+    assert_eq!(field(&f, "drift.source"), "upper_layer", "{f}");
+    assert_eq!(field(&f, "proc.exepath"), "/bin/busybox", "{f}");
+    c.exec("cp /tmp/x.sh /scratch/y.sh && /scratch/y.sh");
+    let f = program_finding("the script on a tmpfs", DRIFT_RULE, "/scratch/y.sh");
+    assert_eq!(field(&f, "drift.source"), "tmpfs", "{f}");
+    assert_eq!(field(&f, "drift.mount"), "/scratch", "{f}");
+
+    // A script given to an interpreter: its own rule, NOTICE.
+    c.exec("printf 'sleep 0\\n' > /tmp/z.sh && sh /tmp/z.sh");
+    let f = program_finding("the interpreter's script", INTERPRETER_RULE, "/tmp/z.sh");
+    assert_eq!(f["priority"], "Notice", "{f}");
+    assert_eq!(field(&f, "drift.file_source"), "upper_layer", "{f}");
+
+    // A binary written, then run: the drift finding says who wrote it and
+    // when, the file's times and the ancestors.
+    c.exec("cp /bin/busybox /tmp/echo && sh -c 'sh -c \"/tmp/echo written; true\"; true'");
+    let f = d.wait_for("drift for the written binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/tmp/echo"
+    });
+    assert_eq!(field(&f, "drift.writer.exe"), "/bin/busybox", "{f}");
+    // busybox sh runs cp as a fork without an exec: its comm, its parent's
+    // program.
+    assert_eq!(field(&f, "drift.writer.cmdline"), "cp", "{f}");
+    let num = |name: &str| -> i128 {
+        field(&f, name)
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number: {f}"))
+    };
+    assert!(num("drift.writer.pid") > 0, "{f}");
+    let (written, ctime) = (num("drift.writer.time"), num("proc.exe_ino.ctime"));
+    assert!(num("proc.exe_ino.mtime") > 0 && ctime > 0, "{f}");
+    // The write was seen within a few seconds of the file's change time,
+    // and the exec came after it.
+    assert!((written - ctime).abs() < 5_000_000_000, "{f}");
+    assert!(num("proc.exe_ino.ctime_duration_proc_start") >= 0, "{f}");
+    // busybox sh runs its applets by exec'ing /proc/self/exe: comm `exe`.
+    assert!(["sh", "exe"].contains(&field(&f, "proc.aname[2]")), "{f}");
+    assert_ne!(field(&f, "proc.aname[3]"), "<NA>", "{f}");
+    // Its sha256 is that of the file (a copy of the image's busybox, itself
+    // a copy of the host's).
+    let out = sh("sha256sum $(readlink -f /bin/busybox || readlink -f /usr/bin/busybox)");
+    let want = String::from_utf8_lossy(&out.stdout);
+    let want = want.split_whitespace().next().unwrap_or("none");
+    // Hashed within the batch timeout (20 ms), or else missing with the
+    // reason and cached for the next exec of the same file.
+    let hashed = if field(&f, "proc.exe_sha256") == "<NA>" {
+        assert!(
+            field(&f, "proc.exe_sha256_missing").contains("batch timeout"),
+            "{f}"
+        );
+        c.exec("/tmp/echo again");
+        d.wait_for("drift for the binary run again", |v| {
+            finding_in(&c, DRIFT_RULE, v) && field(v, "proc.cmdline") == "echo again"
+        })
+    } else {
+        f
+    };
+    assert_eq!(field(&hashed, "proc.exe_sha256"), want, "{hashed}");
+    assert_eq!(field(&hashed, "drift.change"), "new", "{hashed}");
+    assert_eq!(hashed["priority"], "Warning", "{hashed}");
+
+    // A chmod of an image binary copies it up with the same content: drift
+    // still, at the lower metadata_only priority. A modified one is not.
+    // The second exec of each finds the comparison cached, should the
+    // first have left before it was done.
+    c.exec("chmod 750 /usr/bin/id && /usr/bin/id && sleep 1 && /usr/bin/id -u");
+    let f = d.wait_for("drift for the chmod'ed image binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.cmdline") == "id -u"
+    });
+    assert_eq!(field(&f, "drift.source"), "upper_layer", "{f}");
+    assert_eq!(field(&f, "drift.change"), "metadata_only", "{f}");
+    assert_eq!(f["priority"], "Notice", "{f}");
+    c.exec("echo >> /usr/bin/uname && /usr/bin/uname && sleep 1 && /usr/bin/uname -s");
+    let f = d.wait_for("drift for the modified image binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.cmdline") == "uname -s"
+    });
+    assert_eq!(field(&f, "drift.change"), "content_modified", "{f}");
+    assert_eq!(f["priority"], "Warning", "{f}");
+
+    // The image's own script and program, run each way: silent.
+    c.exec(
+        "/usr/local/bin/img.sh && sh /usr/local/bin/img.sh \
+         && /lib64/ld-linux-x86-64.so.2 /usr/local/bin/hello_dyn && /usr/local/bin/hello_dyn",
+    );
+    c.exec("cp /tmp/z.sh /tmp/marker.sh && sh /tmp/marker.sh");
+    program_finding("the marker", INTERPRETER_RULE, "/tmp/marker.sh");
+    let all = d.snapshot();
+    let image: Vec<&Value> = all
+        .iter()
+        .filter(|v| v.get("rule").is_some() && field(v, "drift.file").starts_with("/usr/"))
+        .collect();
+    assert!(image.is_empty(), "image files fired: {image:#?}");
+    // One exec, one finding: the direct script is not also the
+    // interpreter's.
+    let x: Vec<&Value> = all
+        .iter()
+        .filter(|v| finding_in(&c, DRIFT_RULE, v) || finding_in(&c, INTERPRETER_RULE, v))
+        .filter(|v| field(v, "drift.file") == "/tmp/x.sh")
+        .collect();
+    assert_eq!(x.len(), 1, "{x:#?}");
     let st = d.stop();
     assert!(st.success(), "driftwatch exited with {st}");
 }

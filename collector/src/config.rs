@@ -112,6 +112,9 @@ pub struct Config {
     /// Where the container runtimes are asked for metadata.
     #[serde(default, deserialize_with = "checked")]
     pub runtimes: RuntimesConfig,
+    /// What the collector works out about events before the plugins.
+    #[serde(default)]
+    pub enrich: EnrichConfig,
     /// Directory of the file this was read from; relative paths resolve here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -129,6 +132,7 @@ impl Config {
             ("outputs", self.outputs != running.outputs),
             ("k8s", self.k8s != running.k8s),
             ("runtimes", self.runtimes != running.runtimes),
+            ("enrich", self.enrich != running.enrich),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -803,6 +807,27 @@ pub struct K8sConfig {
     /// A kubeconfig to use instead of the in-cluster service account /
     /// `KUBECONFIG` / `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `[enrich]`: facts the collector adds to events from user space.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichConfig {
+    /// Programs (`proc.program` names; a trailing `*` matches any suffix)
+    /// whose script argument is judged against the image, for
+    /// `process.program_file` with `via = "interpreter"`.
+    pub interpreters: Vec<String>,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            interpreters: crate::enrich::program_file::INTERPRETERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
 }
 
 /// `[runtimes]`: where each container runtime is asked about its

@@ -10,6 +10,9 @@ use driftwatch::config::Config;
 use driftwatch::container::Runtimes;
 use driftwatch::enrich::Enricher;
 use driftwatch::enrich::container::ContainerEnricher;
+use driftwatch::enrich::exe_hash::ExeHashEnricher;
+use driftwatch::enrich::lineage::LineageEnricher;
+use driftwatch::enrich::program_file::ProgramFileEnricher;
 use driftwatch::enrich::user::UserEnricher;
 use driftwatch::pipeline::Chain;
 use driftwatch::plugin::Engine;
@@ -429,8 +432,18 @@ fn run(config: &Path) -> Result<ExitCode> {
         let _in_runtime = rt.enter();
         ContainerEnricher::start(&runtimes)
     };
-    let mut enrichers: Vec<Box<dyn Enricher>> =
-        vec![Box::new(containers), Box::new(UserEnricher::new())];
+    let mut enrichers: Vec<Box<dyn Enricher>> = vec![
+        Box::new(containers),
+        Box::new(UserEnricher::new()),
+        Box::new(ProgramFileEnricher::new(cfg.enrich.interpreters.clone())),
+        Box::new(LineageEnricher::new()),
+        Box::new(
+            ExeHashEnricher::start(std::time::Duration::from_millis(
+                cfg.pipeline.batch_timeout_ms,
+            ))
+            .context("starting the executable hash worker")?,
+        ),
+    ];
     // The pod watch runs on the runtime for as long as the daemon does.
     let _pod_watch = match rt.block_on(driftwatch::k8s::enrich::start(&cfg.k8s))? {
         Some((enricher, watch)) => {

@@ -213,7 +213,7 @@ fn spawn_chain(
                 match msg {
                     Msg::Batch(mut events) => {
                         for e in enrichers.iter_mut() {
-                            events.iter_mut().for_each(|ev| e.enrich(ev));
+                            e.enrich_batch(&mut events);
                         }
                         let batch = chain.process(events);
                         if !batch.is_empty() && out.send(batch).is_err() {

@@ -29,6 +29,9 @@ pub type K8s = K8sOf<String>;
 pub type K8sRef<'a> = K8sOf<&'a str>;
 pub type FileInfo = FileInfoOf<String>;
 pub type FileInfoRef<'a> = FileInfoOf<&'a str>;
+pub type ProgramFile = ProgramFileOf<String>;
+pub type Writer = WriterOf<String>;
+pub type ProgramFileRef<'a> = ProgramFileOf<&'a str>;
 
 /// One observation: a process exec or a change to a file. `S` is the string
 /// type; see [`Event`] and [`EventRef`].
@@ -129,6 +132,12 @@ impl<S> EventOf<S> {
                     exe_mount,
                     exe_file,
                     exe_reexec,
+                    program_file,
+                    ancestors,
+                    exe_writer,
+                    exe_sha256,
+                    exe_sha256_missing,
+                    exe_change,
                     prev_exe_foreign,
                     parent_foreign,
                     host_mount_ns,
@@ -160,6 +169,38 @@ impl<S> EventOf<S> {
                     exe_mount: o(exe_mount),
                     exe_file: *exe_file,
                     exe_reexec: *exe_reexec,
+                    program_file: program_file.as_ref().map(|x| {
+                        let ProgramFileOf {
+                            via,
+                            path,
+                            source,
+                            mount,
+                        } = x;
+                        ProgramFileOf {
+                            via: *via,
+                            path: f(path),
+                            source: *source,
+                            mount: o(mount),
+                        }
+                    }),
+                    ancestors: ancestors.iter().map(f).collect(),
+                    exe_writer: exe_writer.as_ref().map(|w| {
+                        let WriterOf {
+                            pid,
+                            exe,
+                            cmdline,
+                            time_ns,
+                        } = w;
+                        WriterOf {
+                            pid: *pid,
+                            exe: f(exe),
+                            cmdline: f(cmdline),
+                            time_ns: *time_ns,
+                        }
+                    }),
+                    exe_sha256: o(exe_sha256),
+                    exe_sha256_missing: o(exe_sha256_missing),
+                    exe_change: *exe_change,
                     prev_exe_foreign: *prev_exe_foreign,
                     parent_foreign: *parent_foreign,
                     host_mount_ns: *host_mount_ns,
@@ -333,6 +374,38 @@ pub struct ProcessOf<S> {
     pub cgroup_id: u64,
     pub pid_ns: u64,
     pub mnt_ns: u64,
+    // The collector's own facts, last and left out of the wire when unset:
+    // events without them encode as before, positionally too.
+    /// The file the executable runs as its program when the executable only
+    /// reads or loads it: the script of a `#!` exec, the FILE of
+    /// `ld.so FILE`, or the script given to an interpreter (`sh x.sh`).
+    /// Set by the collector from user space (docs/detections.md, "Loaders
+    /// and scripts"); absent when the exec runs no such file. Left out of
+    /// the wire when absent, so other events read and print as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program_file: Option<ProgramFileOf<S>>,
+    /// The comm of the grandparent, then of its parent: Falco's
+    /// `proc.aname[2]` and `proc.aname[3]` (`pname` is `aname[1]`). Set by
+    /// the collector for execs; shorter when an ancestor is unknown.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<S>,
+    /// Who last wrote the executable file, when the sensor saw the write
+    /// (by the file's device and inode). Set by the collector for execs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_writer: Option<WriterOf<S>>,
+    /// sha256 of the executable file (hex), for execs of a file that is not
+    /// an image file; computed by the collector off the chain's thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<S>,
+    /// Why `exe_sha256` is absent for an exec that should have it (too
+    /// large, not hashed within the batch timeout, the process gone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_sha256_missing: Option<S>,
+    /// For an executable on the overlay upper layer: how it differs from
+    /// the file at the same path in the image's layers. Absent when not
+    /// judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_change: Option<ExeChange>,
 }
 
 impl<S> ProcessOf<S> {
@@ -427,6 +500,98 @@ pub struct ExeFile {
     pub mtime_ns: i64,
     pub ctime_ns: i64,
     pub nlink: u32,
+}
+
+/// How an exec runs a file that is not its executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgramVia {
+    /// The file was executed directly and has a `#!` line: the kernel ran
+    /// its interpreter (the executable) with the file as an argument.
+    Script,
+    /// The dynamic loader was executed with the file as its argument
+    /// (`ld-linux-x86-64.so.2 FILE`): the loader maps and runs it.
+    Loader,
+    /// An interpreter was executed with the file as its script argument
+    /// (`sh /tmp/x.sh`, `python3 /tmp/x.py`).
+    Interpreter,
+    /// A value from a newer sensor.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ProgramVia {
+    /// The name on the wire and in `drift.via`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProgramVia::Script => "script",
+            ProgramVia::Loader => "loader",
+            ProgramVia::Interpreter => "interpreter",
+            ProgramVia::Unknown => "unknown",
+        }
+    }
+}
+
+/// The file an exec runs as its program when that is not the executable
+/// ([`ProcessOf::program_file`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct ProgramFileOf<S> {
+    pub via: ProgramVia,
+    /// Absolute path inside the container, relative arguments resolved
+    /// against the process's working directory; symlinks are not resolved.
+    pub path: S,
+    /// Where the file is, judged as for the executable; `None` when it
+    /// could not be judged (the file or every process of the container was
+    /// gone before the collector looked).
+    #[serde(default)]
+    pub source: Option<ExeSource>,
+    /// The mount point of the volume or tmpfs the file is on.
+    #[serde(default)]
+    pub mount: Option<S>,
+}
+
+/// How an upper-layer executable differs from the image (`drift.change`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExeChange {
+    /// No file at that path in any image layer.
+    New,
+    /// The image has the path with other content (size or sha256).
+    ContentModified,
+    /// Same content as the image's file: only mode, owner or times changed
+    /// (`chmod`, `chown`, `touch` copied it up).
+    MetadataOnly,
+    /// A value from a newer sensor.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ExeChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExeChange::New => "new",
+            ExeChange::ContentModified => "content_modified",
+            ExeChange::MetadataOnly => "metadata_only",
+            ExeChange::Unknown => "unknown",
+        }
+    }
+}
+
+/// A process that wrote a file, as the sensor saw it at the write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, bound(deserialize = "S: Deserialize<'de> + Default + Ord"))]
+pub struct WriterOf<S> {
+    pub pid: u32,
+    /// Its executable's path, from its exec; empty when the sensor did not
+    /// see it.
+    pub exe: S,
+    /// Falco's `proc.cmdline` of the writer; its comm alone when the sensor
+    /// did not see its exec.
+    pub cmdline: S,
+    /// When the write (the open for writing or creation) happened,
+    /// nanoseconds since the epoch.
+    pub time_ns: u64,
 }
 
 /// The container the process runs in. Metadata the runtime did not give is `None`.

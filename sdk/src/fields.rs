@@ -60,6 +60,22 @@ field_names! {
     "proc.is_exe_reexec" => ProcIsExeReexec,
     "drift.source" => DriftSource,
     "drift.mount" => DriftMount,
+    "drift.change" => DriftChange,
+    "drift.via" => DriftVia,
+    "drift.file" => DriftFile,
+    "drift.file_source" => DriftFileSource,
+    "drift.file_mount" => DriftFileMount,
+    "proc.exe_sha256" => ProcExeSha256,
+    "proc.exe_sha256_missing" => ProcExeSha256Missing,
+    "drift.writer.pid" => DriftWriterPid,
+    "drift.writer.exe" => DriftWriterExe,
+    "drift.writer.cmdline" => DriftWriterCmdline,
+    "drift.writer.time" => DriftWriterTime,
+    "proc.aname[2]" => ProcAname2,
+    "proc.aname[3]" => ProcAname3,
+    "proc.exe_ino.ctime" => ProcExeInoCtime,
+    "proc.exe_ino.mtime" => ProcExeInoMtime,
+    "proc.exe_ino.ctime_duration_proc_start" => ProcExeInoCtimeDuration,
     "user.uid" => UserUid,
     "user.name" => UserName,
     "group.gid" => GroupGid,
@@ -146,6 +162,24 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
             };
             return n.map(|n| Cow::Owned(n.to_string()));
         }
+        ProcExeInoCtime
+        | ProcExeInoMtime
+        | ProcExeInoCtimeDuration
+        | DriftWriterTime
+        | DriftWriterPid => {
+            let file = p.exe_file;
+            let n: Option<i128> = match id {
+                ProcExeInoCtime => file.map(|x| x.ctime_ns.into()),
+                ProcExeInoMtime => file.map(|x| x.mtime_ns.into()),
+                // Falco's: nanoseconds from the file's ctime to the exec.
+                ProcExeInoCtimeDuration => file
+                    .filter(|x| x.ctime_ns > 0 && ev.time_ns > 0)
+                    .map(|x| i128::from(ev.time_ns) - i128::from(x.ctime_ns)),
+                DriftWriterTime => p.exe_writer.as_ref().map(|w| w.time_ns.into()),
+                _ => p.exe_writer.as_ref().map(|w| w.pid.into()),
+            };
+            return n.map(|n| Cow::Owned(n.to_string()));
+        }
         ProcPid | ProcVpid | ProcPpid | ProcTty | UserUid | GroupGid => {
             let n = match id {
                 ProcPid => p.pid,
@@ -180,6 +214,25 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
         ProcIsExeReexec => Some(bool_str(p.exe_reexec)),
         DriftSource => p.exe_origin().map(crate::ExeSource::as_str),
         DriftMount => opt(p.exe_mount.as_ref()),
+        DriftWriterExe => p
+            .exe_writer
+            .as_ref()
+            .map(|w| w.exe.as_ref())
+            .filter(|e| !e.is_empty()),
+        DriftWriterCmdline => p.exe_writer.as_ref().map(|w| w.cmdline.as_ref()),
+        ProcExeSha256 => opt(p.exe_sha256.as_ref()),
+        ProcExeSha256Missing => opt(p.exe_sha256_missing.as_ref()),
+        ProcAname2 => p.ancestors.first().map(AsRef::as_ref),
+        ProcAname3 => p.ancestors.get(1).map(AsRef::as_ref),
+        DriftChange => p.exe_change.map(crate::ExeChange::as_str),
+        DriftVia => p.program_file.as_ref().map(|x| x.via.as_str()),
+        DriftFile => p.program_file.as_ref().map(|x| x.path.as_ref()),
+        DriftFileSource => p
+            .program_file
+            .as_ref()
+            .and_then(|x| x.source)
+            .map(crate::ExeSource::as_str),
+        DriftFileMount => opt(p.program_file.as_ref().and_then(|x| x.mount.as_ref())),
         UserName => opt(p.user_name.as_ref()),
         // Falco reports host processes as container "host".
         ContainerId => Some(c.map_or("host", |c| c.short_id())),
@@ -261,7 +314,16 @@ impl Template {
                 .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_' || ch == '.'))
                 .unwrap_or(after.len());
             // A sentence-ending dot is not part of the name.
-            let name = after[..len].trim_end_matches('.');
+            let mut name = after[..len].trim_end_matches('.');
+            // An index (`proc.aname[2]`) is.
+            if name.len() == len
+                && let Some(index) = after[len..].strip_prefix('[')
+                && let Some(end) = index.find(']')
+                && end > 0
+                && index[..end].bytes().all(|b| b.is_ascii_digit())
+            {
+                name = &after[..len + end + 2];
+            }
             if name.is_empty() {
                 text.push('%');
                 rest = after;
@@ -406,6 +468,26 @@ mod tests {
         assert_eq!(field(&e, "proc.pid").as_deref(), Some("0"));
         assert_eq!(field(&e, "evt.hostname"), None);
         assert_eq!(r.to_event(), e);
+    }
+
+    #[test]
+    fn indexed_names_and_exe_times() {
+        let mut e = ev();
+        e.time_ns = 5_000;
+        e.process.ancestors = vec!["bash".into(), "sshd".into()];
+        e.process.exe_file = Some(crate::ExeFile {
+            ctime_ns: 3_000,
+            mtime_ns: 2_000,
+            ..crate::ExeFile::default()
+        });
+        let t = Template::parse(
+            "a=%proc.aname[2] b=%proc.aname[3]. d=%proc.exe_ino.ctime_duration_proc_start [x]",
+        )
+        .unwrap();
+        assert_eq!(t.render(&e), "a=bash b=sshd. d=2000 [x]");
+        assert!(Template::parse("%proc.aname[9]").is_err());
+        assert_eq!(field(&e, "proc.exe_ino.mtime").as_deref(), Some("2000"));
+        assert_eq!(field(&e, "drift.writer.pid"), None);
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn applet<'a>(exe: &str, args: &[&'a str]) -> Option<&'a str> {
 }
 
 /// The FILE of `ld.so [options] FILE [args]`, as given.
-fn loaded_program<'a>(args: &[&'a str]) -> Option<&'a str> {
+pub fn loaded_program<'a>(args: &[&'a str]) -> Option<&'a str> {
     let mut rest = args.iter().skip(1);
     while let Some(a) = rest.next() {
         if LOADER_OPTIONS_WITH_VALUE.contains(a) {

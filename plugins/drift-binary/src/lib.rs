@@ -4,6 +4,13 @@
 //! container, or already deleted. Also flags fileless execution from a
 //! memfd, the usual way around file-based checks.
 //!
+//! The same rule fires for a program the executable only loads: a script
+//! executed directly (`./x.sh`, the interpreter is the executable) and the
+//! file given to the dynamic loader (`ld.so FILE`), when that file is not an
+//! unmodified file of the image (`drift.via`, `drift.file`). A script from
+//! outside the image given to an interpreter (`sh /tmp/x.sh`) is a rule of
+//! its own, NOTICE by default.
+//!
 //! What counts is decided by the kernel's facts (`proc.exe_source`, see
 //! docs/detections.md); the exemptions rest on namespaces a process in the
 //! container cannot change, never on names it chooses.
@@ -11,14 +18,17 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::{is_container_entrypoint, is_runtime_setup, is_under};
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, ExeSource, Finding, Manifest, Plugin, Priority, Remediation,
-    Verdict,
+    Condition, EventKind, EventRef, ExeChange, ExeSource, Finding, Manifest, Plugin, Priority,
+    ProgramVia, Remediation, Verdict,
 };
 use serde::Deserialize;
 
 pub const RULE: &str = "Drift Detected (Container Image Modified Binary)";
 pub const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";
+pub const INTERPRETER_RULE: &str = "Script Not in Container Image Run by Interpreter";
 const OUTPUT: &str = "Drift detected: new binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
+const PROGRAM_OUTPUT: &str = "Drift detected: new program run in container through its %drift.via (file=%drift.file user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
+const INTERPRETER_OUTPUT: &str = "Script not in the container image run by an interpreter (file=%drift.file source=%drift.file_source user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
 const MEMFD_OUTPUT: &str = "Fileless execution from memfd in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
 
 /// Where runtimes bind-mount binaries of their own into containers: podman
@@ -34,6 +44,14 @@ pub struct Config {
     /// Also report execution from a memfd.
     pub memfd: bool,
     pub memfd_priority: Priority,
+    /// The priority of an upper-layer executable whose content is the
+    /// image's (`drift.change = metadata_only`: chmod, chown or touch of an
+    /// image file); the rule's `priority` otherwise.
+    pub metadata_only_priority: Priority,
+    /// Also report a script from outside the image given to an interpreter
+    /// (`sh /tmp/x.sh`; the interpreters are `[enrich] interpreters`).
+    pub interpreter: bool,
+    pub interpreter_priority: Priority,
     /// Mount points of binaries the runtime injects: an executable on a
     /// volume mounted exactly here, or below one of these directories, is
     /// not drift. Only the `volume` source is exempt: a file written to the
@@ -49,6 +67,9 @@ impl Default for Config {
             output: OUTPUT.to_string(),
             memfd: true,
             memfd_priority: Priority::Critical,
+            metadata_only_priority: Priority::Notice,
+            interpreter: true,
+            interpreter_priority: Priority::Notice,
             runtime_mounts: RUNTIME_MOUNTS.iter().map(|s| s.to_string()).collect(),
             remediation: Remediation {
                 alert_type: "K8S.NODE_ImageBinaryDrift".into(),
@@ -72,10 +93,35 @@ pub struct DriftBinaryDetector {
     output: Template,
     memfd: bool,
     memfd_priority: Priority,
+    metadata_only_priority: Priority,
     memfd_output: Template,
+    program_output: Template,
+    interpreter: bool,
+    interpreter_priority: Priority,
+    interpreter_output: Template,
     runtime_mounts: Vec<String>,
     remediation: Remediation,
 }
+
+/// What every drift finding of an executable carries in `output_fields`,
+/// `<NA>` when unknown: where it is, the file's times, the nearest
+/// ancestors and who wrote it (docs/detections.md).
+const DRIFT_FIELDS: [&str; 14] = [
+    "drift.source",
+    "drift.mount",
+    "drift.change",
+    "proc.exe_sha256",
+    "proc.exe_sha256_missing",
+    "proc.exe_ino.ctime",
+    "proc.exe_ino.mtime",
+    "proc.exe_ino.ctime_duration_proc_start",
+    "proc.aname[2]",
+    "proc.aname[3]",
+    "drift.writer.pid",
+    "drift.writer.exe",
+    "drift.writer.cmdline",
+    "drift.writer.time",
+];
 
 /// The `drift.source` values the rule fires on.
 const DRIFT_SOURCES: [ExeSource; 4] = [
@@ -97,14 +143,20 @@ impl Plugin for DriftBinaryDetector {
             output: Template::parse(&c.output)?,
             memfd: c.memfd,
             memfd_priority: c.memfd_priority,
+            metadata_only_priority: c.metadata_only_priority,
             memfd_output: Template::parse(MEMFD_OUTPUT)?,
+            program_output: Template::parse(PROGRAM_OUTPUT)?,
+            interpreter: c.interpreter,
+            interpreter_priority: c.interpreter_priority,
+            interpreter_output: Template::parse(INTERPRETER_OUTPUT)?,
             runtime_mounts: c.runtime_mounts,
             remediation: c.remediation,
         })
     }
 
     fn manifest(&self) -> Manifest {
-        let mut sources: Vec<&str> = DRIFT_SOURCES.iter().map(|s| s.as_str()).collect();
+        let drift: Vec<&str> = DRIFT_SOURCES.iter().map(|s| s.as_str()).collect();
+        let mut sources = drift.clone();
         if self.memfd {
             sources.push(ExeSource::Memfd.as_str());
         }
@@ -120,7 +172,10 @@ impl Plugin for DriftBinaryDetector {
         // exemptions stay ours to judge.
         .with_prefilter([
             Condition::in_container(),
-            Condition::is_in("drift.source", sources),
+            Condition::Any(vec![
+                Condition::is_in("drift.source", sources),
+                Condition::is_in("drift.file_source", drift),
+            ]),
         ])
     }
 
@@ -128,10 +183,9 @@ impl Plugin for DriftBinaryDetector {
         let p = &ev.process;
         // A re-exec of the same file (`/proc/self/exe`, as busybox runs its
         // applets) is the program already judged at its first exec: one exec
-        // of a drifted binary is one finding.
+        // of a drifted binary is one finding (below).
         if ev.kind != EventKind::Exec
             || ev.container.is_none()
-            || p.exe_reexec
             || is_container_entrypoint(ev)
             || is_runtime_setup(ev)
         {
@@ -141,10 +195,22 @@ impl Plugin for DriftBinaryDetector {
             return Verdict::pass();
         };
         let mut verdict = Verdict::pass();
-        if source.is_drift() && !self.runtime_injected(source, p.exe_mount) {
+        // The script a shell runs by exec'ing it is a re-exec of the shell's
+        // own file (`#!/bin/sh` run from busybox sh): the executable was
+        // judged, the script was not.
+        let exe_drift =
+            !p.exe_reexec && source.is_drift() && !self.runtime_injected(source, p.exe_mount);
+        if !exe_drift && let Some(f) = self.program_file(ev) {
+            verdict.findings.push(f);
+        }
+        if exe_drift {
             verdict.findings.push(Finding {
                 rule: RULE.to_string(),
-                priority: self.priority,
+                priority: if p.exe_change == Some(ExeChange::MetadataOnly) {
+                    self.metadata_only_priority
+                } else {
+                    self.priority
+                },
                 output: self.output.render(ev),
                 description: Some(
                     "Detect execution of a binary not present in the original container image"
@@ -155,7 +221,7 @@ impl Plugin for DriftBinaryDetector {
                 remediation: Some(self.remediation.clone()),
             });
         }
-        if self.memfd && source == ExeSource::Memfd {
+        if self.memfd && !p.exe_reexec && source == ExeSource::Memfd {
             verdict.findings.push(Finding {
                 rule: MEMFD_RULE.to_string(),
                 priority: self.memfd_priority,
@@ -175,11 +241,52 @@ impl Plugin for DriftBinaryDetector {
 }
 
 impl DriftBinaryDetector {
+    /// The finding for a program the executable runs (a script, the
+    /// loader's file, an interpreter's script) that is not from the image.
+    fn program_file(&self, ev: &EventRef<'_>) -> Option<Finding> {
+        let f = ev.process.program_file.as_ref()?;
+        let source = f.source?;
+        if !source.is_drift() || self.runtime_injected(source, f.mount) {
+            return None;
+        }
+        let (rule, priority, output, description) = match f.via {
+            ProgramVia::Script | ProgramVia::Loader => (
+                RULE,
+                self.priority,
+                &self.program_output,
+                "Detect execution of a binary not present in the original container image",
+            ),
+            ProgramVia::Interpreter if self.interpreter => (
+                INTERPRETER_RULE,
+                self.interpreter_priority,
+                &self.interpreter_output,
+                "Detect an interpreter running a script not present in the original container image",
+            ),
+            _ => return None,
+        };
+        let mut fields = output.fields(ev);
+        // What the finding is about is the file, not the executable.
+        fields.insert("drift.source".into(), source.as_str().into());
+        fields.insert(
+            "drift.mount".into(),
+            f.mount.unwrap_or(driftwatch_sdk::fields::NA).into(),
+        );
+        Some(Finding {
+            rule: rule.to_string(),
+            priority,
+            output: output.render(ev),
+            description: Some(description.into()),
+            tags: ["container", "drift"].map(String::from).to_vec(),
+            fields,
+            remediation: Some(self.remediation.clone()),
+        })
+    }
+
     /// The output's fields, and always what the kernel saw of the file: the
     /// seed's message stays as users know it.
     fn drift_fields(&self, ev: &EventRef<'_>) -> std::collections::BTreeMap<String, String> {
         let mut fields = self.output.fields(ev);
-        for name in ["drift.source", "drift.mount"] {
+        for name in DRIFT_FIELDS {
             let value = driftwatch_sdk::fields::field(ev, name)
                 .unwrap_or_else(|| driftwatch_sdk::fields::NA.to_string());
             fields.insert(name.to_string(), value);

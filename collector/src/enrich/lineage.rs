@@ -1,0 +1,253 @@
+//! Who came before an exec: its nearest ancestors (`proc.aname[2]`,
+//! `proc.aname[3]`) and the process that last wrote its executable
+//! (`drift.writer.*`).
+//!
+//! Both come from what the sensor itself saw, kept in memory: every exec
+//! event records its process (comm, parent, executable, command line) in a
+//! bounded table, and every write (`open_write`, `truncate` of a known
+//! inode) records its writer per (device, inode) in a bounded map. An
+//! ancestor the table does not hold (it started before the sensor, or runs
+//! outside the watched scope, like the runtime that starts a container's
+//! processes) is read from `/proc/<pid>/stat` once; one that is gone is left
+//! unknown. Nothing here waits on anything but that small read.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use driftwatch_sdk::{Event, EventKind, Writer};
+
+use super::Enricher;
+
+/// Processes remembered at most; past that the table starts over (an
+/// ancestor forgotten this way is read from /proc instead).
+const MAX_PROCS: usize = 32_768;
+/// Written files remembered at most; past that the map starts over, so a
+/// writer older than the last 64 Ki writes may be unknown.
+const MAX_FILES: usize = 65_536;
+/// Bytes of a command line kept per process.
+const MAX_CMDLINE: usize = 1024;
+
+/// What an exec showed of its process.
+struct Seen {
+    comm: String,
+    ppid: u32,
+    exe: String,
+    cmdline: String,
+}
+
+/// Fills `process.ancestors` and `process.exe_writer` of exec events.
+pub struct LineageEnricher {
+    proc_root: PathBuf,
+    procs: HashMap<u32, Seen>,
+    writers: HashMap<(u64, u64), Writer>,
+}
+
+impl Default for LineageEnricher {
+    fn default() -> Self {
+        LineageEnricher::new()
+    }
+}
+
+impl LineageEnricher {
+    pub fn new() -> LineageEnricher {
+        LineageEnricher::with_proc(PathBuf::from("/proc"))
+    }
+
+    /// With another procfs mount (tests).
+    pub fn with_proc(proc_root: PathBuf) -> LineageEnricher {
+        LineageEnricher {
+            proc_root,
+            procs: HashMap::new(),
+            writers: HashMap::new(),
+        }
+    }
+
+    /// `pid`'s comm and parent: from the table, else from /proc.
+    fn lookup(&self, pid: u32) -> Option<(String, u32)> {
+        if pid == 0 {
+            return None;
+        }
+        if let Some(s) = self.procs.get(&pid) {
+            return Some((s.comm.clone(), s.ppid));
+        }
+        let stat = std::fs::read_to_string(self.proc_root.join(format!("{pid}/stat"))).ok()?;
+        parse_stat(&stat)
+    }
+
+    fn ancestors(&self, ppid: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pid = self.lookup(ppid).map(|(_, pp)| pp);
+        while out.len() < 2 {
+            let Some((comm, next)) = pid.and_then(|p| self.lookup(p)) else {
+                break;
+            };
+            out.push(comm);
+            pid = Some(next);
+        }
+        out
+    }
+
+    fn writer_of(&self, pid: u32, ppid: u32, comm: &str, time_ns: u64) -> Writer {
+        match self.procs.get(&pid) {
+            Some(s) => Writer {
+                pid,
+                exe: s.exe.clone(),
+                cmdline: s.cmdline.clone(),
+                time_ns,
+            },
+            // No exec seen: a fork that did not exec (busybox sh runs its
+            // applets so) runs its parent's program.
+            None => Writer {
+                pid,
+                exe: self
+                    .procs
+                    .get(&ppid)
+                    .map(|s| s.exe.clone())
+                    .unwrap_or_default(),
+                cmdline: comm.to_string(),
+                time_ns,
+            },
+        }
+    }
+}
+
+/// (comm, ppid) from `/proc/<pid>/stat`: `pid (comm) state ppid ...`, where
+/// comm may itself hold spaces and parentheses.
+fn parse_stat(stat: &str) -> Option<(String, u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_string();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let _state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, ppid))
+}
+
+impl Enricher for LineageEnricher {
+    fn enrich(&mut self, event: &mut Event) {
+        match event.kind {
+            EventKind::Exec => {
+                let p = &mut event.process;
+                if p.ancestors.is_empty() {
+                    p.ancestors = self.ancestors(p.ppid);
+                }
+                if p.exe_writer.is_none()
+                    && let Some(f) = p.exe_file
+                {
+                    p.exe_writer = self.writers.get(&(f.dev, f.ino)).cloned();
+                }
+                if self.procs.len() >= MAX_PROCS {
+                    self.procs.clear();
+                }
+                let mut cmdline = p.cmdline();
+                if cmdline.len() > MAX_CMDLINE {
+                    let mut end = MAX_CMDLINE;
+                    while !cmdline.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    cmdline.truncate(end);
+                }
+                self.procs.insert(
+                    p.pid,
+                    Seen {
+                        comm: p.name.clone(),
+                        ppid: p.ppid,
+                        exe: p.exe_path.clone(),
+                        cmdline,
+                    },
+                );
+            }
+            EventKind::OpenWrite | EventKind::Truncate => {
+                let Some((dev, ino)) = event.file.as_ref().and_then(|f| f.dev.zip(f.ino)) else {
+                    return;
+                };
+                if self.writers.len() >= MAX_FILES {
+                    self.writers.clear();
+                }
+                let p = &event.process;
+                let w = self.writer_of(p.pid, p.ppid, &p.name, event.time_ns);
+                self.writers.insert((dev, ino), w);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftwatch_sdk::{ExeFile, FileInfo, Process};
+
+    fn exec(pid: u32, ppid: u32, comm: &str, exe: &str, file: Option<ExeFile>) -> Event {
+        Event {
+            kind: EventKind::Exec,
+            process: Process {
+                pid,
+                ppid,
+                name: comm.into(),
+                exe_path: exe.into(),
+                args: vec![comm.into(), "-x".into()],
+                exe_file: file,
+                ..Process::default()
+            },
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn ancestors_and_writer_from_what_was_seen() {
+        // A procfs with nothing in it: only the table answers.
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = LineageEnricher::with_proc(dir.path().to_path_buf());
+        for ev in [
+            &mut exec(10, 1, "sshd", "/usr/sbin/sshd", None),
+            &mut exec(20, 10, "bash", "/bin/bash", None),
+            &mut exec(30, 20, "cp", "/bin/cp", None),
+        ] {
+            e.enrich(ev);
+        }
+        let mut w = Event {
+            kind: EventKind::OpenWrite,
+            time_ns: 77,
+            process: Process {
+                pid: 30,
+                name: "cp".into(),
+                ..Process::default()
+            },
+            file: Some(FileInfo {
+                dev: Some(5),
+                ino: Some(9),
+                ..FileInfo::default()
+            }),
+            ..Event::default()
+        };
+        e.enrich(&mut w);
+        let file = ExeFile {
+            dev: 5,
+            ino: 9,
+            ..ExeFile::default()
+        };
+        let mut x = exec(40, 30, "x", "/tmp/x", Some(file));
+        e.enrich(&mut x);
+        assert_eq!(x.process.ancestors, ["bash", "sshd"]);
+        let writer = x.process.exe_writer.expect("writer");
+        assert_eq!(
+            (writer.pid, writer.exe.as_str(), writer.cmdline.as_str()),
+            (30, "/bin/cp", "cp -x")
+        );
+        assert_eq!(writer.time_ns, 77);
+        // Another file: no writer.
+        let mut y = exec(41, 30, "y", "/tmp/y", Some(ExeFile::default()));
+        e.enrich(&mut y);
+        assert!(y.process.exe_writer.is_none());
+    }
+
+    #[test]
+    fn stat_lines() {
+        assert_eq!(
+            parse_stat("42 (a (b) c) S 7 42 42 0"),
+            Some(("a (b) c".into(), 7))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+}
