@@ -23,9 +23,9 @@ pub mod rules;
 pub mod guest;
 
 pub use event::{
-    Container, ContainerOf, ContainerRef, Event, EventOf, EventRef, ExeFile, ExeSource, FileChange,
-    FileInfo, FileInfoOf, FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf,
-    ProcessRef, Runtime,
+    Container, ContainerOf, ContainerRef, EnforceAction, EnforceReason, Enforcement, Event,
+    EventOf, EventRef, ExeFile, ExeSource, FileChange, FileInfo, FileInfoOf, FileInfoRef, FileType,
+    K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef, Runtime,
 };
 pub use finding::{Action, Finding, Priority, Remediation, Verdict};
 pub use kind::{EventKind, KindSet};
