@@ -9,9 +9,9 @@
 #             allowed to run): the cost of enforcement on benign execs
 # and, in enforce mode, a loop of a drifted binary (busybox copied to the
 # upper layer) that is killed every time: fork-to-reap time per kill beside
-# fork-to-reap of the benign exec gives the exec->kill time, and the counts
-# say whether any kill was not delivered (the findings' enforce.delivered)
-# or any drifted exec survived (should both be zero).
+# fork-to-reap of the benign exec gives the exec->kill time, and the loop's
+# counts say whether any drifted exec was not killed (a kill not delivered
+# lets it run and exit: `exited` must be 0, `killed` equal to EXECS).
 #
 #   bench/enforce.sh                       (as root, after a release build)
 #   EXECS=5000 REPS=5 bench/enforce.sh

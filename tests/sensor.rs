@@ -1053,7 +1053,7 @@ fn run_in(c: &Container, script: &str) -> String {
 }
 
 /// A drift-binary finding in `c` for `exe`, with `action`.
-fn acted<'a>(d: &Daemon, c: &Container, rule_name: &str, exe: &str, action: &str) -> Value {
+fn acted(d: &Daemon, c: &Container, rule_name: &str, exe: &str, action: &str) -> Value {
     d.wait_for(
         &format!("{rule_name} for {exe} with action={action}"),
         |v| {

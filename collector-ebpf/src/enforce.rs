@@ -97,7 +97,7 @@ pub fn judge(r: &mut ExecRecord) {
             _pad: 0,
         };
         // SAFETY: the value is copied out at once.
-        match unsafe { SCOPE.get(&key) }.copied() {
+        match unsafe { SCOPE.get(key) }.copied() {
             None => {
                 r.enforce_action = action::UNCLASSIFIED;
                 return;
@@ -183,7 +183,7 @@ fn is_memfd_name(w: &Walk) -> bool {
 fn listed(list: u32, hash: u64, slot: u32) -> bool {
     let key = PathKey { hash, list, slot };
     // SAFETY: only the presence is used.
-    unsafe { PATHS.get(&key) }.is_some()
+    unsafe { PATHS.get(key) }.is_some()
 }
 
 /// The `PathHash` of a complete walk: `out[0]` the path's, `out[1]` its
