@@ -333,7 +333,9 @@ pub struct ProcessOf<S> {
     /// that has not entered the container yet, or a host process.
     pub host_mount_ns: bool,
     /// What the kernel's enforcement policy did with this exec
-    /// (docs/enforcement.md); `None` when it did not judge it.
+    /// (docs/enforcement.md); `None` when it did not judge it, and then
+    /// left out of the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
     pub cgroup_id: u64,
     pub pid_ns: u64,
