@@ -123,6 +123,7 @@ async fn edited_chain_applies_and_broken_edit_keeps_the_old_one() {
         sources: vec![Box::new(Feed(rx))],
         sinks: vec![Box::new(seen.clone())],
         enrichers: Vec::new(),
+        enforcer: None,
         stats,
         shutdown: stop,
     }));

@@ -184,7 +184,7 @@ impl Drop for Container {
 struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -194,8 +194,13 @@ impl Daemon {
 
     /// With `ebpf` appended to the `[sources.ebpf]` table.
     fn start_with(events: bool, ebpf: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let body = format!(
+        Daemon::start_full(events, ebpf, "")
+    }
+
+    /// The config of [`Daemon::start_with`] plus the tables `extra` at its
+    /// end, hot-reloaded.
+    fn config_body(events: bool, ebpf: &str, extra: &str) -> String {
+        format!(
             r#"[sources.ebpf]
 scope = "containers"
 ring_buffer_kib = 8192
@@ -227,9 +232,24 @@ builtin = "io-uring"
 
 [outputs.stdout]
 events = {events}
+
+{extra}
 "#
-        );
+        )
+    }
+
+    fn start_full(events: bool, ebpf: &str, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = Daemon::config_body(events, ebpf, extra);
         let cfg = support::config(dir.path(), &body);
+        if !extra.is_empty() {
+            let text = std::fs::read_to_string(&cfg).expect("reading the config");
+            std::fs::write(
+                &cfg,
+                text.replace("hot_reload = false", "hot_reload = true"),
+            )
+            .expect("writing the config");
+        }
         let mut child = support::bin()
             .args(["run", "-c"])
             .arg(&cfg)
@@ -271,11 +291,20 @@ events = {events}
             Ok(Err(e)) => panic!("driftwatch run failed to start: {e}"),
             Err(_) => panic!("driftwatch run did not attach within 120 s"),
         }
-        Daemon {
-            child,
-            lines,
-            _dir: dir,
-        }
+        Daemon { child, lines, dir }
+    }
+
+    /// Rewrites the config's `extra` tables (hot reload picks it up).
+    fn reconfigure(&self, events: bool, ebpf: &str, extra: &str) {
+        let cfg = self.dir.path().join("pipeline.toml");
+        let text = std::fs::read_to_string(&cfg).expect("reading the config");
+        let head = text
+            .split("[sources.ebpf]")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let body = Daemon::config_body(events, ebpf, extra);
+        std::fs::write(&cfg, format!("{head}{body}")).expect("writing the config");
     }
 
     /// Waits until a line satisfies `pred`; returns it.
@@ -1169,4 +1198,200 @@ fn a_write_flood_loses_no_other_containers_exec() {
     }
     drop(flood);
     assert!(d.stop().success());
+}
+
+// ---- [enforcement]: kills in the kernel (docs/enforcement.md) ----
+
+const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";
+const DENY_RULE: &str = "Denied Binary Executed in Container";
+
+/// The `[enforcement]` table of the enforcement tests, in mode `mode`:
+/// `/tools/memfd_exec` (on a volume, so drift) and the files directly in
+/// `/tmp/ok/` may run; the image's `/usr/bin/id` may not.
+fn enforcement(mode: &str, extra: &str) -> String {
+    format!(
+        r#"[enforcement]
+mode = "{mode}"
+allow_paths = ["/tools/memfd_exec", "/tmp/ok/"]
+deny_binaries = ["/usr/bin/id"]
+{extra}
+"#
+    )
+}
+
+/// Runs `script` in `c` and returns its output; each command in it ends
+/// with `; echo rc=$?` so a SIGKILLed one shows as `rc=137`.
+fn run_in(c: &Container, script: &str) -> String {
+    let out = Command::new("podman")
+        .args(["exec", &c.name, "sh", "-c", script])
+        .output()
+        .expect("podman exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A drift-binary finding in `c` for `exe`, with `action`.
+fn acted(d: &Daemon, c: &Container, rule_name: &str, exe: &str, action: &str) -> Value {
+    d.wait_for(
+        &format!("{rule_name} for {exe} with action={action}"),
+        |v| {
+            finding_in(c, rule_name, v)
+                && field(v, "proc.exepath") == exe
+                && field(v, "action") == action
+        },
+    )
+}
+
+fn enforce_container(tools: &Path, tag: &str) -> Container {
+    let vol_tools = format!("{}:/tools:ro", tools.display());
+    Container::start_with(
+        tag,
+        &["--tmpfs", "/scratch", "-v", &vol_tools],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    )
+}
+
+#[test]
+fn enforce_mode_kills_drift_before_it_runs() {
+    require_root!();
+    let _g = setup();
+    let tools = tempfile::tempdir().expect("tempdir");
+    memfd_tool(tools.path());
+    let d = Daemon::start_full(false, "", &enforcement("enforce", ""));
+    let c = enforce_container(tools.path(), "enforce");
+
+    // Upper layer, tmpfs: killed before printing anything.
+    let out = run_in(&c, "cp /bin/busybox /tmp/echo; /tmp/echo LEAK; echo rc=$?");
+    assert_eq!(out.trim(), "rc=137", "the copied binary ran: {out:?}");
+    let f = acted(&d, &c, DRIFT_RULE, "/tmp/echo", "killed");
+    assert_eq!(field(&f, "enforce.delivered"), "true", "{f}");
+    assert_eq!(field(&f, "enforce.reason"), "drift", "{f}");
+    assert_eq!(field(&f, "drift.source"), "upper_layer", "{f}");
+    assert_identity(&c, &f);
+    let out = run_in(
+        &c,
+        "cp /bin/busybox /scratch/echo; /scratch/echo LEAK; echo rc=$?",
+    );
+    assert_eq!(out.trim(), "rc=137", "the tmpfs binary ran: {out:?}");
+    acted(&d, &c, DRIFT_RULE, "/scratch/echo", "killed");
+
+    // memfd_exec is allowed (its finding stays); the memfd it runs is not.
+    let out = run_in(&c, "/tools/memfd_exec x /bin/busybox echo LEAK; echo rc=$?");
+    assert_eq!(out.trim(), "rc=137", "the memfd ran: {out:?}");
+    acted(&d, &c, MEMFD_RULE, "memfd:x", "killed");
+    acted(&d, &c, DRIFT_RULE, "/tools/memfd_exec", "allowed");
+
+    // An image binary runs; an allow-listed drifted one runs, reported.
+    let out = run_in(&c, "/bin/echo image-ran; echo rc=$?");
+    assert_eq!(out.trim(), "image-ran\nrc=0", "{out:?}");
+    let out = run_in(
+        &c,
+        "mkdir -p /tmp/ok && cp /bin/busybox /tmp/ok/echo; /tmp/ok/echo allowed-ran; echo rc=$?",
+    );
+    assert_eq!(out.trim(), "allowed-ran\nrc=0", "{out:?}");
+    acted(&d, &c, DRIFT_RULE, "/tmp/ok/echo", "allowed");
+
+    // A denied image binary is killed, and says why.
+    let out = run_in(&c, "/usr/bin/id; echo rc=$?");
+    assert_eq!(out.trim(), "rc=137", "the denied binary ran: {out:?}");
+    let f = acted(&d, &c, DENY_RULE, "/usr/bin/id", "killed");
+    assert_eq!(field(&f, "enforce.reason"), "deny", "{f}");
+    // The container's init lives on.
+    assert_eq!(
+        podman(&["inspect", "-f", "{{.State.Running}}", &c.name]),
+        "true"
+    );
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
+}
+
+#[test]
+fn detect_mode_says_would_kill_and_switches_live() {
+    require_root!();
+    let _g = setup();
+    let tools = tempfile::tempdir().expect("tempdir");
+    memfd_tool(tools.path());
+    let d = Daemon::start_full(false, "", &enforcement("detect", ""));
+    let c = enforce_container(tools.path(), "detect");
+
+    let out = run_in(&c, "cp /bin/busybox /tmp/echo; /tmp/echo ran; echo rc=$?");
+    assert_eq!(out.trim(), "ran\nrc=0", "{out:?}");
+    acted(&d, &c, DRIFT_RULE, "/tmp/echo", "would_kill");
+    let out = run_in(
+        &c,
+        "cp /bin/busybox /scratch/echo; /scratch/echo ran; echo rc=$?",
+    );
+    assert_eq!(out.trim(), "ran\nrc=0", "{out:?}");
+    acted(&d, &c, DRIFT_RULE, "/scratch/echo", "would_kill");
+    let out = run_in(&c, "/tools/memfd_exec x /bin/busybox echo ran; echo rc=$?");
+    assert_eq!(out.trim(), "ran\nrc=0", "{out:?}");
+    acted(&d, &c, MEMFD_RULE, "memfd:x", "would_kill");
+    let out = run_in(&c, "/usr/bin/id -u; echo rc=$?");
+    assert_eq!(out.trim(), "0\nrc=0", "{out:?}");
+    acted(&d, &c, DENY_RULE, "/usr/bin/id", "would_kill");
+
+    // detect -> enforce -> detect by editing the file, no restart.
+    let switched = |want: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = run_in(&c, "/tmp/echo ran; echo rc=$?");
+            if out.trim() == want {
+                return Instant::now() + Duration::from_secs(10) - end;
+            }
+            assert!(Instant::now() < end, "still {out:?} 10 s after the edit");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    d.reconfigure(false, "", &enforcement("enforce", ""));
+    let took = switched("rc=137");
+    eprintln!("detect -> enforce applied within {took:?}");
+    d.reconfigure(false, "", &enforcement("detect", ""));
+    let took = switched("ran\nrc=0");
+    eprintln!("enforce -> detect applied within {took:?}");
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
+}
+
+#[test]
+fn out_of_scope_containers_are_untouched_but_detected() {
+    require_root!();
+    let _g = setup();
+    let tools = tempfile::tempdir().expect("tempdir");
+    let inside = enforce_container(tools.path(), "scoped");
+    let outside = enforce_container(tools.path(), "unscoped");
+    let scope = format!("containers = [\"{}\"]", inside.name);
+    let d = Daemon::start_full(false, "", &enforcement("enforce", &scope));
+
+    // The container out of scope: runs, reported as such.
+    let out = run_in(
+        &outside,
+        "cp /bin/busybox /tmp/echo; /tmp/echo ran; echo rc=$?",
+    );
+    assert_eq!(out.trim(), "ran\nrc=0", "{out:?}");
+    d.wait_for("the out-of-scope finding", |v| {
+        finding_in(&outside, DRIFT_RULE, v)
+            && field(v, "proc.exepath") == "/tmp/echo"
+            && ["out_of_scope", "unclassified"].contains(&field(v, "action"))
+    });
+    // The container in scope: killed once userspace has classified it (its
+    // first execs may pass as unclassified, by design).
+    run_in(&inside, "cp /bin/busybox /tmp/echo");
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run_in(&inside, "/tmp/echo ran; echo rc=$?");
+        if out.trim() == "rc=137" {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the scoped container was never enforced: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    acted(&d, &inside, DRIFT_RULE, "/tmp/echo", "killed");
+    // Classified by now: out of scope, never killed.
+    let out = run_in(&outside, "/tmp/echo ran; echo rc=$?");
+    assert_eq!(out.trim(), "ran\nrc=0", "{out:?}");
+    acted(&d, &outside, DRIFT_RULE, "/tmp/echo", "out_of_scope");
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
 }

@@ -11,12 +11,17 @@
 //! shared types are `aya::Pod`.
 #![no_std]
 
+mod enforce;
 mod fault;
 mod globals;
 mod kind;
 mod record;
 mod syscall;
 
+pub use enforce::{
+    FNV_OFFSET, PATH_MAX_HASHED, PathHash, PathKey, Policy, ScopeKey, action, fnv, list, mode,
+    policy_flag, reason,
+};
 pub use fault::Fault;
 pub use globals::{Filter, Offsets};
 pub use kind::Kind;
@@ -52,4 +57,7 @@ mod pod {
     unsafe impl aya::Pod for SyscallOffsets {}
     unsafe impl aya::Pod for FileFilter {}
     unsafe impl aya::Pod for Budget {}
+    unsafe impl aya::Pod for Policy {}
+    unsafe impl aya::Pod for PathKey {}
+    unsafe impl aya::Pod for ScopeKey {}
 }

@@ -168,6 +168,14 @@ pub struct ExecRecord {
     pub prior_mnt_ns: u32,
     /// The parent's mount namespace (inode number), 0 when unreadable.
     pub parent_mnt_ns: u32,
+    /// What the enforcement policy did (`enforce::action`).
+    pub enforce_action: u32,
+    /// Why the exec was a candidate (`enforce::reason`).
+    pub enforce_reason: u32,
+    /// With `action::KILLED`: `bpf_send_signal`'s return, 0 when the
+    /// SIGKILL was queued, else a negative errno.
+    pub kill_ret: i32,
+    pub _pad_enforce: u32,
     pub pcomm: [u8; COMM_LEN],
     pub exe: Walk,
     pub pexe: Walk,

@@ -5,9 +5,10 @@ use aya_ebpf::macros::tracepoint;
 use aya_ebpf::programs::TracePointContext;
 use driftwatch_common::{ARGS_MAX, ExecRecord, Fault, FileFacts, Kind, RecordKind, exe};
 
+use crate::enforce::judge;
 use crate::globals::offset;
 use crate::layer::layer_of;
-use crate::maps::{EVENTS, PRIOR, Prior, count_faults, count_lost, submit_flags};
+use crate::maps::{EVENTS, EXEC_SCRATCH, PRIOR, Prior, count_faults, count_lost, submit_flags};
 use crate::read::{Reads, fact, facts, field};
 use crate::task::{
     container_root, current_task, current_tid, exec_depth, file_path, fill_header, fs_pwd, fs_root,
@@ -113,17 +114,38 @@ fn on_exec(old_pid: u32) {
     if !wanted(Kind::Exec) {
         return;
     }
+    // Flat, for a call that is not inlined.
+    let (inode, mnt_ns) = prior.map_or((0, 0), |p| (p.inode, p.mnt_ns));
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count_lost();
+        // The record is lost, the verdict must not be: judged in scratch.
+        if let Some(p) = EXEC_SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot of a per-CPU map, used by nothing
+            // else while this program runs; integers only.
+            fill_and_judge(unsafe { &mut *p }, prior.is_some(), inode, mnt_ns);
+        }
         return;
     };
     // SAFETY: the reserved space is ours alone until submitted, sized and
     // aligned for an ExecRecord, and holds bytes the kernel handed out;
     // every bit pattern is a valid ExecRecord (integers only).
     let r = unsafe { &mut *entry.as_mut_ptr() };
-    fill_exec(r, current_task(), prior);
+    fill_and_judge(r, prior.is_some(), inode, mnt_ns);
     count_faults(r.hdr.faults);
     entry.submit(submit_flags());
+}
+
+/// The record of the task that just exec'd, then the policy's verdict on
+/// it. Not inlined: verified once per call site instead of twice inline.
+#[inline(never)]
+fn fill_and_judge(r: &mut ExecRecord, known: bool, inode: u64, mnt_ns: u32) {
+    let prior = known.then_some(Prior {
+        inode,
+        mnt_ns,
+        _pad: 0,
+    });
+    fill_exec(r, current_task(), prior);
+    judge(r);
 }
 
 /// Fills the record of the task that just exec'd.

@@ -7,6 +7,9 @@
 //!   arguments and result from the task's saved registers and emits one
 //!   `FileRecord` when it succeeded and changed something.
 //!
+//! [`enforce`] judges each exec against the policy userspace writes into
+//! maps, and kills it in place when it is drift.
+//!
 //! Around them: [`task`] (the acting task's identity), [`walk`] (dentry
 //! walks into paths), [`layer`] (overlayfs layers), [`read`] (probe reads
 //! that fail loudly), [`maps`] and [`globals`] (what the loader fills in).
@@ -16,6 +19,7 @@
 #![allow(internal_features)]
 #![no_main]
 
+mod enforce;
 mod exec;
 mod file;
 mod globals;

@@ -6,9 +6,10 @@
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use driftwatch_common::{
-    ABI_SPAN, Budget, Fault, FileRecord, SyscallSpec, drop_index, lane, map_fail,
+    ABI_SPAN, Budget, ExecRecord, Fault, FileRecord, PathKey, Policy, ScopeKey, SyscallSpec,
+    drop_index, lane, map_fail,
 };
 
 use crate::globals::filter;
@@ -70,6 +71,32 @@ pub static MAP_FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_fail:
 /// LRU: an exec that dies between the two leaves an entry that ages out.
 #[map]
 pub static PRIOR: LruHashMap<u32, Prior> = LruHashMap::with_max_entries(4096, 0);
+
+/// The enforcement slot in use (0 or 1): userspace writes a policy into
+/// the other slot, then flips this one word.
+#[map]
+pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The enforcement policy of each slot (mode, flags, the host's mount
+/// namespace). All zero (`mode::OFF`) until userspace writes one.
+#[map]
+pub static POLICY: Array<Policy> = Array::with_max_entries(2, 0);
+
+/// The path lists of each slot: allow_paths, allow_parents, deny_binaries
+/// as `PathHash`es (value 1).
+#[map]
+pub static PATHS: HashMap<PathKey, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Containers userspace has classified against the scope lists, by cgroup
+/// id and slot: 1 in scope, 0 out of it. Consulted only when a scope list
+/// is set. LRU: a container gone ages out.
+#[map]
+pub static SCOPE: LruHashMap<ScopeKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Where an exec record is built when the ring buffer has no room for it:
+/// the exec is still judged (and killed) though its record is lost.
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// The previous program of an exec in flight.
 #[repr(C)]

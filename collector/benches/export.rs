@@ -380,6 +380,7 @@ fn latency(dir: &Path) {
         })],
         sinks,
         enrichers: Vec::new(),
+        enforcer: None,
         stats: stats.clone(),
         shutdown,
     }))

@@ -5,7 +5,7 @@
 //! alike, carries the file, line and column. Plugin entries are checked
 //! right after, with their own spans.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -115,6 +115,9 @@ pub struct Config {
     /// What the collector works out about events before the plugins.
     #[serde(default)]
     pub enrich: EnrichConfig,
+    /// In-kernel enforcement of drift (docs/enforcement.md); hot-reloaded.
+    #[serde(default, deserialize_with = "checked")]
+    pub enforcement: EnforcementConfig,
     /// Directory of the file this was read from; relative paths resolve here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -626,7 +629,7 @@ pub struct OtlpConfig {
     /// Per-request timeout.
     pub timeout_ms: Option<u64>,
     /// Extra request headers (gRPC metadata), e.g. for authentication.
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
     pub tls: OtlpTlsConfig,
     /// Also export every event that passed the chain, not only findings.
     pub events: bool,
@@ -875,6 +878,88 @@ impl Check for RuntimesConfig {
         absolute("docker_socket", &self.docker_socket)?;
         absolute("crio_socket", &self.crio_socket)?;
         absolute("podman_root", &self.podman_root)
+    }
+}
+
+/// What `[enforcement]` does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnforcementMode {
+    /// Judge every exec, kill none: findings say `action=would_kill`.
+    #[default]
+    Detect,
+    /// Kill drift in the kernel at exec.
+    Enforce,
+}
+
+/// `[enforcement]`: which execs the kernel kills (docs/enforcement.md).
+/// Applied on every reload by rewriting the policy maps, no restart.
+///
+/// Scope lists: empty means no restriction on that dimension; every
+/// non-empty one must match. Names and images match exactly (an image by
+/// its repository, without tag). Path lists hold absolute paths matched
+/// exactly; an entry ending in `/` matches the files directly in that
+/// directory (not below it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnforcementConfig {
+    pub mode: EnforcementMode,
+    /// Container names in scope.
+    pub containers: Vec<String>,
+    /// Image repositories in scope.
+    pub images: Vec<String>,
+    /// Kubernetes namespaces in scope.
+    pub namespaces: Vec<String>,
+    /// Pod labels that must all match.
+    pub labels: BTreeMap<String, String>,
+    /// Drifted executables allowed to run anyway (still reported).
+    pub allow_paths: Vec<String>,
+    /// Parent executables whose drifted children may run (still reported).
+    pub allow_parents: Vec<String>,
+    /// Executables killed even when they come from the image.
+    pub deny_binaries: Vec<String>,
+    /// Also kill the container's init (its first process) when it is
+    /// drift. Off: killing it stops the container.
+    pub kill_init: bool,
+}
+
+impl EnforcementConfig {
+    /// Whether any scope list is set: then only containers userspace has
+    /// classified as in scope are judged.
+    pub fn scoped(&self) -> bool {
+        !(self.containers.is_empty()
+            && self.images.is_empty()
+            && self.namespaces.is_empty()
+            && self.labels.is_empty())
+    }
+}
+
+impl Check for EnforcementConfig {
+    fn check(&self) -> Result<(), String> {
+        for (key, list) in [
+            ("allow_paths", &self.allow_paths),
+            ("allow_parents", &self.allow_parents),
+            ("deny_binaries", &self.deny_binaries),
+        ] {
+            for p in list {
+                if !p.starts_with('/') {
+                    return Err(format!("{key}: {p:?} must be an absolute path"));
+                }
+                if p.split('/').any(|c| c == "." || c == "..") {
+                    return Err(format!(
+                        "{key}: {p:?}: `.` and `..` are not resolved; write the path as the kernel sees it"
+                    ));
+                }
+                // Its walk is one byte per `/` shorter, plus the last NUL.
+                if p.trim_end_matches('/').len() > driftwatch_common::PATH_MAX_HASHED {
+                    return Err(format!(
+                        "{key}: {p:?} is longer than the {} bytes the kernel compares",
+                        driftwatch_common::PATH_MAX_HASHED
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -391,6 +391,7 @@ fn shutdown_on_signals(rt: &tokio::runtime::Runtime) -> watch::Receiver<bool> {
 fn run(config: &Path) -> Result<ExitCode> {
     let (cfg, engine, chain, stats) = load(config)?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let mut enforcer = None;
     if cfg.sources.ebpf.enabled {
         // Load and attach before anything runs, so a kernel that cannot do
         // it stops the start with the reason. Printing raw events asks for
@@ -403,8 +404,9 @@ fn run(config: &Path) -> Result<ExitCode> {
             kinds = KindSet::ALL;
             prefilter = KernelPrefilter::off();
         }
-        let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter)
+        let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter, &cfg.enforcement)
             .context("starting the kernel sensor")?;
+        enforcer = Some(sensor.enforcer());
         sources.push(Box::new(EbpfSource::new(sensor)));
     }
     let runtimes = Runtimes::new(&cfg.runtimes.endpoints());
@@ -460,6 +462,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         sources,
         sinks,
         enrichers,
+        enforcer,
         stats,
         shutdown,
     }))?;
@@ -493,6 +496,7 @@ fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result
         sources,
         sinks,
         enrichers: Vec::new(),
+        enforcer: None,
         stats,
         shutdown,
     }))?;

@@ -21,6 +21,7 @@ use crate::pipeline::{Batch, Chain, ChainError};
 use crate::plugin::Engine;
 use crate::plugin::cache::ComponentCache;
 use crate::sink::Sink;
+use crate::source::ebpf::enforcement::Enforcer;
 use crate::source::ebpf::prefilter::KernelPrefilter;
 use crate::source::{Source, SourceContext, SourceError};
 use crate::stats::{Snapshot, Stats};
@@ -63,6 +64,9 @@ pub struct Setup {
     pub sinks: Vec<Box<dyn Sink>>,
     /// Applied in order to every event before the chain.
     pub enrichers: Vec<Box<dyn Enricher>>,
+    /// The kernel's enforcement policy maps (`None` without the kernel
+    /// sensor): rewritten on reload, told of containers as they are enriched.
+    pub enforcer: Option<Enforcer>,
     pub stats: Arc<Stats>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -83,6 +87,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         sources,
         sinks,
         enrichers,
+        enforcer,
         stats,
         shutdown,
     } = setup;
@@ -99,6 +104,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     let chain_thread = spawn_chain(
         chain,
         enrichers,
+        enforcer.clone(),
         msg_rx,
         out_tx,
         stats.clone(),
@@ -138,6 +144,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
             engine.clone(),
             stats.clone(),
             msg_tx.clone(),
+            enforcer,
         ))),
         _ => None,
     };
@@ -201,6 +208,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
 fn spawn_chain(
     mut chain: Chain,
     mut enrichers: Vec<Box<dyn Enricher>>,
+    enforcer: Option<Enforcer>,
     mut rx: mpsc::Receiver<Msg>,
     out: std::sync::mpsc::SyncSender<Batch>,
     stats: Arc<Stats>,
@@ -214,6 +222,9 @@ fn spawn_chain(
                     Msg::Batch(mut events) => {
                         for e in enrichers.iter_mut() {
                             e.enrich_batch(&mut events);
+                        }
+                        if let Some(enforcer) = &enforcer {
+                            learn_containers(enforcer, &events);
                         }
                         let batch = chain.process(events);
                         if !batch.is_empty() && out.send(batch).is_err() {
@@ -243,6 +254,19 @@ fn spawn_chain(
             }
         })
         .map_err(|e| RuntimeError::Thread("plugin-chain", e))
+}
+
+/// Tells the enforcement policy which containers the execs of `events`
+/// ran in, so the kernel can judge them against the scope lists.
+fn learn_containers(enforcer: &Enforcer, events: &[Event]) {
+    let mut maps = None;
+    for ev in events
+        .iter()
+        .filter(|ev| ev.kind == EventKind::Exec && ev.container.is_some())
+    {
+        let maps = maps.get_or_insert_with(|| enforcer.lock().unwrap_or_else(|p| p.into_inner()));
+        maps.learn(ev);
+    }
 }
 
 /// The outputs thread: every batch to every sink in order, a failure
@@ -403,6 +427,7 @@ async fn watch_config(
     engine: Engine,
     stats: Arc<Stats>,
     tx: mpsc::Sender<Msg>,
+    enforcer: Option<Enforcer>,
 ) {
     use notify::{RecursiveMode, Watcher};
     let (ntx, mut nrx) = mpsc::unbounded_channel();
@@ -459,6 +484,16 @@ async fn watch_config(
                          dropping what the old ones excluded until driftwatch restarts",
                         path.display()
                     );
+                }
+                if let Some(enforcer) = &enforcer {
+                    let mut maps = enforcer.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Err(e) = maps.apply(&cfg.enforcement) {
+                        tracing::error!(
+                            "reload of {}: the enforcement policy was not written, the \
+                             previous one stays: {e}",
+                            path.display()
+                        );
+                    }
                 }
                 if tx.send(Msg::Swap(Box::new(chain))).await.is_err() {
                     return;

@@ -141,6 +141,7 @@ impl<S> EventOf<S> {
                     prev_exe_foreign,
                     parent_foreign,
                     host_mount_ns,
+                    enforcement,
                     cgroup_id,
                     pid_ns,
                     mnt_ns,
@@ -204,6 +205,7 @@ impl<S> EventOf<S> {
                     prev_exe_foreign: *prev_exe_foreign,
                     parent_foreign: *parent_foreign,
                     host_mount_ns: *host_mount_ns,
+                    enforcement: *enforcement,
                     cgroup_id: *cgroup_id,
                     pid_ns: *pid_ns,
                     mnt_ns: *mnt_ns,
@@ -371,6 +373,11 @@ pub struct ProcessOf<S> {
     /// The process is in the host's mount namespace: a container runtime
     /// that has not entered the container yet, or a host process.
     pub host_mount_ns: bool,
+    /// What the kernel's enforcement policy did with this exec
+    /// (docs/enforcement.md); `None` when it did not judge it, and then
+    /// left out of the event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     pub cgroup_id: u64,
     pub pid_ns: u64,
     pub mnt_ns: u64,
@@ -485,6 +492,78 @@ impl ExeSource {
             self,
             ExeSource::UpperLayer | ExeSource::Volume | ExeSource::Tmpfs | ExeSource::Deleted
         )
+    }
+}
+
+/// The kernel's enforcement verdict on an exec (docs/enforcement.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforcement {
+    pub action: EnforceAction,
+    pub reason: EnforceReason,
+    /// With `Killed`: the SIGKILL was queued (`bpf_send_signal` returned 0).
+    pub delivered: bool,
+    /// With a kill not delivered: the helper's error, a positive errno.
+    pub error: i32,
+}
+
+/// What the policy did with an exec (`enforce.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnforceAction {
+    /// Killed in the kernel at exec (see `Enforcement::delivered`).
+    Killed,
+    /// Detect mode: enforce would have killed it.
+    WouldKill,
+    /// `allow_paths` or `allow_parents` lifted the kill.
+    Allowed,
+    /// The container's init, spared (`kill_init = false`).
+    Init,
+    /// Scope lists are set and the container was not classified yet: not
+    /// killed.
+    Unclassified,
+    /// The container is outside the scope lists: not killed.
+    OutOfScope,
+    /// A value from a newer sensor.
+    #[serde(other)]
+    Unknown,
+}
+
+impl EnforceAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforceAction::Killed => "killed",
+            EnforceAction::WouldKill => "would_kill",
+            EnforceAction::Allowed => "allowed",
+            EnforceAction::Init => "init",
+            EnforceAction::Unclassified => "unclassified",
+            EnforceAction::OutOfScope => "out_of_scope",
+            EnforceAction::Unknown => "unknown",
+        }
+    }
+}
+
+/// Why an exec was a candidate for a kill (`enforce.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnforceReason {
+    /// Not a file of the image: upper layer, volume, tmpfs, deleted.
+    Drift,
+    /// A memfd that is not the runtime's own re-exec.
+    Memfd,
+    /// On `deny_binaries`.
+    Deny,
+    #[serde(other)]
+    Unknown,
+}
+
+impl EnforceReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforceReason::Drift => "drift",
+            EnforceReason::Memfd => "memfd",
+            EnforceReason::Deny => "deny",
+            EnforceReason::Unknown => "unknown",
+        }
     }
 }
 

@@ -76,6 +76,10 @@ field_names! {
     "proc.exe_ino.ctime" => ProcExeInoCtime,
     "proc.exe_ino.mtime" => ProcExeInoMtime,
     "proc.exe_ino.ctime_duration_proc_start" => ProcExeInoCtimeDuration,
+    "enforce.action" => EnforceActionField,
+    "enforce.reason" => EnforceReasonField,
+    "enforce.delivered" => EnforceDelivered,
+    "enforce.error" => EnforceError,
     "user.uid" => UserUid,
     "user.name" => UserName,
     "group.gid" => GroupGid,
@@ -233,6 +237,18 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
             .and_then(|x| x.source)
             .map(crate::ExeSource::as_str),
         DriftFileMount => opt(p.program_file.as_ref().and_then(|x| x.mount.as_ref())),
+        EnforceActionField => p.enforcement.map(|e| e.action.as_str()),
+        EnforceReasonField => p.enforcement.map(|e| e.reason.as_str()),
+        EnforceDelivered => p
+            .enforcement
+            .filter(|e| e.action == crate::EnforceAction::Killed)
+            .map(|e| bool_str(e.delivered)),
+        EnforceError => {
+            return p
+                .enforcement
+                .filter(|e| e.action == crate::EnforceAction::Killed && !e.delivered)
+                .map(|e| Cow::Owned(errno_name(e.error)));
+        }
         UserName => opt(p.user_name.as_ref()),
         // Falco reports host processes as container "host".
         ContainerId => Some(c.map_or("host", |c| c.short_id())),
@@ -376,6 +392,19 @@ impl Template {
             })
             .collect()
     }
+}
+
+/// `bpf_send_signal`'s errors by name (the guest has no libc to ask).
+fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        3 => "ESRCH",
+        11 => "EAGAIN",
+        16 => "EBUSY",
+        22 => "EINVAL",
+        _ => return format!("errno {errno}"),
+    };
+    format!("{name} (errno {errno})")
 }
 
 #[cfg(test)]

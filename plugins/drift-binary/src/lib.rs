@@ -14,18 +14,25 @@
 //! What counts is decided by the kernel's facts (`proc.exe_source`, see
 //! docs/detections.md); the exemptions rest on namespaces a process in the
 //! container cannot change, never on names it chooses.
+//!
+//! With `[enforcement]` (docs/enforcement.md) the kernel judged the exec
+//! too: its verdict is added to the finding (`action`: `killed` or
+//! `would_kill`, ...), and a kill no drift finding covers (a denied image
+//! binary) is reported on its own, so no kill is silent.
 
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::{is_container_entrypoint, is_runtime_setup, is_under};
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, ExeChange, ExeSource, Finding, Manifest, Plugin, Priority,
-    ProgramVia, Remediation, Verdict,
+    Condition, EnforceAction, EnforceReason, EventKind, EventRef, ExeChange, ExeSource, Finding,
+    Manifest, Plugin, Priority, ProgramVia, Remediation, Verdict,
 };
 use serde::Deserialize;
 
 pub const RULE: &str = "Drift Detected (Container Image Modified Binary)";
 pub const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";
 pub const INTERPRETER_RULE: &str = "Script Not in Container Image Run by Interpreter";
+pub const DENY_RULE: &str = "Denied Binary Executed in Container";
+const DENY_OUTPUT: &str = "Denied binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath action=%enforce.action)";
 const OUTPUT: &str = "Drift detected: new binary executed in container (user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
 const PROGRAM_OUTPUT: &str = "Drift detected: new program run in container through its %drift.via (file=%drift.file user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
 const INTERPRETER_OUTPUT: &str = "Script not in the container image run by an interpreter (file=%drift.file source=%drift.file_source user=%user.name command=%proc.cmdline container=%container.name image=%container.image.repository:%container.image.tag exe_path=%proc.exepath)";
@@ -99,6 +106,7 @@ pub struct DriftBinaryDetector {
     interpreter: bool,
     interpreter_priority: Priority,
     interpreter_output: Template,
+    deny_output: Template,
     runtime_mounts: Vec<String>,
     remediation: Remediation,
 }
@@ -149,6 +157,7 @@ impl Plugin for DriftBinaryDetector {
             interpreter: c.interpreter,
             interpreter_priority: c.interpreter_priority,
             interpreter_output: Template::parse(INTERPRETER_OUTPUT)?,
+            deny_output: Template::parse(DENY_OUTPUT)?,
             runtime_mounts: c.runtime_mounts,
             remediation: c.remediation,
         })
@@ -175,6 +184,10 @@ impl Plugin for DriftBinaryDetector {
             Condition::Any(vec![
                 Condition::is_in("drift.source", sources),
                 Condition::is_in("drift.file_source", drift),
+                // The kernel judged it (a denied image binary too).
+                Condition::Exists {
+                    field: "enforce.action".into(),
+                },
             ]),
         ])
     }
@@ -184,23 +197,29 @@ impl Plugin for DriftBinaryDetector {
         // A re-exec of the same file (`/proc/self/exe`, as busybox runs its
         // applets) is the program already judged at its first exec: one exec
         // of a drifted binary is one finding (below).
-        if ev.kind != EventKind::Exec
-            || ev.container.is_none()
-            || is_container_entrypoint(ev)
-            || is_runtime_setup(ev)
-        {
+        if ev.kind != EventKind::Exec || ev.container.is_none() {
             return Verdict::pass();
         }
-        let Some(source) = p.exe_origin() else {
-            return Verdict::pass();
-        };
+        // A kill (or one detect mode held back) is always reported, even
+        // where this rule's own exemptions would stay silent.
+        let enforced = p
+            .enforcement
+            .filter(|e| matches!(e.action, EnforceAction::Killed | EnforceAction::WouldKill));
+        // The re-exec exemption is the executable's alone (below): the
+        // script a re-exec'd shell runs is still judged.
+        let exempt = is_container_entrypoint(ev) || is_runtime_setup(ev);
+        let source = p.exe_origin().filter(|_| !exempt);
         let mut verdict = Verdict::pass();
         // The script a shell runs by exec'ing it is a re-exec of the shell's
         // own file (`#!/bin/sh` run from busybox sh): the executable was
         // judged, the script was not.
-        let exe_drift =
-            !p.exe_reexec && source.is_drift() && !self.runtime_injected(source, p.exe_mount);
-        if !exe_drift && let Some(f) = self.program_file(ev) {
+        let exe_drift = source.is_some_and(|source| {
+            !p.exe_reexec && source.is_drift() && !self.runtime_injected(source, p.exe_mount)
+        });
+        if source.is_some()
+            && !exe_drift
+            && let Some(f) = self.program_file(ev)
+        {
             verdict.findings.push(f);
         }
         if exe_drift {
@@ -221,7 +240,7 @@ impl Plugin for DriftBinaryDetector {
                 remediation: Some(self.remediation.clone()),
             });
         }
-        if self.memfd && !p.exe_reexec && source == ExeSource::Memfd {
+        if self.memfd && !p.exe_reexec && source == Some(ExeSource::Memfd) {
             verdict.findings.push(Finding {
                 rule: MEMFD_RULE.to_string(),
                 priority: self.memfd_priority,
@@ -232,12 +251,38 @@ impl Plugin for DriftBinaryDetector {
                 tags: ["container", "drift", "fileless"]
                     .map(String::from)
                     .to_vec(),
-                fields: self.memfd_output.fields(ev),
+                fields: with_enforcement(self.memfd_output.fields(ev), ev),
                 remediation: Some(self.remediation.clone()),
             });
         }
+        if verdict.findings.is_empty()
+            && let Some(e) = enforced
+        {
+            verdict.findings.push(self.enforced_finding(ev, e.reason));
+        }
         verdict
     }
+}
+
+/// `fields` with the kernel's enforcement verdict, when it judged the exec.
+fn with_enforcement(
+    mut fields: std::collections::BTreeMap<String, String>,
+    ev: &EventRef<'_>,
+) -> std::collections::BTreeMap<String, String> {
+    if ev.process.enforcement.is_none() {
+        return fields;
+    }
+    for (name, key) in [
+        ("enforce.action", "action"),
+        ("enforce.reason", "enforce.reason"),
+        ("enforce.delivered", "enforce.delivered"),
+        ("enforce.error", "enforce.error"),
+    ] {
+        if let Some(v) = driftwatch_sdk::fields::field(ev, name) {
+            fields.insert(key.to_string(), v);
+        }
+    }
+    fields
 }
 
 impl DriftBinaryDetector {
@@ -285,13 +330,60 @@ impl DriftBinaryDetector {
     /// The output's fields, and always what the kernel saw of the file: the
     /// seed's message stays as users know it.
     fn drift_fields(&self, ev: &EventRef<'_>) -> std::collections::BTreeMap<String, String> {
-        let mut fields = self.output.fields(ev);
+        self.drift_fields_with(&self.output, ev)
+    }
+
+    /// [`Self::drift_fields`] for the output `output`, with the kernel's
+    /// enforcement verdict.
+    fn drift_fields_with(
+        &self,
+        output: &Template,
+        ev: &EventRef<'_>,
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut fields = output.fields(ev);
         for name in DRIFT_FIELDS {
             let value = driftwatch_sdk::fields::field(ev, name)
                 .unwrap_or_else(|| driftwatch_sdk::fields::NA.to_string());
             fields.insert(name.to_string(), value);
         }
-        fields
+        with_enforcement(fields, ev)
+    }
+
+    /// The finding of a kill (or would-be kill) no other finding covers: a
+    /// denied binary, or an exec this rule exempts that the kernel did not
+    /// (`kill_init = true`).
+    fn enforced_finding(&self, ev: &EventRef<'_>, reason: EnforceReason) -> Finding {
+        let (rule, priority, output, description) = match reason {
+            EnforceReason::Deny => (
+                DENY_RULE,
+                Priority::Critical,
+                &self.deny_output,
+                "Detect execution of a binary listed in [enforcement] deny_binaries",
+            ),
+            EnforceReason::Memfd => (
+                MEMFD_RULE,
+                self.memfd_priority,
+                &self.memfd_output,
+                "Detect execution of a binary that exists only in memory (memfd)",
+            ),
+            EnforceReason::Drift | EnforceReason::Unknown => (
+                RULE,
+                self.priority,
+                &self.output,
+                "Detect execution of a binary not present in the original container image",
+            ),
+        };
+        Finding {
+            rule: rule.to_string(),
+            priority,
+            output: output.render(ev),
+            description: Some(description.into()),
+            tags: ["container", "drift", "enforcement"]
+                .map(String::from)
+                .to_vec(),
+            fields: self.drift_fields_with(output, ev),
+            remediation: Some(self.remediation.clone()),
+        }
     }
 
     /// A binary the runtime bind-mounted in (`runtime_mounts`).

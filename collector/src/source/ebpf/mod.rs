@@ -8,12 +8,14 @@
 //! bounded amount of work per wake-up.
 
 pub mod btf;
+pub mod enforcement;
 pub mod prefilter;
 pub mod record;
 pub mod sys;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -28,9 +30,10 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::{BoxFuture, Source, SourceContext, SourceError};
-use crate::config::{EbpfConfig, Scope};
+use crate::config::{EbpfConfig, EnforcementConfig, Scope};
 use crate::health::Check;
 use crate::stats::Stats;
+use enforcement::{Enforcer, PolicyMaps};
 use prefilter::KernelPrefilter;
 use record::{Clock, Decoder};
 
@@ -263,6 +266,9 @@ pub struct EbpfSensor {
     clock: Clock,
     /// `None`: the kernel wakes the reader for every record.
     drain_every: Option<Duration>,
+    enforcer: Enforcer,
+    /// The host's mount namespace (inode number), 0 when unreadable.
+    host_mnt_ns: u64,
 }
 
 impl EbpfSensor {
@@ -270,11 +276,13 @@ impl EbpfSensor {
     /// offsets from BTF, loads the programs and attaches the ones that feed
     /// the `kinds` the chain asked for. `prefilter` says which file records
     /// no plugin would be given (dropped in the kernel when
-    /// `kernel_prefilter` is on).
+    /// `kernel_prefilter` is on). `enforcement` is the first policy
+    /// written into the kernel; [`EbpfSensor::enforcer`] writes later ones.
     pub fn start(
         cfg: &EbpfConfig,
         kinds: KindSet,
         prefilter: &KernelPrefilter,
+        enforcement: &EnforcementConfig,
     ) -> Result<EbpfSensor, EbpfError> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -372,6 +380,12 @@ impl EbpfSensor {
             );
         }
 
+        if !exec {
+            tracing::warn!(
+                "no plugin asks for exec events: [enforcement] judges nothing \
+                 (enable drift-binary)"
+            );
+        }
         if exec {
             attach(
                 &mut bpf,
@@ -413,14 +427,29 @@ impl EbpfSensor {
             container_events_per_sec = cfg.container_events_per_sec,
             "kernel sensor attached"
         );
+        // Until this is written the policy reads as off: nothing is judged
+        // in the moment between attaching and here.
+        let host_mnt_ns = host_mount_ns();
+        let enforcer = Arc::new(Mutex::new(PolicyMaps::take(
+            &mut bpf,
+            enforcement,
+            host_mnt_ns,
+        )?));
         Ok(EbpfSensor {
+            host_mnt_ns,
             bpf,
             ring,
             file_ring,
             clock: Clock::now(),
             drain_every: (cfg.drain_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.drain_interval_ms)),
+            enforcer,
         })
+    }
+
+    /// The policy maps, for reloads and for classifying containers.
+    pub fn enforcer(&self) -> Enforcer {
+        self.enforcer.clone()
     }
 }
 
@@ -711,6 +740,8 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         file_ring,
         clock,
         drain_every,
+        enforcer: _,
+        host_mnt_ns,
     } = sensor;
     let sensor_maps = bpf;
     let register = |ring| {
@@ -721,7 +752,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     };
     let mut afd = register(ring)?;
     let mut file_afd = register(file_ring)?;
-    let mut decoder = Decoder::new(clock, ctx.hostname.clone(), host_mount_ns());
+    let mut decoder = Decoder::new(clock, ctx.hostname.clone(), host_mnt_ns);
     let mut losses = LossReport {
         last: [0; lane::COUNT as usize],
         logged_total: 0,

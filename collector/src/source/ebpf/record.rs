@@ -10,10 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use driftwatch_common::{
-    ExecRecord, Fault, FileFacts, FileRecord, Header, Kind, Op, RecordKind, Walk, exe, info,
-    open_flags, walk,
+    ExecRecord, Fault, FileFacts, FileRecord, Header, Kind, Op, RecordKind, Walk, action, exe,
+    info, open_flags, reason, walk,
 };
-use driftwatch_sdk::{Container, Event, ExeFile, ExeSource, FileInfo, FileType, Process};
+use driftwatch_sdk::{
+    Container, EnforceAction, EnforceReason, Enforcement, Event, ExeFile, ExeSource, FileInfo,
+    FileType, Process,
+};
 
 use super::event_kind;
 use crate::container::{UNKNOWN_ID, cgroup};
@@ -278,6 +281,37 @@ fn split_args(b: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// The kernel's enforcement verdict carried in the record.
+fn enforcement(r: &ExecRecord) -> Option<Enforcement> {
+    let action = match r.enforce_action {
+        action::NONE => return None,
+        action::KILLED => EnforceAction::Killed,
+        action::WOULD_KILL => EnforceAction::WouldKill,
+        action::ALLOWED => EnforceAction::Allowed,
+        action::INIT => EnforceAction::Init,
+        action::UNCLASSIFIED => EnforceAction::Unclassified,
+        action::OUT_OF_SCOPE => EnforceAction::OutOfScope,
+        _ => EnforceAction::Unknown,
+    };
+    let reason = match r.enforce_reason {
+        reason::DRIFT => EnforceReason::Drift,
+        reason::MEMFD => EnforceReason::Memfd,
+        reason::DENY => EnforceReason::Deny,
+        _ => EnforceReason::Unknown,
+    };
+    let killed = action == EnforceAction::Killed;
+    Some(Enforcement {
+        action,
+        reason,
+        delivered: killed && r.kill_ret == 0,
+        error: if killed {
+            r.kill_ret.saturating_neg()
+        } else {
+            0
+        },
+    })
+}
+
 fn exec_event(r: &ExecRecord, env: &Env<'_>, container: Option<Container>) -> Event {
     let unread = |f: Fault| f.is_in(r.hdr.faults);
     let mut p = process(&r.hdr, env.host_mnt_ns);
@@ -315,6 +349,7 @@ fn exec_event(r: &ExecRecord, env: &Env<'_>, container: Option<Container>) -> Ev
     if !unread(Fault::Cwd) {
         p.cwd = WalkPath::from_walk(&r.cwd).into_string();
     }
+    p.enforcement = enforcement(r);
     let n = (r.args_len as usize).min(r.args.len());
     p.args = split_args(&r.args[..n]);
     // Unread argv is an empty prefix of it.
