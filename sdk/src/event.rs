@@ -373,16 +373,17 @@ pub struct ProcessOf<S> {
     /// The process is in the host's mount namespace: a container runtime
     /// that has not entered the container yet, or a host process.
     pub host_mount_ns: bool,
+    pub cgroup_id: u64,
+    pub pid_ns: u64,
+    pub mnt_ns: u64,
+    // Facts only some execs have, last and left out of the wire when unset:
+    // events without them encode as before, positionally too (a skipped
+    // field before a present one would shift every later position).
     /// What the kernel's enforcement policy did with this exec
     /// (docs/enforcement.md); `None` when it did not judge it, and then
     /// left out of the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
-    pub cgroup_id: u64,
-    pub pid_ns: u64,
-    pub mnt_ns: u64,
-    // The collector's own facts, last and left out of the wire when unset:
-    // events without them encode as before, positionally too.
     /// The file the executable runs as its program when the executable only
     /// reads or loads it: the script of a `#!` exec, the FILE of
     /// `ld.so FILE`, or the script given to an interpreter (`sh x.sh`).
