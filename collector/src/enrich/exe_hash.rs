@@ -342,13 +342,42 @@ mod tests {
     use driftwatch_sdk::{Container, ExeFile, Process};
     use std::os::unix::fs::MetadataExt;
 
-    fn exec_of_self() -> Event {
-        let me = std::fs::metadata("/proc/self/exe").unwrap();
+    /// A running `sleep`: a small executable to hash. The test binary
+    /// itself, with full debug info, is hundreds of megabytes, and
+    /// unoptimized sha2 took longer than any sane batch timeout on it.
+    struct Sleeper(std::process::Child);
+
+    impl Sleeper {
+        fn start() -> Sleeper {
+            Sleeper(
+                std::process::Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .expect("starting sleep"),
+            )
+        }
+        fn exe(&self) -> String {
+            format!("/proc/{}/exe", self.0.id())
+        }
+        fn exec(&self) -> Event {
+            exec_of(self.0.id(), &self.exe())
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn exec_of(pid: u32, exe: &str) -> Event {
+        let me = std::fs::metadata(exe).unwrap();
         Event {
             kind: EventKind::Exec,
             container: Some(Container::default()),
             process: Process {
-                pid: std::process::id(),
+                pid,
                 exe_source: Some(ExeSource::Tmpfs),
                 exe_file: Some(ExeFile {
                     dev: me.dev(),
@@ -366,11 +395,11 @@ mod tests {
     #[test]
     fn hashes_the_running_file_or_says_why_not() {
         use sha2::Digest;
-        let bytes = std::fs::read("/proc/self/exe").unwrap();
+        let sleeper = Sleeper::start();
+        let exec_of_self = || sleeper.exec();
+        let bytes = std::fs::read(sleeper.exe()).unwrap();
         let want = hex::encode(sha2::Sha256::digest(&bytes));
         let mut e = ExeHashEnricher::start(Duration::from_secs(10)).unwrap();
-        // A test binary can be larger than the bound.
-        e.max_size = u64::MAX;
         let mut evs = vec![exec_of_self(), exec_of_self()];
         e.enrich_batch(&mut evs);
         for ev in &evs {
