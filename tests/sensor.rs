@@ -1304,6 +1304,62 @@ fn enforce_mode_kills_drift_before_it_runs() {
     assert!(st.success(), "driftwatch exited with {st}");
 }
 
+/// A container whose init is itself drift: `/tools/sh`, a busybox copy on
+/// a volume, as the command podman runs.
+fn drifted_init_container(tools: &Path, tag: &str) -> Container {
+    let vol_tools = format!("{}:/tools:ro", tools.display());
+    Container::start_with(
+        tag,
+        &["-v", &vol_tools],
+        &["/tools/sh", "-c", "while true; do sleep 1; done"],
+    )
+}
+
+#[test]
+fn a_drifted_init_is_spared_unless_kill_init() {
+    require_root!();
+    let _g = setup();
+    let tools = tempfile::tempdir().expect("tempdir");
+    std::fs::copy("/bin/busybox", tools.path().join("sh")).expect("copying busybox");
+    let state = |c: &Container| {
+        podman(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.ExitCode}}",
+            &c.name,
+        ])
+    };
+
+    // kill_init = false (the default): the container starts and stays up,
+    // while a drifted exec by that same init's children is still killed.
+    let d = Daemon::start_full(false, "", &enforcement("enforce", ""));
+    let c = drifted_init_container(tools.path(), "init-spared");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state(&c), "true 0", "the drifted init was killed");
+    let out = run_in(&c, "/tools/sh -c 'echo LEAK'; echo rc=$?");
+    assert_eq!(out.trim(), "rc=137", "a later drifted exec ran: {out:?}");
+    acted(&d, &c, DRIFT_RULE, "/tools/sh", "killed");
+    assert_eq!(state(&c), "true 0", "the init died with its child");
+    assert!(d.stop().success());
+
+    // kill_init = true: the same container dies at its first instruction,
+    // and the kill is a finding.
+    let d = Daemon::start_full(false, "", &enforcement("enforce", "kill_init = true"));
+    let c = drifted_init_container(tools.path(), "init-killed");
+    let f = acted(&d, &c, DRIFT_RULE, "/tools/sh", "killed");
+    assert_eq!(field(&f, "enforce.delivered"), "true", "{f}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while state(&c) != "false 137" {
+        assert!(
+            Instant::now() < end,
+            "the container still runs: {}",
+            state(&c)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.stop().success());
+}
+
 #[test]
 fn detect_mode_says_would_kill_and_switches_live() {
     require_root!();
