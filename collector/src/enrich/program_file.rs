@@ -35,7 +35,6 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +46,7 @@ use driftwatch_sdk::{Event, EventKind, ExeSource, Process, ProgramFile, ProgramV
 
 use super::Enricher;
 use crate::fsdiff::mountinfo::{self, Mount};
+use crate::fsdiff::nofollow;
 
 /// The interpreters whose script argument is judged, by program name
 /// (`proc.program`); a trailing `*` matches any suffix (`python3.12`).
@@ -442,19 +442,7 @@ pub fn mnt_ns_of(proc_root: &Path, pid: u32) -> Option<u64> {
 /// An `O_PATH` descriptor of a directory (the magic `/proc/<pid>/root` link
 /// is followed: it is the point).
 fn open_path(p: &Path) -> io::Result<OwnedFd> {
-    let c = cstring(p.as_os_str().as_bytes())?;
-    // SAFETY: a valid NUL-terminated path; the fd is owned below.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nofollow::open_host(p, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
 }
 
 /// `openat2` with `O_PATH` (never blocks on a FIFO, reads nothing) and
@@ -462,25 +450,7 @@ fn open_path(p: &Path) -> io::Result<OwnedFd> {
 fn openat2_path(dir: BorrowedFd<'_>, rel: &str, resolve: u64) -> io::Result<OwnedFd> {
     let rel = if rel.is_empty() { "." } else { rel };
     let c = cstring(rel.as_bytes())?;
-    // SAFETY: open_how is plain integers; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
-    // SAFETY: valid dirfd, NUL-terminated path, a correctly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    nofollow::openat2(dir, &c, libc::O_PATH | libc::O_CLOEXEC, resolve)
 }
 
 /// `path` opened inside the container's root `root`, as the process would

@@ -73,19 +73,44 @@ fn cstr(bytes: &[u8]) -> io::Result<CString> {
 
 /// Opens a layer root (a trusted host path from the mount options).
 pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    open_host(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+}
+
+/// `open(2)` of a host path the daemon trusts (a layer root, the magic
+/// `/proc/<pid>/root` link, which is followed on purpose).
+pub fn open_host(path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str().as_bytes())?;
     // SAFETY: c is a valid NUL-terminated string; the returned fd is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat2(2)` of `path` below `dir` with `flags` and `how.resolve`
+/// flags: the one raw call every contained open goes through.
+pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, resolve: u64) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain integers; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = resolve;
+    // SAFETY: valid dirfd, NUL-terminated path, and a correctly sized open_how.
     let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
         )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// How many bytes of path one `openat2` is given. The kernel refuses paths
@@ -132,34 +157,28 @@ fn open_dir_stretch(root: BorrowedFd<'_>, rel: &Path) -> io::Result<Option<Owned
         rel
     };
     let c = cstr(rel.as_os_str().as_bytes())?;
-    // SAFETY: open_how is plain integers; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_BENEATH
-        | libc::RESOLVE_NO_SYMLINKS
-        | libc::RESOLVE_NO_MAGICLINKS
-        | libc::RESOLVE_NO_XDEV;
-    // SAFETY: valid dirfd, NUL-terminated path, and a correctly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            // ELOOP: a symlink where a directory was expected; the merged
-            // view has no directory there either.
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => Ok(None),
-            _ => Err(e),
-        };
+    match openat2(
+        root,
+        &c,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        libc::RESOLVE_BENEATH
+            | libc::RESOLVE_NO_SYMLINKS
+            | libc::RESOLVE_NO_MAGICLINKS
+            | libc::RESOLVE_NO_XDEV,
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        // ELOOP: a symlink where a directory was expected; the merged
+        // view has no directory there either.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
 }
 
 /// `lstat` of `name` in `dir`. `Ok(None)` when it does not exist.
