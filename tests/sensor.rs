@@ -861,7 +861,10 @@ fn loaders_and_scripts_not_from_the_image() {
 
     // A binary written, then run: the drift finding says who wrote it and
     // when, the file's times and the ancestors.
-    c.exec("cp /bin/busybox /tmp/echo && sh -c 'sh -c \"/tmp/echo written; true\"; true'");
+    // The shells sleep after it, so the ancestors are still there to be
+    // read when the finding is enriched (an ancestor that has exited and
+    // whose exec the sensor did not see is unknown: docs/detections.md).
+    c.exec("cp /bin/busybox /tmp/echo && sh -c 'sh -c \"/tmp/echo written; sleep 2\"; sleep 1'");
     let f = d.wait_for("drift for the written binary", |v| {
         finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/tmp/echo"
     });
