@@ -7,13 +7,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Command, Output};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use driftwatch::config::ScanConfig;
+use driftwatch::source::Source;
 use driftwatch::source::scan::Scan;
-use driftwatch::source::{Source, SourceContext};
-use driftwatch::stats::Stats;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -177,17 +176,6 @@ fn entry<'a>(v: &'a Value, path: &str) -> &'a Value {
 }
 
 /// Collects what arrives on `rx` for `how_long`.
-async fn drain(
-    rx: &mut tokio::sync::mpsc::Receiver<driftwatch_sdk::Event>,
-    how_long: Duration,
-    got: &mut Vec<driftwatch_sdk::Event>,
-) {
-    let until = tokio::time::Instant::now() + how_long;
-    while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
-        got.push(ev);
-    }
-}
-
 fn sha(s: &[u8]) -> String {
     hex::encode(Sha256::digest(s))
 }
@@ -388,20 +376,12 @@ fn the_scan_source_reports_each_difference_once() {
         .build()
         .unwrap();
     let events = rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let ctx = SourceContext {
-            events: tx,
-            shutdown,
-            stats: Arc::new(Stats::default()),
-            kinds: driftwatch_sdk::KindSet::ALL,
-            hostname: Arc::from("test-host"),
-        };
+        let (ctx, mut rx, stop) = support::source_context();
         let task = tokio::spawn(Box::new(Scan::new(cfg)).run(ctx));
         let mut got = Vec::new();
         // Several scans with the first changes, then a new change and
         // several more.
-        drain(&mut rx, Duration::from_millis(3500), &mut got).await;
+        support::drain(&mut rx, Duration::from_millis(3500), &mut got).await;
         let first = got.len();
         let name = c.name.clone();
         tokio::task::spawn_blocking(move || {
@@ -415,7 +395,7 @@ fn the_scan_source_reports_each_difference_once() {
         })
         .await
         .unwrap();
-        drain(&mut rx, Duration::from_millis(3500), &mut got).await;
+        support::drain(&mut rx, Duration::from_millis(3500), &mut got).await;
         stop.send(true).unwrap();
         task.await.unwrap().unwrap();
         (first, got)

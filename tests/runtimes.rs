@@ -680,8 +680,8 @@ fn diff_finds_docker_and_containerd_containers_by_name_id_and_pid() {
 /// scanned once: differences are reported once), its events.
 fn scan_once(scope: &[&str]) -> Vec<driftwatch_sdk::Event> {
     use driftwatch::config::ScanConfig;
+    use driftwatch::source::Source;
     use driftwatch::source::scan::Scan;
-    use driftwatch::source::{Source, SourceContext};
     let cfg = ScanConfig {
         interval_secs: 1,
         containers: scope.iter().map(|s| s.to_string()).collect(),
@@ -694,22 +694,11 @@ fn scan_once(scope: &[&str]) -> Vec<driftwatch_sdk::Event> {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let ctx = SourceContext {
-            events: tx,
-            shutdown,
-            stats: Arc::new(driftwatch::stats::Stats::default()),
-            kinds: driftwatch_sdk::KindSet::ALL,
-            hostname: Arc::from("test-host"),
-        };
+        let (ctx, mut rx, stop) = support::source_context();
         let task = tokio::spawn(Box::new(Scan::new(cfg)).run(ctx));
         let mut got = Vec::new();
         // Two or three scans: the later ones must add nothing.
-        let until = tokio::time::Instant::now() + Duration::from_millis(2500);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
-            got.push(ev);
-        }
+        support::drain(&mut rx, Duration::from_millis(2500), &mut got).await;
         stop.send(true).expect("scan still running");
         task.await.expect("scan task").expect("scan ran");
         got

@@ -66,3 +66,34 @@ pub fn golden_findings() -> usize {
         .lines()
         .count()
 }
+
+/// What a source needs to run in-process: its context, the receiver its
+/// events arrive on, and the sender that asks it to stop.
+pub fn source_context() -> (
+    driftwatch::source::SourceContext,
+    tokio::sync::mpsc::Receiver<driftwatch_sdk::Event>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let ctx = driftwatch::source::SourceContext {
+        events: tx,
+        shutdown,
+        stats: std::sync::Arc::new(driftwatch::stats::Stats::default()),
+        kinds: driftwatch_sdk::KindSet::ALL,
+        hostname: std::sync::Arc::from("test-host"),
+    };
+    (ctx, rx, stop)
+}
+
+/// Collects what `rx` delivers for `how_long`.
+pub async fn drain(
+    rx: &mut tokio::sync::mpsc::Receiver<driftwatch_sdk::Event>,
+    how_long: std::time::Duration,
+    got: &mut Vec<driftwatch_sdk::Event>,
+) {
+    let until = tokio::time::Instant::now() + how_long;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(until, rx.recv()).await {
+        got.push(ev);
+    }
+}
