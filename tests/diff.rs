@@ -175,7 +175,6 @@ fn entry<'a>(v: &'a Value, path: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{path} not in the diff: {v:#}"))
 }
 
-/// Collects what arrives on `rx` for `how_long`.
 fn sha(s: &[u8]) -> String {
     hex::encode(Sha256::digest(s))
 }
