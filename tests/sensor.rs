@@ -357,6 +357,38 @@ impl Drop for Daemon {
     }
 }
 
+/// Every thread of the running daemon holds only the capabilities
+/// privileges.rs keeps (CAP_SYS_ADMIN only while the scan is on, which these
+/// daemons leave at its default), in every set, with no_new_privs set.
+fn assert_least_privilege(d: &Daemon) {
+    use driftwatch::privileges::{
+        CAP_BPF, CAP_DAC_READ_SEARCH, CAP_SYS_ADMIN, CAP_SYS_MODULE, CAP_SYS_PTRACE, ThreadCaps,
+        bit,
+    };
+    let allowed =
+        bit(CAP_BPF) | bit(CAP_SYS_PTRACE) | bit(CAP_DAC_READ_SEARCH) | bit(CAP_SYS_ADMIN);
+    let dir = format!("/proc/{}/task", d.child.id());
+    let mut threads = 0;
+    for entry in std::fs::read_dir(&dir).expect("listing the daemon's threads") {
+        let path = entry.expect("a task entry").path().join("status");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue; // the thread exited
+        };
+        let path = path.display().to_string();
+        let caps = ThreadCaps::parse(&text, &path).expect("parsing a thread's status");
+        assert!(caps.within(allowed, true), "{path}: {caps:?}");
+        assert_eq!(caps.effective & bit(CAP_SYS_MODULE), 0, "{path}");
+        assert_ne!(caps.effective & bit(CAP_BPF), 0, "{path}: CAP_BPF kept");
+        assert!(
+            text.lines().any(|l| l.replace(' ', "") == "NoNewPrivs:\t1"),
+            "{path}: no_new_privs is set"
+        );
+        threads += 1;
+    }
+    // The async runtime, the chain, the outputs, the plugin engine's ticker.
+    assert!(threads >= 4, "only {threads} threads seen");
+}
+
 fn rule(v: &Value) -> &str {
     v["rule"].as_str().unwrap_or("")
 }
@@ -438,6 +470,9 @@ fn exec_findings_on_real_containers() {
     assert!(ev["process"]["vpid"].as_u64().unwrap_or(0) > 1, "{ev}");
     // user.name from the container's own /etc/passwd, the uid where it has none.
     assert_eq!(field(&f, "user.name"), "root", "{f}");
+    // All of the above ran after the daemon dropped its capabilities: the
+    // user name came through /proc/<pid>/root with only what it kept.
+    assert_least_privilege(&d);
     c.exec_as("1000", "true");
     let f = d.wait_for("the shell finding of uid 1000", |v| {
         finding_in(&c, SHELL_RULE, v) && field(v, "user.uid") == "1000"

@@ -213,6 +213,9 @@ pub struct DaemonConfig {
     /// (`false` or `""` in the file) turns it off.
     #[serde(deserialize_with = "socket_path")]
     pub control_socket: Option<PathBuf>,
+    /// After attaching, keep only the capabilities the running daemon needs
+    /// (collector/src/privileges.rs) in every thread. `false` keeps all.
+    pub drop_capabilities: bool,
 }
 
 impl Default for DaemonConfig {
@@ -223,6 +226,7 @@ impl Default for DaemonConfig {
             stats_interval_secs: 60,
             hot_reload: true,
             control_socket: Some(PathBuf::from("/run/driftwatch/control.sock")),
+            drop_capabilities: true,
         }
     }
 }

@@ -18,6 +18,7 @@ use driftwatch::pipeline::Chain;
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::plugin::host::Limits;
+use driftwatch::privileges::{self, Keep};
 use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::Sink;
 use driftwatch::source::Source;
@@ -425,6 +426,23 @@ fn run(config: &Path) -> Result<ExitCode> {
             "{}: no live source is enabled ([sources.ebpf] and [sources.scan] are off); use `driftwatch replay` for recorded events",
             config.display()
         );
+    }
+    // Attached: from here on the daemon needs only its readers' capabilities.
+    // Dropped before the async runtime starts, so its threads inherit the
+    // reduced sets; the threads already running are reduced by broadcast.
+    if cfg.daemon.drop_capabilities {
+        let keep = Keep::for_daemon(cfg.sources.ebpf.enabled, cfg.sources.scan.enabled);
+        match privileges::drop_all_threads(keep).context(
+            "dropping capabilities after start (set [daemon] drop_capabilities = false to keep them)",
+        )? {
+            Some(d) => tracing::info!(
+                kept = format_args!("{:#x}", d.kept),
+                threads = d.threads,
+                bounding = d.bounding,
+                "dropped every capability the running daemon does not need"
+            ),
+            None => tracing::debug!("no capabilities held: nothing to drop"),
+        }
     }
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
