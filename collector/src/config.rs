@@ -131,7 +131,14 @@ impl Config {
         [
             ("daemon", self.daemon != running.daemon),
             ("sources", self.sources != running.sources),
-            ("pipeline", self.pipeline != running.pipeline),
+            // allow_empty_chain is read by the reload itself.
+            (
+                "pipeline",
+                PipelineConfig {
+                    allow_empty_chain: running.pipeline.allow_empty_chain,
+                    ..self.pipeline.clone()
+                } != running.pipeline,
+            ),
             ("outputs", self.outputs != running.outputs),
             ("k8s", self.k8s != running.k8s),
             ("runtimes", self.runtimes != running.runtimes),
@@ -391,6 +398,10 @@ pub struct PipelineConfig {
     /// Events buffered between the sources and the plugin chain. When full,
     /// sources wait (the kernel ring buffer then absorbs, and counts, the rest).
     pub queue_capacity: usize,
+    /// An empty `[[plugins]]` chain detects nothing, so a reload to one is
+    /// refused (an editor's truncate-then-write, a bad template) unless this
+    /// says it is meant.
+    pub allow_empty_chain: bool,
 }
 
 impl Default for PipelineConfig {
@@ -399,6 +410,7 @@ impl Default for PipelineConfig {
             batch_size: 512,
             batch_timeout_ms: 20,
             queue_capacity: 65536,
+            allow_empty_chain: false,
         }
     }
 }

@@ -467,6 +467,7 @@ async fn watch_config(
         let (p, engine, chain_stats) = (path.clone(), engine.clone(), stats.clone());
         let built = tokio::task::spawn_blocking(move || -> Result<(Config, Chain), String> {
             let cfg = Config::load(&p).map_err(|e| e.to_string())?;
+            refuse_empty_chain(&cfg)?;
             let chain = Chain::build(&cfg, &engine, chain_stats).map_err(|e| e.to_string())?;
             Ok((cfg, chain))
         })
@@ -517,6 +518,17 @@ async fn watch_config(
     }
 }
 
+/// A reloaded config whose chain is empty would silently switch every
+/// detection off; it takes `[pipeline] allow_empty_chain = true` to mean it.
+fn refuse_empty_chain(cfg: &Config) -> Result<(), String> {
+    if cfg.plugins().next().is_none() && !cfg.pipeline.allow_empty_chain {
+        return Err("the [[plugins]] chain is empty: it would detect nothing \
+                    (set [pipeline] allow_empty_chain = true if that is meant)"
+            .into());
+    }
+    Ok(())
+}
+
 /// Whether a watcher event can mean new content: writes, creations,
 /// renames and removals, and a close after writing; not opens or reads.
 fn is_change(kind: &notify::EventKind) -> bool {
@@ -531,6 +543,21 @@ fn is_change(kind: &notify::EventKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_to_an_empty_chain_is_refused_unless_meant() {
+        let empty = Config::parse("[pipeline]\nbatch_size = 64\n").unwrap();
+        let e = refuse_empty_chain(&empty).unwrap_err();
+        assert!(e.contains("allow_empty_chain"), "{e}");
+        let disabled =
+            Config::parse("[[plugins]]\nname = \"shell\"\nbuiltin = \"shell\"\nenabled = false\n")
+                .unwrap();
+        assert!(refuse_empty_chain(&disabled).is_err());
+        let meant = Config::parse("[pipeline]\nallow_empty_chain = true\n").unwrap();
+        assert!(refuse_empty_chain(&meant).is_ok());
+        let one = Config::parse("[[plugins]]\nname = \"shell\"\nbuiltin = \"shell\"\n").unwrap();
+        assert!(refuse_empty_chain(&one).is_ok());
+    }
 
     #[test]
     fn a_reload_says_what_waits_for_a_restart() {
