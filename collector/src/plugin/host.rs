@@ -9,8 +9,8 @@
 //! ticked by one thread) that covers instantiation (core `start` functions),
 //! `init` and every call.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use driftwatch_sdk::prefilter::PrefilterError;
@@ -151,10 +151,18 @@ pub struct Engine {
     ticker: Arc<Ticker>,
 }
 
-/// The epoch ticker that enforces call deadlines. It ticks only while some
-/// plugin call is running and sleeps otherwise, so an idle sensor does not
-/// wake up hundreds of times a second. Every instance holds it: a deadline
-/// must keep ticking for as long as anything can call a plugin.
+/// The epoch ticker that enforces call deadlines, in CPU time. It ticks only
+/// while some plugin call is running and sleeps otherwise, so an idle sensor
+/// does not wake up hundreds of times a second. Every instance holds it: a
+/// deadline must keep ticking for as long as anything can call a plugin.
+///
+/// The epoch advances with the CPU time the calling threads spend, not with
+/// the wall clock: on a busy node a chain thread that is descheduled in the
+/// middle of a batch has not overrun anything, and counting wall time there
+/// made CPU contention alone trap plugins until they were quarantined
+/// (fail-open). A plugin that spins still burns CPU time and still traps.
+/// There is one epoch per engine: with several calling threads it advances
+/// as fast as the busiest one.
 struct Ticker {
     shared: Arc<TickerState>,
     thread: std::thread::Thread,
@@ -165,6 +173,32 @@ struct TickerState {
     /// Plugin calls in progress.
     active: AtomicUsize,
     stop: AtomicBool,
+    /// The threads inside a plugin call, and how far their CPU time has
+    /// been turned into epoch ticks.
+    callers: Mutex<Vec<Caller>>,
+    next_id: AtomicU64,
+    /// Epoch increments made, for tests and diagnostics.
+    ticks: AtomicU64,
+}
+
+struct Caller {
+    id: u64,
+    clock: libc::clockid_t,
+    /// The thread's CPU time when its call began.
+    start_ns: u64,
+    /// Epoch increments since then.
+    given: u64,
+}
+
+/// CPU time of `clock` in nanoseconds, `None` if the thread is gone.
+fn cpu_ns(clock: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    (unsafe { libc::clock_gettime(clock, &mut ts) } == 0)
+        .then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 impl Ticker {
@@ -174,6 +208,7 @@ impl Ticker {
         let handle = std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
+                let tick_ns = TICK.as_nanos() as u64;
                 while !state.stop.load(Ordering::Acquire) {
                     if state.active.load(Ordering::Acquire) == 0 {
                         // `enter` unparks; a token left before this park
@@ -182,7 +217,23 @@ impl Ticker {
                         continue;
                     }
                     std::thread::sleep(TICK);
-                    engine.increment_epoch();
+                    let mut callers = state.callers.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = callers
+                        .iter()
+                        .filter_map(|c| {
+                            let used = cpu_ns(c.clock)?.saturating_sub(c.start_ns);
+                            Some((used / tick_ns).saturating_sub(c.given))
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    for c in callers.iter_mut() {
+                        c.given += due;
+                    }
+                    drop(callers);
+                    for _ in 0..due {
+                        engine.increment_epoch();
+                    }
+                    state.ticks.fetch_add(due, Ordering::Relaxed);
                 }
             })?;
         Ok(Ticker {
@@ -191,20 +242,54 @@ impl Ticker {
         })
     }
 
-    /// Marks a plugin call as running until the guard drops.
+    /// Marks a plugin call on this thread as running until the guard drops.
     fn enter(&self) -> CallGuard<'_> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self is always valid; clock is an out-pointer.
+        let have_clock =
+            unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0;
+        // Without a CPU clock (never seen on Linux) fall back to the
+        // process's, which still only counts time spent running.
+        let clock = if have_clock {
+            clock
+        } else {
+            libc::CLOCK_PROCESS_CPUTIME_ID
+        };
+        let start_ns = cpu_ns(clock).unwrap_or(0);
+        self.shared
+            .callers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Caller {
+                id,
+                clock,
+                start_ns,
+                given: 0,
+            });
         if self.shared.active.fetch_add(1, Ordering::AcqRel) == 0 {
             self.thread.unpark();
         }
-        CallGuard(&self.shared)
+        CallGuard {
+            state: &self.shared,
+            id,
+        }
     }
 }
 
-struct CallGuard<'a>(&'a TickerState);
+struct CallGuard<'a> {
+    state: &'a TickerState,
+    id: u64,
+}
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.state
+            .callers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|c| c.id != self.id);
+        self.state.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -618,4 +703,49 @@ fn clean(s: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn ticker() -> Ticker {
+        let mut cfg = wasmtime::Config::new();
+        cfg.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&cfg).expect("engine");
+        Ticker::start(engine).expect("ticker thread")
+    }
+
+    #[test]
+    fn deadlines_count_cpu_time_not_wall_time() {
+        let t = ticker();
+        // A caller that is not running (descheduled, here asleep) spends no
+        // CPU time: the epoch must not move for it.
+        {
+            let _call = t.enter();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let idle = t.shared.ticks.load(Ordering::Relaxed);
+        assert!(idle <= 2, "a sleeping call advanced the epoch {idle} times");
+
+        // A caller that spins 60 ms of CPU time earns about 30 ticks.
+        {
+            let _call = t.enter();
+            let start = cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID).expect("own CPU clock");
+            while cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(u64::MAX) - start < 60_000_000 {
+                std::hint::spin_loop();
+            }
+            // The ticker may itself be descheduled; wait for it, bounded.
+            let wait = Instant::now();
+            while t.shared.ticks.load(Ordering::Relaxed) - idle < 25
+                && wait.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let busy = t.shared.ticks.load(Ordering::Relaxed) - idle;
+        assert!((25..=40).contains(&busy), "60 ms of CPU made {busy} ticks");
+        assert!(t.shared.callers.lock().expect("lock").is_empty());
+    }
 }
