@@ -262,16 +262,54 @@ pub fn overlay_xattr(fd: BorrowedFd<'_>, suffix: &str) -> io::Result<Option<Vec<
     Ok(None)
 }
 
-/// Opens regular file `name` in `dir` for reading without following a
-/// symlink and without blocking on a FIFO swapped in since the `lstat`.
+/// Opens regular file `name` in `dir` for reading, without following a
+/// symlink and without ever opening anything else in its place.
+///
+/// A container can swap the entry between the caller's `lstat` and this
+/// open: a FIFO would block the daemon, and a device node (with CAP_MKNOD)
+/// would have the root daemon open a host device, whose open alone can act
+/// (a tape rewinds, a modem hangs up). So the name is first pinned with
+/// `O_PATH`, which opens no file and runs no driver code, the pinned inode
+/// is checked to be a regular file, and only that inode is then opened for
+/// reading, through `/proc/self/fd`. Whatever the name points to by then
+/// does not matter.
 pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let base =
-        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+    // SAFETY: valid dirfd and name.
+    let pinned = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if pinned < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor we own.
+    let pinned = unsafe { OwnedFd::from_raw_fd(pinned) };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid fd (fstat works on O_PATH descriptors); st is written on
+    // success.
+    if unsafe { libc::fstat(pinned.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (replaced since it was listed?)",
+        ));
+    }
+    let proc_path = cstr(format!("/proc/self/fd/{}", pinned.as_raw_fd()).as_bytes())?;
+    // O_NONBLOCK stays as a second line of defence; on a regular file it
+    // changes nothing.
+    let base = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     // O_NOATIME keeps the evidence's access times as they were; it needs
     // ownership or CAP_FOWNER, so fall back without it.
     for flags in [base | libc::O_NOATIME, base] {
-        // SAFETY: valid dirfd and name.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+        // SAFETY: valid NUL-terminated path.
+        let fd = unsafe { libc::open(proc_path.as_ptr(), flags) };
         if fd >= 0 {
             // SAFETY: fd is a fresh descriptor we own.
             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -392,4 +430,56 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
 /// A path component as an `OsStr`.
 pub fn os(name: &CStr) -> &OsStr {
     OsStr::from_bytes(name.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn name(s: &str) -> CString {
+        CString::new(s).expect("no NUL")
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("file"), b"content").expect("write");
+        std::os::unix::fs::symlink("file", dir.path().join("link")).expect("symlink");
+        let fifo = cstr(dir.path().join("fifo").as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: valid path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let root = open_root(dir.path()).expect("open dir");
+
+        let fd = open_file_at(root.as_fd(), &name("file")).expect("regular file");
+        let mut buf = [0u8; 64];
+        assert_eq!(hash_fd(&fd, &mut buf).expect("hash").len, 7);
+        // A FIFO would block a plain open for reading; a symlink is not followed.
+        for other in ["fifo", "link"] {
+            let e = open_file_at(root.as_fd(), &name(other)).expect_err(other);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{other}: {e}");
+        }
+        assert!(open_file_at(root.as_fd(), &name("missing")).is_err());
+    }
+
+    #[test]
+    fn a_device_node_is_refused_before_it_is_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = cstr(dir.path().join("tty").as_os_str().as_encoded_bytes()).expect("path");
+        // /dev/tty's numbers (5, 0): opening it for real would be a side effect.
+        // SAFETY: valid path.
+        let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(5, 0)) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "mknod needs root (CAP_MKNOD) and CI runs as root: {e}"
+            );
+            eprintln!("skipped outside CI: mknod: {e}");
+            return;
+        }
+        let root = open_root(dir.path()).expect("open dir");
+        let e = open_file_at(root.as_fd(), &name("tty")).expect_err("a device");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+    }
 }
