@@ -55,6 +55,14 @@ pub enum SpoolError {
         "spool {path} is in use by another process ({holder}); two processes on one spool lose findings: give each its own spool dir"
     )]
     Locked { path: PathBuf, holder: String },
+    #[error(
+        "spool {path} is owned by uid {owner}, not by the daemon's uid {euid}; its owner could plant or remove findings"
+    )]
+    NotOwned {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
 }
 
 /// A position in the spool: segment number and byte offset in it.
@@ -132,16 +140,23 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 impl Spool {
     /// Opens (or creates) the spool in `dir`, holding at most `max_bytes`.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Spool, Recovered), SpoolError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(io(dir))?;
-        let mode = std::fs::metadata(dir)
-            .map_err(io(dir))?
-            .permissions()
-            .mode();
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid {
+            return Err(SpoolError::NotOwned {
+                path: dir.to_path_buf(),
+                owner: meta.uid(),
+                euid,
+            });
+        }
+        let mode = meta.permissions().mode();
         if mode & 0o022 != 0 {
             return Err(SpoolError::Insecure {
                 path: dir.to_path_buf(),
@@ -226,6 +241,8 @@ impl Spool {
         }
         // Also rewrites a cursor left in an earlier version's format.
         cursor.write(acked, inflight.max(acked))?;
+        // The cursor and head segment may be new names in the directory.
+        sync_dir(dir)?;
         let spool = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -302,7 +319,10 @@ impl Spool {
         let next = segment_path(&self.dir, st.head);
         st.writer = open_append(&next)?;
         st.head_len = 0;
-        Ok(())
+        // The new segment's name must survive a power loss as well as its
+        // records: records synced into a file whose directory entry was
+        // never written are lost with it.
+        sync_dir(&self.dir)
     }
 
     /// Up to `max` records from the oldest unacknowledged one on, and no
@@ -488,6 +508,10 @@ fn open_append(path: &Path) -> Result<File, SpoolError> {
         .mode(0o600)
         .open(path)
         .map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
@@ -1006,6 +1030,32 @@ mod tests {
         drop(s);
         let (_, rec) = open(dir.path(), 1 << 20);
         assert_eq!(rec.pending, 0);
+    }
+
+    #[test]
+    fn a_directory_of_another_owner_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("spool");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let other = if euid == 0 { 65534 } else { 0 };
+        let path = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid path; uid/gid of -1 leaves the group.
+        if unsafe { libc::chown(path.as_ptr(), other, u32::MAX) } != 0 {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chown needs root, and CI runs as root"
+            );
+            return;
+        }
+        let e = Spool::open(&d, 1 << 20).err().expect("refused");
+        assert!(
+            matches!(e, SpoolError::NotOwned { owner, .. } if owner == other),
+            "{e}"
+        );
     }
 
     #[test]
