@@ -74,17 +74,36 @@ impl LineageEnricher {
         parse_stat(&stat)
     }
 
+    /// The comms of the exec'd process's grandparent and great-grandparent
+    /// (`ppid`'s parent and its parent).
     fn ancestors(&self, ppid: u32) -> Vec<String> {
         let mut out = Vec::new();
-        let mut pid = self.lookup(ppid).map(|(_, pp)| pp);
+        let mut child = ppid;
         while out.len() < 2 {
-            let Some((comm, next)) = pid.and_then(|p| self.lookup(p)) else {
+            let Some((comm, parent)) = self.parent(child) else {
                 break;
             };
             out.push(comm);
-            pid = Some(next);
+            child = parent;
         }
         out
+    }
+
+    /// `pid`'s parent, as (comm, pid): the one recorded at its exec or, when
+    /// that one has exited since, the one the kernel reparented `pid` to (a
+    /// subreaper such as conmon, or init). A runtime's short-lived helper
+    /// (`runc exec`) is gone within milliseconds of starting a process.
+    fn parent(&self, pid: u32) -> Option<(String, u32)> {
+        let (_, recorded) = self.lookup(pid)?;
+        if let Some((comm, _)) = self.lookup(recorded) {
+            return Some((comm, recorded));
+        }
+        let stat = std::fs::read_to_string(self.proc_root.join(format!("{pid}/stat"))).ok()?;
+        let (_, now) = parse_stat(&stat)?;
+        if now == recorded {
+            return None;
+        }
+        self.lookup(now).map(|(comm, _)| (comm, now))
     }
 
     fn writer_of(&self, pid: u32, ppid: u32, comm: &str, time_ns: u64) -> Writer {
@@ -192,6 +211,26 @@ mod tests {
             },
             ..Event::default()
         }
+    }
+
+    #[test]
+    fn a_parent_that_exited_is_replaced_by_the_one_adopting() {
+        // runc exec (50) started sh (60) and exited; conmon (40) adopted it.
+        let dir = tempfile::tempdir().unwrap();
+        for (pid, stat) in [
+            (60, "60 (sh) S 40 60 60"),
+            (40, "40 (conmon) S 1 40 40"),
+            (1, "1 (init) S 0 1 1"),
+        ] {
+            std::fs::create_dir(dir.path().join(pid.to_string())).unwrap();
+            std::fs::write(dir.path().join(format!("{pid}/stat")), stat).unwrap();
+        }
+        let mut e = LineageEnricher::with_proc(dir.path().to_path_buf());
+        e.enrich(&mut exec(60, 50, "sh", "/bin/sh", None));
+        e.enrich(&mut exec(70, 60, "sh", "/bin/sh", None));
+        let mut x = exec(80, 70, "x", "/tmp/x", None);
+        e.enrich(&mut x);
+        assert_eq!(x.process.ancestors, ["sh", "conmon"]);
     }
 
     #[test]
