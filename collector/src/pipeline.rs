@@ -234,6 +234,8 @@ impl Chain {
     pub fn process(&mut self, events: Vec<Event>) -> Batch {
         let mut encoded = Encoded::new(events.len());
         self.stats.events_in(events.iter().map(|e| e.kind));
+        self.stats
+            .enforcement(events.iter().filter_map(|e| e.process.enforcement.as_ref()));
         // A drop only clears the event's flag; the batch is compacted once
         // at the end.
         let mut batch = Batch::new(events);

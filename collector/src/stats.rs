@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use driftwatch_sdk::{EventKind, Priority};
+use driftwatch_sdk::{EnforceAction, Enforcement, EventKind, Priority};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default)]
@@ -82,6 +82,7 @@ struct Rare {
     sink_errors: BTreeMap<String, u64>,
     plugin_calls: BTreeMap<String, CallLatency>,
     reloads: BTreeMap<String, u64>,
+    enforcement: BTreeMap<String, u64>,
 }
 
 /// A point-in-time copy, for `driftwatch stats`, log lines and metrics.
@@ -104,6 +105,11 @@ pub struct Snapshot {
     /// Hot reloads of pipeline.toml by outcome: `applied`, `failed`.
     #[serde(default)]
     pub reloads: BTreeMap<String, u64>,
+    /// Execs the kernel's enforcement judged, by action (`killed`,
+    /// `would_kill`, `allowed`, `init`, ...), and `kill_failed`: kills
+    /// whose signal was not delivered (each one also a finding).
+    #[serde(default)]
+    pub enforcement: BTreeMap<String, u64>,
     pub export: ExportSnapshot,
 }
 
@@ -131,6 +137,24 @@ impl Stats {
                 counter.fetch_add(n, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Counts the kernel's enforcement verdicts carried by a batch's execs.
+    pub fn enforcement<'a>(&self, verdicts: impl Iterator<Item = &'a Enforcement>) {
+        let mut verdicts = verdicts.peekable();
+        if verdicts.peek().is_none() {
+            return;
+        }
+        self.with(|r| {
+            for v in verdicts {
+                *r.enforcement
+                    .entry(v.action.as_str().to_string())
+                    .or_default() += 1;
+                if v.action == EnforceAction::Killed && !v.delivered {
+                    *r.enforcement.entry("kill_failed".to_string()).or_default() += 1;
+                }
+            }
+        });
     }
 
     pub fn events_out(&self, n: usize) {
@@ -239,6 +263,7 @@ impl Stats {
             sink_errors: rare.sink_errors,
             plugin_calls: rare.plugin_calls,
             reloads: rare.reloads,
+            enforcement: rare.enforcement,
             export: ExportSnapshot {
                 exported: self.export.exported.load(Ordering::Relaxed),
                 failed_requests: self.export.failed_requests.load(Ordering::Relaxed),
@@ -249,5 +274,41 @@ impl Stats {
                 spool_bytes: self.export.spool_bytes.load(Ordering::Relaxed),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftwatch_sdk::EnforceReason;
+
+    #[test]
+    fn enforcement_verdicts_are_counted_and_failed_kills_apart() {
+        let stats = Stats::default();
+        let v = |action, delivered| Enforcement {
+            action,
+            reason: EnforceReason::Drift,
+            delivered,
+            error: if delivered { 0 } else { 3 },
+        };
+        let batch = [
+            v(EnforceAction::Killed, true),
+            v(EnforceAction::Killed, false),
+            v(EnforceAction::WouldKill, false),
+            v(EnforceAction::Init, false),
+        ];
+        stats.enforcement(batch.iter());
+        stats.enforcement(std::iter::empty());
+        let got = stats.snapshot().enforcement;
+        let want: BTreeMap<String, u64> = [
+            ("init", 1),
+            ("kill_failed", 1),
+            ("killed", 2),
+            ("would_kill", 1),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+        assert_eq!(got, want);
     }
 }
