@@ -19,6 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use driftwatch_sdk::FileType;
@@ -40,6 +41,11 @@ pub const MAX_DEPTH: usize = 1024;
 /// Warnings kept per worker; the rest are counted, so a tree of a million
 /// unreadable entries cannot fill memory with messages.
 const MAX_WARNINGS: usize = 1000;
+/// Differences listed per walk. A container can write millions of files
+/// into its upper layer; each listed difference holds its path and hash
+/// (a few hundred bytes), so the walk goes on counting past this many but
+/// keeps no more, and the result says how many it left out.
+pub const MAX_ENTRIES: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalkError {
@@ -57,6 +63,14 @@ pub struct WalkResult {
     pub examined: u64,
     /// Warnings over [`MAX_WARNINGS`], counted only.
     suppressed: u64,
+    /// Differences found beyond the listing limit, counted only.
+    pub unlisted: u64,
+}
+
+/// How many differences the workers of one walk may still list.
+struct Budget {
+    max: usize,
+    listed: AtomicUsize,
 }
 
 struct Job {
@@ -92,6 +106,19 @@ struct QueueState {
 /// Walks `overlay`'s upper layer against its image layers with `jobs`
 /// threads.
 pub fn walk(overlay: &Overlay, jobs: usize) -> Result<WalkResult, WalkError> {
+    walk_listing(overlay, jobs, MAX_ENTRIES)
+}
+
+/// [`walk`], listing at most `max_entries` differences.
+pub fn walk_listing(
+    overlay: &Overlay,
+    jobs: usize,
+    max_entries: usize,
+) -> Result<WalkResult, WalkError> {
+    let budget = Budget {
+        max: max_entries,
+        listed: AtomicUsize::new(0),
+    };
     let open = |p: &Path| {
         nofollow::open_root(p).map_err(|source| WalkError::Layer {
             path: p.to_path_buf(),
@@ -123,10 +150,10 @@ pub fn walk(overlay: &Overlay, jobs: usize) -> Result<WalkResult, WalkError> {
     let results: Vec<WalkResult> = std::thread::scope(|s| {
         let mut handles = Vec::new();
         for i in 0..workers {
-            let (layers, queue) = (&layers, &queue);
+            let (layers, queue, budget) = (&layers, &queue, &budget);
             let h = std::thread::Builder::new()
                 .name(format!("diff-{i}"))
-                .spawn_scoped(s, move || Worker::new(layers).run(queue))
+                .spawn_scoped(s, move || Worker::new(layers, budget).run(queue))
                 .map_err(WalkError::Thread)?;
             handles.push(h);
         }
@@ -149,7 +176,15 @@ pub fn walk(overlay: &Overlay, jobs: usize) -> Result<WalkResult, WalkError> {
         all.entries.extend(r.entries);
         all.warnings.extend(r.warnings);
         all.examined += r.examined;
+        all.unlisted += r.unlisted;
         suppressed += r.suppressed;
+    }
+    if all.unlisted > 0 {
+        all.warnings.push(format!(
+            "{} more differences were found but not listed: only the first {max_entries} are \
+             kept, so a container that writes millions of files cannot exhaust memory",
+            all.unlisted
+        ));
     }
     if suppressed > 0 {
         all.warnings
@@ -177,16 +212,27 @@ struct Hit<'a> {
 
 struct Worker<'a> {
     layers: &'a Layers,
+    budget: &'a Budget,
     buf: Vec<u8>,
     out: WalkResult,
 }
 
 impl<'a> Worker<'a> {
-    fn new(layers: &'a Layers) -> Worker<'a> {
+    fn new(layers: &'a Layers, budget: &'a Budget) -> Worker<'a> {
         Worker {
             layers,
+            budget,
             buf: vec![0; BUF],
             out: WalkResult::default(),
+        }
+    }
+
+    /// Lists a difference, or only counts it once the walk's budget is spent.
+    fn record(&mut self, e: Entry) {
+        if self.budget.listed.fetch_add(1, Ordering::Relaxed) < self.budget.max {
+            self.out.entries.push(e);
+        } else {
+            self.out.unlisted += 1;
         }
     }
 
@@ -332,20 +378,20 @@ impl<'a> Worker<'a> {
         if is_whiteout(udir, name, &um, upper_xattr_whiteouts)? {
             if let Some(hit) = hit {
                 let e = self.describe(hit.dir, name, &hit.meta, rel, Change::Removed, false)?;
-                self.out.entries.push(e);
+                self.record(e);
             }
             return Ok(None);
         }
         let Some(hit) = hit else {
             let e = self.describe(udir, name, &um, rel, Change::Added, false)?;
-            self.out.entries.push(e);
+            self.record(e);
             return Ok(um.is_dir().then(Vec::new));
         };
         if um.file_type_bits() != hit.meta.file_type_bits() {
             // A type change hides the image's entry completely.
             let mut e = self.describe(udir, name, &um, rel, Change::Modified, false)?;
             e.image = Some(self.image_side(hit.dir, name, &hit.meta)?);
-            self.out.entries.push(e);
+            self.record(e);
             return Ok(um.is_dir().then(Vec::new));
         }
         if um.is_dir() {
@@ -354,7 +400,7 @@ impl<'a> Worker<'a> {
             if owner_or_mode_differ(&um, &hit.meta) {
                 let mut e = self.describe(udir, name, &um, rel, Change::Metadata, false)?;
                 e.image = Some(self.image_side(hit.dir, name, &hit.meta)?);
-                self.out.entries.push(e);
+                self.record(e);
             }
             return Ok(Some(hit.child_layers));
         }
@@ -374,10 +420,10 @@ impl<'a> Worker<'a> {
         let meta_changed = owner_or_mode_differ(&um, &hit.meta) || um.mtime_ns != hit.meta.mtime_ns;
         e.image = Some(img);
         if content_changed {
-            self.out.entries.push(e);
+            self.record(e);
         } else if meta_changed {
             e.change = Change::Metadata;
-            self.out.entries.push(e);
+            self.record(e);
         }
         // Same content and metadata: copied up without a change (opened
         // for writing, xattr change); not drift.
@@ -413,7 +459,7 @@ impl<'a> Worker<'a> {
                         .map(Some)
                 })();
                 match result {
-                    Ok(Some(e)) => self.out.entries.push(e),
+                    Ok(Some(e)) => self.record(e),
                     Ok(None) => {}
                     Err(e) => self.warn(&child, "examining image entry", e),
                 }
@@ -689,5 +735,37 @@ mod tests {
             r.warnings[0]
         );
         assert_eq!(r.entries.len(), MAX_DEPTH);
+    }
+
+    #[test]
+    fn differences_beyond_the_listing_limit_are_counted_not_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower) = (d.path().join("upper"), d.path().join("lower"));
+        std::fs::create_dir(&lower).unwrap();
+        for dir in ["a", "b", "c"] {
+            std::fs::create_dir_all(upper.join(dir)).unwrap();
+            for i in 0..40 {
+                std::fs::write(upper.join(dir).join(i.to_string()), b"x").unwrap();
+            }
+        }
+        let overlay = Overlay {
+            upper,
+            lowers: vec![lower],
+            data_only: Vec::new(),
+            metacopy: false,
+        };
+        // 3 directories and 120 files differ; two workers share the budget.
+        let r = walk_listing(&overlay, 2, 50).expect("walk");
+        assert_eq!(r.entries.len(), 50);
+        assert_eq!(r.unlisted, 73);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("73 more differences") && w.contains("first 50")),
+            "{:?}",
+            r.warnings
+        );
+        let all = walk_listing(&overlay, 2, MAX_ENTRIES).expect("walk");
+        assert_eq!((all.entries.len(), all.unlisted), (123, 0));
     }
 }
