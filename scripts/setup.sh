@@ -56,6 +56,16 @@ if ! command -v bpf-linker >/dev/null 2>&1; then
   log "building bpf-linker against LLVM 22 (about a minute)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22
 fi
+# The fuzz targets (fuzz/, docs/fuzzing.md) build with cargo-fuzz on nightly.
+# The fuzz build runs the collector's build script under nightly, which
+# builds the WASM guests with it.
+if ! rustup target list --installed --toolchain nightly | grep -qx wasm32-unknown-unknown; then
+  log "adding wasm32-unknown-unknown to nightly"; rustup target add wasm32-unknown-unknown --toolchain nightly
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  log "building cargo-fuzz (about a minute)"
+  cargo install --locked cargo-fuzz --version 0.13.1
+fi
 
 # podman on these hosts: crun cannot run under hybrid cgroups and raising
 # rlimits is refused, so use runc, cgroupfs and no default ulimits.

@@ -14,3 +14,5 @@ cargo +nightly clippy --manifest-path collector-ebpf/Cargo.toml --locked \
   --target bpfel-unknown-none -Z build-std=core \
   --target-dir "${CARGO_TARGET_DIR:-target}/bpf-lint" -- -D warnings
 cargo test --workspace --locked
+# The fuzz targets build, and each runs a short smoke run (docs/fuzzing.md).
+scripts/fuzz.sh "${DRIFTWATCH_FUZZ_SECS:-60}"

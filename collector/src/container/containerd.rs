@@ -434,6 +434,18 @@ fn change(topic: &str, payload: Option<&[u8]>) -> Option<Change> {
     }
 }
 
+/// Fuzzing entry (fuzz/): an OCI spec's annotations and the protobuf
+/// payloads of the create and delete events.
+#[cfg(fuzzing)]
+pub fn fuzz_documents(data: &[u8]) {
+    let annotations = spec_annotations(data);
+    let _ = super::cri::pod_identity(&[&annotations]);
+    let _ = super::cri::image_name(&[&annotations]);
+    for topic in ["/containers/create", "/containers/delete"] {
+        let _ = change(topic, Some(data));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,14 @@ impl RuntimeClient for CrioClient {
     }
 }
 
+/// Fuzzing entry (fuzz/): CRI-O's container inspect document.
+#[cfg(fuzzing)]
+pub fn fuzz_inspect(data: &[u8]) {
+    if let Ok(info) = serde_json::from_slice::<ContainerInfo>(data) {
+        let _ = info.into_known("0123456789ab");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -359,6 +359,22 @@ fn events(frames: BodyStream<hyper::body::Incoming>, socket: PathBuf) -> ChangeS
     .boxed()
 }
 
+/// Fuzzing entry (fuzz/): Docker's inspect, list, image and event
+/// documents, and what is derived from them.
+#[cfg(fuzzing)]
+pub fn fuzz_documents(data: &[u8]) {
+    if let Ok(i) = serde_json::from_slice::<Inspect>(data) {
+        let _ = layers(i.graph_driver.as_ref());
+        let given = i.config.as_ref().and_then(|c| c.image.as_deref());
+        let _ = image_name(given, None);
+    }
+    if let Ok(img) = serde_json::from_slice::<Image>(data) {
+        let _ = (img.digest(), img.first_tag(), image_name(None, Some(&img)));
+    }
+    let _ = serde_json::from_slice::<Vec<Summary>>(data);
+    let _ = serde_json::from_slice::<Event>(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
