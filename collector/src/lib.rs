@@ -19,6 +19,7 @@ pub mod host;
 pub mod k8s;
 pub mod pipeline;
 pub mod plugin;
+pub mod prometheus;
 pub mod runtime;
 pub mod sink;
 pub mod source;
