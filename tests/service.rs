@@ -558,20 +558,31 @@ fn busybox_image(dir: &Path) {
     podman(&["import", "-q", &tar.to_string_lossy(), IMAGE]);
 }
 
+/// The daemon tests attach the kernel sensor: one at a time, as in
+/// tests/sensor.rs.
+static SENSOR: Mutex<()> = Mutex::new(());
+
 struct Daemon {
     child: Child,
     metrics: SocketAddr,
+    /// Its stderr, line by line, from after the start.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 impl Daemon {
     /// `driftwatch run` with the kernel sensor, the shell rule and the
     /// HTTP output to `url`; waits until it is attached and serving.
     fn start(cfg: &Path) -> Daemon {
+        Daemon::start_with(cfg, Stdio::null())
+    }
+
+    /// With its stdout going to `stdout`.
+    fn start_with(cfg: &Path, stdout: Stdio) -> Daemon {
         let mut child = support::bin()
             .args(["run", "-c"])
             .arg(cfg)
             .env("DRIFTWATCH_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("driftwatch run");
@@ -598,6 +609,7 @@ impl Daemon {
         Daemon {
             child,
             metrics: metrics.expect("metrics address"),
+            log: rx,
         }
     }
 
@@ -637,6 +649,7 @@ impl Drop for Daemon {
 fn metrics_health_and_sigterm_with_the_receiver_down() {
     require!(is_root(), "the kernel sensor needs root");
     require!(have("podman"), "podman is not installed (scripts/setup.sh)");
+    let _one = SENSOR.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     busybox_image(dir.path());
     let addr = dead_address();
@@ -753,6 +766,98 @@ retry_max_ms = 500
         let v: Value = serde_json::from_slice(body).expect("JSON body");
         assert_eq!(v["rule"], "Container Shell Spawned", "{v}");
     }
+}
+
+/// An output that blocks (stdout into a pipe nobody reads) stops the
+/// pipeline's beat: /healthz turns 503. SIGTERM then cannot drain the
+/// chain, so a grace second after the deadline the daemon logs what was
+/// still in memory as lost and exits 1.
+#[test]
+fn a_blocked_output_fails_healthz_and_the_deadline_ends_the_daemon() {
+    require!(is_root(), "the kernel sensor needs root");
+    let _one = SENSOR.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config(
+        dir.path(),
+        r#"[metrics]
+listen = "127.0.0.1:0"
+
+[sources.ebpf]
+scope = "all"
+
+[outputs.stdout]
+enabled = true
+events = true
+"#,
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replacen("[daemon]\n", "[daemon]\nshutdown_timeout_secs = 2\n", 1),
+    )
+    .expect("config");
+    // The pipe stays open and unread: its 64 KiB fill, then every write
+    // to stdout blocks.
+    let mut d = Daemon::start_with(&cfg, Stdio::piped());
+    assert_eq!(get(d.metrics, "/healthz").0, 200);
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut execs = 0;
+    let started = Instant::now();
+    let took = loop {
+        // Host execs: events for stdout, until it blocks.
+        for _ in 0..50 {
+            let _ = Command::new("/bin/true").status();
+            execs += 1;
+        }
+        let (status, body) = get(d.metrics, "/healthz");
+        if status == 503 {
+            assert!(body.contains("not moved"), "{body}");
+            break started.elapsed();
+        }
+        assert!(
+            Instant::now() < end,
+            "/healthz still 200 after {execs} execs"
+        );
+    };
+    let queued = sample(&d.metrics(), "driftwatch_queued_events");
+    assert!(
+        queued > 0.0,
+        "events wait in memory behind the blocked output"
+    );
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(st) = d.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "no exit 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let exit = signalled.elapsed();
+    eprintln!(
+        "blocked output: /healthz 503 {:?} after the first exec; SIGTERM to exit {exit:?} (deadline 2 s + 1 s grace)",
+        took
+    );
+    assert_eq!(status.code(), Some(1), "the deadline exits 1");
+    assert!(
+        exit >= Duration::from_secs(3) && exit < Duration::from_secs(5),
+        "{exit:?}"
+    );
+    let lost = d
+        .log
+        .try_iter()
+        .find(|l| l.contains("shutdown did not finish within 2s"))
+        .expect("the lost events are logged");
+    // The count is a structured field (the log may be coloured).
+    assert!(
+        lost.contains("lost_events") && lost.contains("are lost"),
+        "{lost}"
+    );
 }
 
 // ---------------------------------------------------------------------------
