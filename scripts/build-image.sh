@@ -37,6 +37,11 @@ mkdir -p "$rootfs/usr/bin" "$rootfs/etc/driftwatch" "$rootfs/etc/ssl/certs" "$ro
 chmod 1777 "$rootfs/tmp"
 chmod 0700 "$rootfs/var/lib/driftwatch" "$rootfs/var/cache/driftwatch" "$rootfs/run/driftwatch"
 install -m 0755 "$binary" "$rootfs/usr/bin/driftwatch"
+# Debug info is most of the binary (a debug build: 533 MiB, 76 MiB without);
+# symbols stay, so a backtrace still names functions.
+if command -v strip >/dev/null; then
+  strip --strip-debug "$rootfs/usr/bin/driftwatch"
+fi
 # Every shared object the binary loads, at the path the loader looks for
 # it (the interpreter included).
 ldd "$binary" | awk '/=> \//{print $3} /^\t\//{print $1}' | while read -r lib; do
