@@ -20,6 +20,9 @@ APT_PACKAGES=(
   gcc libc6-dev
   # Protobuf / TLS pieces some crates build against; python for the OTLP receiver.
   pkg-config python3 python3-venv ca-certificates
+  # systemd-analyze checks deploy/systemd/driftwatch.service offline
+  # (tests/service.rs); installing the package does not make systemd PID 1.
+  systemd
 )
 
 missing=()

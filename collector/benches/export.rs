@@ -225,7 +225,8 @@ fn throughput(protocol: &str, compression: &str, dir: &Path) {
         std::thread::sleep(Duration::from_millis(2));
     }
     let (wall, cpu) = (t0.elapsed(), cpu_seconds() - cpu0);
-    sink.flush().expect("flush");
+    sink.flush(Instant::now() + Duration::from_secs(5))
+        .expect("flush");
     let n = THROUGHPUT_RECORDS as f64;
     println!(
         "throughput {protocol:<14} {compression:<5} {THROUGHPUT_RECORDS} findings: {:.2}s wall ({:.0} records/s), \

@@ -104,8 +104,11 @@ pub struct Config {
     /// (toml locates an error inside an array of tables at its first entry).
     #[serde(default)]
     plugins: Vec<toml::Spanned<PluginConfig>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "checked")]
     pub outputs: OutputsConfig,
+    /// The Prometheus `/metrics` and `/healthz` endpoint.
+    #[serde(default)]
+    pub metrics: MetricsEndpointConfig,
     /// Kubernetes pod enrichment.
     #[serde(default)]
     pub k8s: K8sConfig,
@@ -140,6 +143,7 @@ impl Config {
                 } != running.pipeline,
             ),
             ("outputs", self.outputs != running.outputs),
+            ("metrics", self.metrics != running.metrics),
             ("k8s", self.k8s != running.k8s),
             ("runtimes", self.runtimes != running.runtimes),
             ("enrich", self.enrich != running.enrich),
@@ -223,6 +227,11 @@ pub struct DaemonConfig {
     /// After attaching, keep only the capabilities the running daemon needs
     /// (collector/src/privileges.rs) in every thread. `false` keeps all.
     pub drop_capabilities: bool,
+    /// After SIGTERM or SIGINT: how long stopping the sources, draining the
+    /// chain and flushing the outputs may take in all. What is spooled
+    /// then stays on disk for the next start; what is still in memory is
+    /// counted as lost (docs/service.md).
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for DaemonConfig {
@@ -234,13 +243,21 @@ impl Default for DaemonConfig {
             hot_reload: true,
             control_socket: Some(PathBuf::from("/run/driftwatch/control.sock")),
             drop_capabilities: true,
+            shutdown_timeout_secs: 10,
         }
     }
 }
 
 impl Check for DaemonConfig {
     fn check(&self) -> Result<(), String> {
-        in_range("stats_interval_secs", self.stats_interval_secs, 0..=86_400)
+        in_range("stats_interval_secs", self.stats_interval_secs, 0..=86_400)?;
+        in_range("shutdown_timeout_secs", self.shutdown_timeout_secs, 1..=600)
+    }
+}
+
+impl DaemonConfig {
+    pub fn shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_timeout_secs)
     }
 }
 
@@ -561,6 +578,156 @@ pub struct OutputsConfig {
     pub stdout: StdoutConfig,
     #[serde(deserialize_with = "checked")]
     pub otlp: OtlpConfig,
+    #[serde(deserialize_with = "checked")]
+    pub http: HttpConfig,
+}
+
+impl Check for OutputsConfig {
+    fn check(&self) -> Result<(), String> {
+        // Both paths resolve against the same directory, so comparing them
+        // as written (component by component) finds the same spool; a
+        // symlinked alias is caught at start by the spool's lock.
+        let same = |a: &Path, b: &Path| a.components().eq(b.components());
+        if self.http.enabled && same(&self.http.spool_dir, &self.otlp.spool.dir) {
+            return Err(format!(
+                "[outputs.http] spool_dir {} is [outputs.otlp.spool] dir: each output needs a spool of its own",
+                self.http.spool_dir.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[outputs.http]`: every finding POSTed to `url` as Falco's
+/// `http_output` sends it (falcosidekick's root endpoint takes it as is),
+/// through a spool of its own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    /// `http://` or `https://` URL; required when enabled.
+    pub url: Option<String>,
+    /// Extra request headers, e.g. `Authorization`.
+    pub headers: BTreeMap<String, String>,
+    /// Per-request timeout, connection included.
+    pub timeout_ms: u64,
+    /// Retries of a failed POST: exponential backoff with jitter between
+    /// these bounds, for as long as the receiver stays down.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// The spool in front of the receiver; never the OTLP one.
+    pub spool_dir: PathBuf,
+    /// When the spool holds this many KiB, new findings are refused (and counted).
+    pub spool_max_kib: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: false,
+            url: None,
+            headers: BTreeMap::new(),
+            timeout_ms: 5_000,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
+            spool_dir: PathBuf::from("/var/lib/driftwatch/http-spool"),
+            spool_max_kib: 64 * 1024,
+        }
+    }
+}
+
+/// Headers the client sets itself: overriding them would send a request
+/// that does not describe its body.
+const HTTP_OWN_HEADERS: [&str; 4] = ["content-length", "host", "transfer-encoding", "connection"];
+
+impl Check for HttpConfig {
+    fn check(&self) -> Result<(), String> {
+        in_range("timeout_ms", self.timeout_ms, 1..=600_000)?;
+        in_range("retry_initial_ms", self.retry_initial_ms, 10..=3_600_000)?;
+        in_range(
+            "retry_max_ms",
+            self.retry_max_ms,
+            self.retry_initial_ms..=3_600_000,
+        )?;
+        in_range("spool_max_kib", self.spool_max_kib, 1..=1 << 30)?;
+        for (name, value) in &self.headers {
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header name {name:?} is not a valid HTTP header name"))?;
+            if HTTP_OWN_HEADERS.contains(&header.as_str()) {
+                return Err(format!(
+                    "header {name:?} is set by the client from the request itself"
+                ));
+            }
+            http::HeaderValue::from_str(value).map_err(|_| {
+                format!("header {name:?} has a value that cannot be sent (control characters or non-ASCII)")
+            })?;
+        }
+        match &self.url {
+            None if self.enabled => Err("url is required when [outputs.http] is enabled".into()),
+            None => Ok(()),
+            Some(url) => check_http_url(url),
+        }
+    }
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("url {url:?} is not a valid URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "url {url:?} must start with http:// or https://, not {}://",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("url {url:?} names no host"));
+    }
+    Ok(())
+}
+
+/// `[metrics]`: the Prometheus text endpoint (`/metrics`) and the liveness
+/// probe (`/healthz`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsEndpointConfig {
+    /// `host:port` to listen on; `false` turns the endpoint off. Loopback
+    /// by default: the counters name rules and plugins.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for MetricsEndpointConfig {
+    fn default() -> Self {
+        MetricsEndpointConfig {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9877))),
+        }
+    }
+}
+
+/// An `ip:port`, or `false` for none.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<std::net::SocketAddr>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an address such as \"127.0.0.1:9877\", or false")
+        }
+        fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            if b {
+                Err(E::invalid_value(serde::de::Unexpected::Bool(b), &self))
+            } else {
+                Ok(None)
+            }
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            s.parse()
+                .map(Some)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(s), &self))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -1137,6 +1304,8 @@ mod tests {
         d.outputs.otlp.check().unwrap();
         d.outputs.otlp.spool.check().unwrap();
         d.outputs.otlp.metrics.check().unwrap();
+        d.outputs.http.check().unwrap();
+        d.outputs.check().unwrap();
         let p = Config::parse("[[plugins]]\nname = \"a\"\nbuiltin = \"shell\"\n").unwrap();
         let p = p.plugins().next().unwrap();
         assert_eq!(p.limits().memory_bytes, 64 << 20);

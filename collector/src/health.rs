@@ -12,7 +12,8 @@
 //! the next one.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use driftwatch_sdk::{Container, Event, EventKind, Finding, Priority};
@@ -93,9 +94,41 @@ struct Pending {
 #[derive(Default)]
 pub struct Health {
     pending: Mutex<BTreeMap<(Check, String), Pending>>,
+    /// When the plugin chain last took a message, in milliseconds since
+    /// [`epoch`] plus one (0: never).
+    last_beat_ms: AtomicU64,
+}
+
+/// How long the chain may go without taking a message before the daemon
+/// is reported not alive. The runtime sends the chain a health tick every
+/// second, through the same bounded queue as the events, and the chain
+/// only takes the next message once the outputs took its last batch: a
+/// wedged chain, a wedged output or a dead runtime all stop the beat.
+pub const LIVENESS_WINDOW: Duration = Duration::from_secs(10);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn since_epoch_ms(now: Instant) -> u64 {
+    now.saturating_duration_since(epoch()).as_millis() as u64 + 1
 }
 
 impl Health {
+    /// The plugin chain took a message at `now`.
+    pub fn beat(&self, now: Instant) {
+        self.last_beat_ms
+            .store(since_epoch_ms(now), Ordering::Relaxed);
+    }
+
+    /// Whether the pipeline beat within [`LIVENESS_WINDOW`] of `now`: what
+    /// `/healthz` answers.
+    pub fn alive(&self, now: Instant) -> bool {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        last != 0 && since_epoch_ms(now).saturating_sub(last) <= LIVENESS_WINDOW.as_millis() as u64
+    }
+
     /// Counts `count` occurrences of `check` about `subject`. `detail`
     /// completes the message ("plugin shell quarantined for 2 s ...").
     pub fn raise(
@@ -320,5 +353,19 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1.fields["sensor.count"], "2");
         assert!(h.drain(t0, 4, "node").is_empty());
+    }
+
+    #[test]
+    fn liveness_follows_the_beat() {
+        let h = Health::default();
+        let _ = epoch();
+        let t0 = Instant::now();
+        assert!(!h.alive(t0), "alive before the first beat");
+        h.beat(t0);
+        assert!(h.alive(t0));
+        assert!(h.alive(t0 + LIVENESS_WINDOW));
+        assert!(!h.alive(t0 + LIVENESS_WINDOW + Duration::from_millis(5)));
+        h.beat(t0 + LIVENESS_WINDOW * 2);
+        assert!(h.alive(t0 + LIVENESS_WINDOW * 2));
     }
 }

@@ -20,6 +20,7 @@ pub mod k8s;
 pub mod pipeline;
 pub mod plugin;
 pub mod privileges;
+pub mod prometheus;
 pub mod runtime;
 pub mod sink;
 pub mod source;

@@ -502,6 +502,7 @@ fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result
     cfg.daemon.hot_reload = false;
     cfg.daemon.stats_interval_secs = 0;
     cfg.daemon.control_socket = None;
+    cfg.metrics.listen = None;
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sources: Vec<Box<dyn Source>> = vec![Box::new(Replay::new(file.to_path_buf()))];

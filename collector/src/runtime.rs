@@ -7,10 +7,18 @@
 //! bounded channels, so a slow stage slows its producer instead of dropping.
 //! A config reload builds a new chain beside the running one and swaps it in
 //! between two batches.
+//!
+//! Shutdown (SIGTERM, SIGINT): the sources stop, the batcher and the chain
+//! drain, and the outputs flush, all within `[daemon] shutdown_timeout_secs`
+//! of the signal. Spooled outputs leave what they could not deliver on disk
+//! for the next start; if the whole process is not done a grace second
+//! after the deadline, what is still in memory is logged as lost and the
+//! process exits (docs/service.md).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use driftwatch_sdk::{Event, EventKind, KindSet};
 use tokio::sync::{mpsc, watch};
@@ -101,6 +109,23 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         chain.manifests().map(|(_, m)| m.clone()).collect();
 
     let hostname: Arc<str> = Arc::from(crate::host::hostname(cfg.daemon.hostname.as_deref()));
+    // Set when the signal comes: the deadline of the whole shutdown runs
+    // from there, the outputs' flush included.
+    let signalled: Arc<OnceLock<Instant>> = Arc::default();
+    // Starting counts as moving: /healthz is 200 from the first request,
+    // before the first health tick has crossed the chain.
+    stats.health.beat(Instant::now());
+    // Dropped when this run ends, however it ends: the deadline then has
+    // nothing left to end (and a test running pipelines in-process lives on).
+    let (finished, finished_rx) = std::sync::mpsc::channel::<()>();
+    let deadline_watch = tokio::spawn(watch_deadline(
+        shutdown.clone(),
+        signalled.clone(),
+        cfg.daemon.shutdown_timeout(),
+        stats.clone(),
+        ev_tx.downgrade(),
+        finished_rx,
+    ));
     let chain_thread = spawn_chain(
         chain,
         enrichers,
@@ -110,7 +135,13 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         stats.clone(),
         hostname.clone(),
     )?;
-    let outputs_thread = spawn_outputs(sinks, out_rx, stats.clone())?;
+    let outputs_thread = spawn_outputs(
+        sinks,
+        out_rx,
+        stats.clone(),
+        signalled,
+        cfg.daemon.shutdown_timeout(),
+    )?;
 
     let sources: Vec<_> = sources
         .into_iter()
@@ -130,6 +161,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     let batcher = tokio::spawn(batch_events(
         ev_rx,
         msg_tx.clone(),
+        stats.clone(),
         cfg.pipeline.batch_size,
         Duration::from_millis(cfg.pipeline.batch_timeout_ms),
     ));
@@ -156,6 +188,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     drop(msg_tx);
     let ticker = spawn_stats_log(&cfg, &stats);
     let control = serve_control(&cfg, &stats);
+    let metrics = serve_metrics(&cfg, &stats);
 
     let mut source_errors = Vec::new();
     for h in sources {
@@ -186,6 +219,9 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         task.abort();
         let _ = std::fs::remove_file(path);
     }
+    if let Some(task) = metrics {
+        task.abort();
+    }
     tokio::task::spawn_blocking(move || {
         chain_thread
             .join()
@@ -196,6 +232,8 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     })
     .await
     .map_err(|_| RuntimeError::Panicked("join"))??;
+    deadline_watch.abort();
+    drop(finished);
     Ok(Report {
         source_errors,
         stats: stats.snapshot(),
@@ -218,6 +256,7 @@ fn spawn_chain(
         .name("plugin-chain".into())
         .spawn(move || {
             while let Some(msg) = rx.blocking_recv() {
+                stats.health.beat(std::time::Instant::now());
                 match msg {
                     Msg::Batch(mut events) => {
                         for e in enrichers.iter_mut() {
@@ -226,7 +265,13 @@ fn spawn_chain(
                         if let Some(enforcer) = &enforcer {
                             learn_containers(enforcer, &events);
                         }
+                        let taken = events.len();
                         let batch = chain.process(events);
+                        // The batcher counted them in; what the chain
+                        // dropped leaves memory here.
+                        stats
+                            .queued_events
+                            .fetch_sub((taken - batch.len()) as u64, Ordering::Relaxed);
                         if !batch.is_empty() && out.send(batch).is_err() {
                             return;
                         }
@@ -237,8 +282,13 @@ fn spawn_chain(
                     }
                     Msg::Health(found) => {
                         let batch = crate::health::batch(found, &mut enrichers, &stats);
-                        if !batch.is_empty() && out.send(batch).is_err() {
-                            return;
+                        if !batch.is_empty() {
+                            stats
+                                .queued_events
+                                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            if out.send(batch).is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -250,6 +300,9 @@ fn spawn_chain(
                 .drain(std::time::Instant::now(), now_ns(), &hostname);
             let batch = crate::health::batch(found, &mut enrichers, &stats);
             if !batch.is_empty() {
+                stats
+                    .queued_events
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let _ = out.send(batch);
             }
         })
@@ -270,11 +323,15 @@ fn learn_containers(enforcer: &Enforcer, events: &[Event]) {
 }
 
 /// The outputs thread: every batch to every sink in order, a failure
-/// counted and logged without stopping the others; a flush at the end.
+/// counted and logged without stopping the others; a flush at the end,
+/// bounded by the shutdown deadline (from the signal when there was one,
+/// else from the end of the last batch).
 fn spawn_outputs(
     mut sinks: Vec<Box<dyn Sink>>,
     rx: std::sync::mpsc::Receiver<Batch>,
     stats: Arc<Stats>,
+    signalled: Arc<OnceLock<Instant>>,
+    timeout: Duration,
 ) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
     std::thread::Builder::new()
         .name("outputs".into())
@@ -286,9 +343,13 @@ fn spawn_outputs(
                         tracing::error!("output failed: {e}");
                     }
                 }
+                stats
+                    .queued_events
+                    .fetch_sub(batch.len() as u64, Ordering::Relaxed);
             }
+            let deadline = signalled.get().copied().unwrap_or_else(Instant::now) + timeout;
             for sink in sinks.iter_mut() {
-                if let Err(e) = sink.flush() {
+                if let Err(e) = sink.flush(deadline) {
                     tracing::error!("output flush failed: {e}");
                 }
             }
@@ -329,8 +390,29 @@ fn serve_control(
     }
 }
 
-/// Sends the daemon's findings about itself to the chain thread once a
-/// second (crate::health rate-limits them).
+/// Serves `/metrics` and `/healthz`, when an address is configured and
+/// can be bound; a daemon without them still runs.
+fn serve_metrics(cfg: &Config, stats: &Arc<Stats>) -> Option<tokio::task::JoinHandle<()>> {
+    let addr = cfg.metrics.listen?;
+    match crate::prometheus::bind(addr) {
+        Ok(l) => {
+            tracing::info!(
+                "serving /metrics and /healthz on http://{}",
+                l.local_addr().unwrap_or(addr)
+            );
+            Some(tokio::spawn(crate::prometheus::serve(l, stats.clone())))
+        }
+        Err(e) => {
+            tracing::warn!("/metrics and /healthz will not be served: {e}");
+            None
+        }
+    }
+}
+
+/// Sends the chain thread a tick once a second, carrying the daemon's
+/// findings about itself when any are due (crate::health rate-limits
+/// them). The chain beats on every message, so the tick is also what
+/// keeps an idle daemon alive for `/healthz`.
 async fn report_health(stats: Arc<Stats>, hostname: Arc<str>, tx: mpsc::Sender<Msg>) {
     let mut t = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -338,9 +420,56 @@ async fn report_health(stats: Arc<Stats>, hostname: Arc<str>, tx: mpsc::Sender<M
         let found = stats
             .health
             .take(std::time::Instant::now(), now_ns(), &hostname);
-        if !found.is_empty() && tx.send(Msg::Health(found)).await.is_err() {
+        if tx.send(Msg::Health(found)).await.is_err() {
             return;
         }
+    }
+}
+
+/// A second past the deadline, outputs have returned from their flush: a
+/// process still running then is stuck, and is ended.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// Once shutdown is asked for, notes when, and ends the process if the
+/// orderly shutdown has not finished by the deadline plus a grace second,
+/// counting what was still in memory as lost. Spools are on disk already:
+/// their records are sent on the next start.
+async fn watch_deadline(
+    mut shutdown: watch::Receiver<bool>,
+    signalled: Arc<OnceLock<Instant>>,
+    timeout: Duration,
+    stats: Arc<Stats>,
+    source_queue: mpsc::WeakSender<Event>,
+    finished: std::sync::mpsc::Receiver<()>,
+) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        return;
+    }
+    let at = *signalled.get_or_init(Instant::now);
+    // A thread, not a task: a wedged runtime must not hold it up.
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            let left = (at + timeout + DEADLINE_GRACE).saturating_duration_since(Instant::now());
+            if !matches!(
+                finished.recv_timeout(left),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            ) {
+                return;
+            }
+            let queued = stats.queued_events.load(Ordering::Relaxed);
+            let waiting = source_queue
+                .upgrade()
+                .map_or(0, |q| q.max_capacity() - q.capacity());
+            tracing::error!(
+                lost_events = queued + waiting as u64,
+                "shutdown did not finish within {}s: exiting; {queued} events between the batcher and the outputs and {waiting} waiting for the batcher are lost, spooled findings stay on disk for the next start",
+                timeout.as_secs()
+            );
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::error!("no shutdown deadline: cannot start its thread: {e}");
     }
 }
 
@@ -355,6 +484,7 @@ fn now_ns() -> u64 {
 async fn batch_events(
     mut rx: mpsc::Receiver<Event>,
     tx: mpsc::Sender<Msg>,
+    stats: Arc<Stats>,
     size: usize,
     timeout: Duration,
 ) {
@@ -372,6 +502,9 @@ async fn batch_events(
             }
         }
         let batch = std::mem::replace(&mut buf, Vec::with_capacity(size));
+        stats
+            .queued_events
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if tx.send(Msg::Batch(batch)).await.is_err() {
             return;
         }

@@ -20,7 +20,13 @@ pub struct Stats {
     pub kernel_read_faults: AtomicU64,
     /// File records the kernel dropped over their container's budget.
     pub kernel_dropped: AtomicU64,
+    /// Events in memory between the batcher and the outputs: what a
+    /// shutdown that runs out of time loses.
+    pub queued_events: AtomicU64,
+    /// The OTLP exporter.
     pub export: ExportCounters,
+    /// `[outputs.http]`.
+    pub http: ExportCounters,
     /// Findings about the daemon itself (crate::health).
     pub health: crate::health::Health,
     rare: Mutex<Rare>,
@@ -28,7 +34,7 @@ pub struct Stats {
     call_histogram: OnceLock<opentelemetry::metrics::Histogram<f64>>,
 }
 
-/// The OTLP exporter and its spool.
+/// A spooled output (OTLP, HTTP) and its spool.
 #[derive(Default)]
 pub struct ExportCounters {
     /// Records the backend acknowledged.
@@ -52,6 +58,18 @@ impl ExportCounters {
     pub fn set_spool_depth(&self, (records, bytes): (u64, u64)) {
         self.spool_records.store(records, Ordering::Relaxed);
         self.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> ExportSnapshot {
+        ExportSnapshot {
+            exported: self.exported.load(Ordering::Relaxed),
+            failed_requests: self.failed_requests.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            spool_refused: self.spool_refused.load(Ordering::Relaxed),
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            spool_records: self.spool_records.load(Ordering::Relaxed),
+            spool_bytes: self.spool_bytes.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -110,7 +128,12 @@ pub struct Snapshot {
     /// whose signal was not delivered (each one also a finding).
     #[serde(default)]
     pub enforcement: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub queued_events: u64,
     pub export: ExportSnapshot,
+    /// `[outputs.http]`, same counters as `export`.
+    #[serde(default)]
+    pub http: ExportSnapshot,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -264,15 +287,9 @@ impl Stats {
             plugin_calls: rare.plugin_calls,
             reloads: rare.reloads,
             enforcement: rare.enforcement,
-            export: ExportSnapshot {
-                exported: self.export.exported.load(Ordering::Relaxed),
-                failed_requests: self.export.failed_requests.load(Ordering::Relaxed),
-                rejected: self.export.rejected.load(Ordering::Relaxed),
-                spool_refused: self.export.spool_refused.load(Ordering::Relaxed),
-                redelivered: self.export.redelivered.load(Ordering::Relaxed),
-                spool_records: self.export.spool_records.load(Ordering::Relaxed),
-                spool_bytes: self.export.spool_bytes.load(Ordering::Relaxed),
-            },
+            queued_events: self.queued_events.load(Ordering::Relaxed),
+            export: self.export.snapshot(),
+            http: self.http.snapshot(),
         }
     }
 }

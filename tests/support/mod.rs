@@ -32,11 +32,18 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
-/// A pipeline.toml in `dir`, using the shared test compile cache.
+/// A pipeline.toml in `dir`, using the shared test compile cache. The
+/// metrics endpoint is off unless `body` has a `[metrics]` table: tests
+/// run side by side and would race for its port.
 pub fn config(dir: &Path, body: &str) -> PathBuf {
     let cache = cache_dir();
+    let metrics = if body.contains("[metrics]") {
+        ""
+    } else {
+        "[metrics]\nlisten = false\n\n"
+    };
     let text = format!(
-        "[daemon]\ncache_dir = \"{}\"\nstats_interval_secs = 0\nhot_reload = false\n\n{body}",
+        "[daemon]\ncache_dir = \"{}\"\nstats_interval_secs = 0\nhot_reload = false\n\n{metrics}{body}",
         cache.display()
     );
     let p = dir.join("pipeline.toml");

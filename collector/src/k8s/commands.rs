@@ -147,8 +147,10 @@ fn finish(
     let checks = digests::verify(inv, approvals);
     print(ctx.out, opts.format, &checks)?;
     export(&mut ctx.sinks, &checks, &ctx.hostname)?;
+    let deadline =
+        std::time::Instant::now() + crate::config::DaemonConfig::default().shutdown_timeout();
     for s in ctx.sinks.iter_mut() {
-        s.flush()?;
+        s.flush(deadline)?;
     }
     Ok(digests::exit_code(&checks))
 }

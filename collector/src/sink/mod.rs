@@ -1,12 +1,15 @@
 //! Outputs. A sink takes batches of processed events and delivers them
 //! somewhere; sinks run on the output thread, in configuration order.
 
+pub mod backoff;
 pub mod falco;
+pub mod http;
 pub mod otlp;
 pub mod spool;
 pub mod stdout;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::config::{Config, Switch};
 use crate::pipeline::Batch;
@@ -30,6 +33,8 @@ pub enum SinkError {
         lost: u64,
         source: spool::SpoolError,
     },
+    #[error("{sink}: {message}")]
+    Config { sink: &'static str, message: String },
     #[error("{sink}: starting the export thread: {source}")]
     Thread {
         sink: &'static str,
@@ -41,8 +46,10 @@ pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Delivers (or durably queues) one batch.
     fn send(&mut self, batch: &Batch) -> Result<(), SinkError>;
-    /// Called once at shutdown, after the last batch.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    /// Called once at shutdown, after the last batch. Returns by
+    /// `deadline`: what a remote output could not deliver by then stays in
+    /// its spool.
+    fn flush(&mut self, _deadline: Instant) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -62,7 +69,7 @@ pub fn stdout_active(cfg: &Config) -> bool {
     }
 }
 
-/// The configured outputs, in a fixed order: stdout, then OTLP.
+/// The configured outputs, in a fixed order: stdout, OTLP, then HTTP.
 /// `force_events` prints every passing event on stdout too.
 pub fn build(
     cfg: &Config,
@@ -88,6 +95,13 @@ pub fn build(
             &cfg.outputs.otlp,
             &cfg.base_dir,
             &origin,
+            stats.clone(),
+        )?));
+    }
+    if cfg.outputs.http.enabled {
+        sinks.push(Box::new(http::HttpSink::start(
+            &cfg.outputs.http,
+            &cfg.base_dir,
             stats.clone(),
         )?));
     }

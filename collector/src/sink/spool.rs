@@ -434,6 +434,46 @@ impl Spool {
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
+
+    /// Keeps a record the backend refused as a line of `rejected.jsonl`
+    /// beside the spool. An eighth of the spool's budget, twice over with
+    /// the rotated file: a backend that refuses everything (some answer
+    /// 400 to bad credentials) must not fill the disk through this file.
+    pub fn keep_rejected(&self, line: &[u8]) {
+        let path = self.dir.join("rejected.jsonl");
+        let cap = (self.max_bytes / 8).max(1 << 20);
+        if let Err(e) = append_capped(&path, line, cap) {
+            tracing::error!(path = %path.display(), "cannot keep a rejected record: {e}");
+        }
+    }
+}
+
+/// Appends `line` and a newline to `path`, first moving a file that would
+/// grow past `cap` bytes to `path.1` (replacing an older one), so the two
+/// together stay under twice `cap`.
+fn append_capped(path: &Path, line: &[u8], cap: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let len = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
+    if len > 0 && len + line.len() as u64 + 1 > cap {
+        let mut old = path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(path, &old)?;
+        tracing::warn!(
+            path = %path.display(),
+            "rejected records reached {cap} bytes; the older ones moved to {}.1, replacing what was there",
+            path.display()
+        );
+    }
+    let mut buf = line.to_vec();
+    buf.push(b'\n');
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(&buf))
 }
 
 fn bytes_between(dir: &Path, from: Pos, to: Pos, head: u64, head_len: u64) -> u64 {
@@ -786,6 +826,23 @@ fn decode_text_cursor(b: &[u8]) -> Option<(Pos, Pos)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rejected_records_rotate_under_their_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("rejected.jsonl");
+        let line = [b'x'; 99];
+        for _ in 0..25 {
+            append_capped(&path, &line, 1000).unwrap();
+        }
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let rotated = d.path().join("rejected.jsonl.1");
+        assert!(len(&path) <= 1000 && len(&rotated) <= 1000);
+        // 25 lines of 100 bytes: the first 20 filled two files, the last
+        // 5 are in the current one.
+        assert_eq!(len(&path), 500);
+        assert_eq!(len(&rotated), 1000);
+    }
+
     use super::*;
 
     fn recs(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {

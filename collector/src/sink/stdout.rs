@@ -52,7 +52,7 @@ impl<W: Write + Send> Sink for JsonLines<W> {
         })
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self, _deadline: std::time::Instant) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Io {
             sink: "stdout",
             source,

@@ -20,7 +20,7 @@
 //! Every failure is logged with what the backend said, when it said
 //! something ([`said`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -40,6 +40,7 @@ use super::said::{self, Status};
 use super::settings::{self, Settings, SettingsError, Signal};
 use super::{metrics, record};
 use crate::config::OtlpConfig;
+use crate::sink::backoff::Jitter;
 use crate::sink::spool::{Batch as SpoolBatch, Spool, SpoolError};
 use crate::stats::Stats;
 
@@ -469,43 +470,8 @@ impl Worker {
     }
 
     fn append_rejected(&self, line: &[u8]) {
-        let path = self.spool.dir().join("rejected.jsonl");
-        // An eighth of the spool's budget, twice over with the rotated
-        // file: a backend that refuses everything (some answer 400 to
-        // bad credentials) must not fill the disk through this file.
-        let cap = (self.spool.max_bytes() / 8).max(1 << 20);
-        if let Err(e) = append_capped(&path, line, cap) {
-            tracing::error!(path = %path.display(), "cannot keep a rejected record: {e}");
-        }
+        self.spool.keep_rejected(line);
     }
-}
-
-/// Appends `line` and a newline to `path`, first moving a file that would
-/// grow past `cap` bytes to `path.1` (replacing an older one), so the two
-/// together stay under twice `cap`.
-fn append_capped(path: &Path, line: &[u8], cap: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let len = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
-    if len > 0 && len + line.len() as u64 + 1 > cap {
-        let mut old = path.as_os_str().to_owned();
-        old.push(".1");
-        std::fs::rename(path, &old)?;
-        tracing::warn!(
-            path = %path.display(),
-            "rejected records reached {cap} bytes; the older ones moved to {}.1, replacing what was there",
-            path.display()
-        );
-    }
-    let mut buf = line.to_vec();
-    buf.push(b'\n');
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|mut f| f.write_all(&buf))
 }
 
 /// How a backend refused an export, when the error says it did, as opposed
@@ -534,30 +500,6 @@ fn refusal(status: Status) -> Option<Refusal> {
         }
         Status::Grpc(Code::ResourceExhausted) => Some(Refusal::Size { certain: false }),
         _ => None,
-    }
-}
-
-/// Cheap jitter; the point is to de-synchronize a fleet of nodes, not
-/// cryptography.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Jitter {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15)
-            ^ u64::from(std::process::id());
-        Jitter(seed | 1)
-    }
-
-    fn up_to(&mut self, d: Duration) -> Duration {
-        // xorshift64
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        let ms = d.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { self.0 % ms })
     }
 }
 
@@ -602,31 +544,5 @@ mod tests {
              the backend said: log record 3 lacks a field"
         );
         assert!(std::error::Error::source(&error).is_some());
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        let mut j = Jitter::new();
-        for _ in 0..1000 {
-            assert!(j.up_to(Duration::from_millis(250)) < Duration::from_millis(250));
-        }
-        assert_eq!(j.up_to(Duration::ZERO), Duration::ZERO);
-    }
-
-    #[test]
-    fn rejected_records_rotate_under_their_cap() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("rejected.jsonl");
-        let line = [b'x'; 99];
-        for _ in 0..25 {
-            append_capped(&path, &line, 1000).unwrap();
-        }
-        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
-        let rotated = d.path().join("rejected.jsonl.1");
-        assert!(len(&path) <= 1000 && len(&rotated) <= 1000);
-        // 25 lines of 100 bytes: the first 20 filled two files, the last
-        // 5 are in the current one.
-        assert_eq!(len(&path), 500);
-        assert_eq!(len(&rotated), 1000);
     }
 }

@@ -272,15 +272,16 @@ impl Sink for OtlpSink {
         }
     }
 
-    /// Exports what is spooled until the shutdown deadline; the rest waits
-    /// in the spool for the next start.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    /// Exports what is spooled until its own shutdown timeout or the
+    /// daemon's deadline, whichever comes first; the rest waits in the
+    /// spool for the next start.
+    fn flush(&mut self, deadline: Instant) -> Result<(), SinkError> {
         self.control.draining.store(true, Ordering::Release);
         self.control.wake.notify_one();
         let Some(handle) = self.worker.take() else {
             return Ok(());
         };
-        let deadline = Instant::now() + self.shutdown_timeout;
+        let deadline = deadline.min(Instant::now() + self.shutdown_timeout);
         while !handle.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -336,6 +337,6 @@ mod tests {
         // its duration must already have somewhere to go.
         assert!(stats.has_call_histogram());
         sink.control.stop.store(true, Ordering::Release);
-        let _ = sink.flush();
+        let _ = sink.flush(Instant::now() + Duration::from_secs(5));
     }
 }
