@@ -31,6 +31,9 @@ pub struct Summary {
     /// Calls that failed (trap, deadline, error…): the daemon would apply
     /// the plugin's `on_error` to these events.
     pub failures: usize,
+    /// The most linear memory an instance held (what `memory_limit_mib`
+    /// counts), in bytes.
+    pub peak_memory: usize,
 }
 
 impl Summary {
@@ -162,6 +165,7 @@ pub fn run(
             },
         };
         let mut inst = inst;
+        summary.peak_memory = summary.peak_memory.max(inst.memory_bytes());
         if !inst.manifest().kinds.contains(&ev.kind) || !inst.prefilter().matches(&ev) {
             summary.not_given += 1;
             writeln!(
@@ -204,6 +208,7 @@ pub fn run(
                     out.write_all(b"\n").map_err(TrialError::Write)?;
                 }
                 let drop = v.action == Action::Drop;
+                summary.peak_memory = summary.peak_memory.max(inst.memory_bytes());
                 summary.findings += records.len();
                 summary.dropped += usize::from(drop);
                 let rules: Vec<&str> = records.iter().map(|r| r.finding.rule.as_str()).collect();
@@ -231,8 +236,14 @@ pub fn run(
     out.flush().map_err(TrialError::Write)?;
     writeln!(
         report,
-        "{} event(s): {} finding(s), {} dropped, {} not given, {} failed",
-        summary.events, summary.findings, summary.dropped, summary.not_given, summary.failures
+        "{} event(s): {} finding(s), {} dropped, {} not given, {} failed; \
+         instance memory {:.1} MiB",
+        summary.events,
+        summary.findings,
+        summary.dropped,
+        summary.not_given,
+        summary.failures,
+        summary.peak_memory as f64 / f64::from(1 << 20)
     )
     .map_err(TrialError::Write)?;
     Ok(summary)
