@@ -9,13 +9,21 @@
 //! does not wait on the outer one's lock. Components land in
 //! `target/guests/components/` for users and tests, and the built-ins are
 //! embedded in the binary from `OUT_DIR`.
+//!
+//! Python plugins (a folder under `plugins/` with an `app.py`) are built
+//! with componentize-py into the same folder when it is installed; under
+//! `CI=true` its absence is an error, elsewhere a warning. The cargo
+//! invocation and both ways of making a component are shared with
+//! `driftwatch plugin build` (src/authoring/toolchain.rs).
+
+#[path = "src/authoring/toolchain.rs"]
+mod toolchain;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::{env, fs};
 
 const GUEST_DIRS: &[&str] = &["plugins", "examples", "tests/plugins"];
-const TARGET: &str = "wasm32-unknown-unknown";
+const TARGET: &str = toolchain::RUST_TARGET;
 /// The cargo profile guests build with (workspace Cargo.toml).
 const PROFILE: &str = "guest";
 
@@ -24,8 +32,12 @@ fn main() {
         eprintln!("error building the eBPF programs: {e}");
         std::process::exit(1);
     }
-    if let Err(e) = run() {
+    if let Err(e) = build_guests() {
         eprintln!("error building WASM guests: {e}");
+        std::process::exit(1);
+    }
+    if let Err(e) = build_python_guests() {
+        eprintln!("error building Python plugins: {e}");
         std::process::exit(1);
     }
 }
@@ -62,7 +74,7 @@ fn build_ebpf() -> Result<(), String> {
     built
 }
 
-fn run() -> Result<(), String> {
+fn build_guests() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let root = manifest_dir
         .parent()
@@ -92,40 +104,12 @@ fn run() -> Result<(), String> {
 
     let target_dir = root.join("target").join("guests");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--profile",
-            PROFILE,
-            "--target",
-            TARGET,
-            "--target-dir",
-        ])
-        .arg(&target_dir);
+    let mut cmd = toolchain::cargo_guest_build(Path::new(&cargo), PROFILE, &target_dir);
+    cmd.current_dir(&root);
     for g in &guests {
         cmd.args(["-p", g]);
     }
-    // The outer build's settings are for the host target (and clippy's
-    // wrapper would lint the guests a second time).
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "`cargo build --target {TARGET}` of the guests failed ({status}); is the target installed? \
-             run scripts/setup.sh or `rustup target add {TARGET}`"
-        ));
-    }
+    toolchain::run_cargo(cmd).map_err(|e| e.to_string())?;
 
     let components = target_dir.join("components");
     let embedded = out_dir.join("guests");
@@ -134,14 +118,7 @@ fn run() -> Result<(), String> {
     for g in &guests {
         let file = format!("{}.wasm", g.replace('-', "_"));
         let module_path = target_dir.join(TARGET).join(PROFILE).join(&file);
-        let module =
-            fs::read(&module_path).map_err(|e| format!("{}: {e}", module_path.display()))?;
-        let component = wit_component::ComponentEncoder::default()
-            .module(&module)
-            .map_err(|e| format!("{g}: {e:#}"))?
-            .validate(true)
-            .encode()
-            .map_err(|e| format!("{g}: encoding component: {e:#}"))?;
+        let component = toolchain::componentize_module(&module_path).map_err(|e| e.to_string())?;
         write_if_changed(&components.join(&file), &component)?;
         write_if_changed(&embedded.join(&file), &component)?;
     }
@@ -149,6 +126,57 @@ fn run() -> Result<(), String> {
         "cargo:rustc-env=DRIFTWATCH_GUEST_DIR={}",
         components.display()
     );
+    Ok(())
+}
+
+/// Builds each Python plugin under `plugins/` (a folder with `app.py`)
+/// into `target/guests/components/NAME.wasm` (dashes as underscores).
+fn build_python_guests() -> Result<(), String> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let root = manifest_dir
+        .parent()
+        .ok_or("collector has no parent dir")?
+        .to_path_buf();
+    let (wit, python_sdk) = (root.join("sdk/wit"), root.join("sdk/python"));
+    println!("cargo:rerun-if-changed={}", python_sdk.display());
+    println!("cargo:rerun-if-env-changed=CI");
+    let mut apps: Vec<PathBuf> = fs::read_dir(root.join("plugins"))
+        .map_err(|e| format!("plugins/: {e}"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|d| d.join("app.py").is_file())
+        .collect();
+    apps.sort();
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let Some(tool) = toolchain::find_componentize_py() else {
+        let err = toolchain::ToolchainError::NoComponentizePy;
+        if env::var("CI").is_ok_and(|v| v == "true") {
+            return Err(err.to_string());
+        }
+        println!("cargo:warning=Python plugins not built: {err}");
+        return Ok(());
+    };
+    let components = root.join("target").join("guests").join("components");
+    fs::create_dir_all(&components).map_err(|e| e.to_string())?;
+    for app in apps {
+        println!("cargo:rerun-if-changed={}", app.display());
+        let name = app
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: not a UTF-8 name", app.display()))?
+            .replace('-', "_");
+        let out = components.join(format!("{name}.wasm"));
+        // componentize-py writes where it is told; build beside and
+        // rename, so a reader never sees half a component.
+        let tmp = components.join(format!(".{name}.wasm.tmp"));
+        toolchain::componentize_python(&tool, &app, &wit, &python_sdk, &tmp)
+            .map_err(|e| e.to_string())?;
+        let bytes = fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        write_if_changed(&out, &bytes)?;
+        let _ = fs::remove_file(&tmp);
+    }
     Ok(())
 }
 

@@ -98,4 +98,12 @@ fi
 if [ ! -x "$venv/bin/kubernetes-validate" ]; then
   log "installing kubernetes-validate into $venv"; "$venv/bin/pip" install -q kubernetes-validate
 fi
+# componentize-py builds the Python plugins (plugins/network-tool) into
+# components; pinned, since the code it embeds is what the host runs. The
+# version must match COMPONENTIZE_PY_VERSION in collector/src/authoring/toolchain.rs.
+componentize_py_version=0.25.1
+if [ "$("$venv/bin/componentize-py" --version 2>/dev/null)" != "componentize-py $componentize_py_version" ]; then
+  log "installing componentize-py $componentize_py_version into $venv"
+  "$venv/bin/pip" install -q "componentize-py==$componentize_py_version"
+fi
 log "ready"

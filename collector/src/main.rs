@@ -197,6 +197,78 @@ enum PluginCommand {
         #[arg(long, default_value = "{}")]
         config_json: String,
     },
+    /// Create a Rust plugin crate with one example rule, a test and a README.
+    ///
+    /// It builds and passes its test as created: `cargo test`, then `driftwatch plugin build`.
+    New {
+        /// The plugin's name: lowercase letters, digits and dashes.
+        name: String,
+        /// Where to create it (default: ./NAME). Must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The driftwatch SDK to depend on (a checkout's sdk/; default: the one this
+        /// driftwatch was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a plugin folder into a component: a Rust crate (Cargo.toml) or a Python
+    /// plugin (app.py, with componentize-py). The result is loaded once to check it.
+    Build {
+        /// The plugin's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The component to write (default: DIR/NAME.wasm).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The driftwatch SDK (a checkout's sdk/), for Python plugins' WIT and helper module
+        /// (default: the one this driftwatch was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        #[command(flatten)]
+        cache: PluginCacheArg,
+    },
+    /// Run recorded events through a plugin component and print its findings.
+    ///
+    /// EVENTS holds JSON lines or MessagePack, as for `replay`. Findings go to stdout as
+    /// the daemon's Falco JSON lines; each event's verdict goes to stderr. Exit code:
+    /// 0 nothing fired, 1 a finding or drop, 2 an error (including a failed call).
+    Test {
+        /// The component (`.wasm`).
+        plugin: PathBuf,
+        /// The recorded events.
+        events: PathBuf,
+        /// The plugin's config table, as JSON (default: empty).
+        #[arg(long, default_value = "{}")]
+        config_json: String,
+        /// CPU deadline per call, as `deadline_ms` in pipeline.toml.
+        #[arg(long, default_value_t = Limits::DEFAULT_DEADLINE_MS)]
+        deadline_ms: u64,
+        #[command(flatten)]
+        cache: PluginCacheArg,
+    },
+}
+
+/// Where `plugin build` and `plugin test` keep compiled components.
+#[derive(clap::Args)]
+struct PluginCacheArg {
+    /// Compiled-component cache (default: $XDG_CACHE_HOME/driftwatch/plugins or
+    /// ~/.cache/driftwatch/plugins). A Python component compiles for a minute or more.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time, caching nothing.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+}
+
+impl PluginCacheArg {
+    fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .or_else(driftwatch::authoring::trial::default_cache_dir)
+    }
 }
 
 fn main() -> ExitCode {
@@ -250,9 +322,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             events,
             stats,
         } => replay(&file, &config.config, events, stats),
-        Command::Plugin {
-            command: PluginCommand::Inspect { file, config_json },
-        } => inspect(&file, &config_json),
+        Command::Plugin { command } => plugin_command(command),
         Command::Check { config } => check(&config),
         Command::Stats { config, socket } => {
             let path = match socket {
@@ -527,6 +597,34 @@ fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn plugin_command(command: PluginCommand) -> Result<ExitCode> {
+    use driftwatch::authoring::commands;
+    let code = match command {
+        PluginCommand::Inspect { file, config_json } => return inspect(&file, &config_json),
+        PluginCommand::New { name, dir, sdk } => commands::new(&name, dir, sdk)?,
+        PluginCommand::Build {
+            dir,
+            out,
+            sdk,
+            cache,
+        } => commands::build_command(&dir, out.as_deref(), sdk.as_deref(), cache.dir().as_deref())?,
+        PluginCommand::Test {
+            plugin,
+            events,
+            config_json,
+            deadline_ms,
+            cache,
+        } => commands::test(
+            &plugin,
+            &events,
+            &config_json,
+            deadline_ms,
+            cache.dir().as_deref(),
+        )?,
+    };
+    Ok(ExitCode::from(code))
 }
 
 fn inspect(file: &Path, config_json: &str) -> Result<ExitCode> {

@@ -39,6 +39,14 @@ pub enum ChainError {
     },
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// A plugin loaded from a file: the error names the file, which is
+    /// what an operator edits (the plugin's name is in `source`).
+    #[error("{path}: {source}")]
+    PluginFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: PluginError,
+    },
 }
 
 /// One finding and the plugin that made it.
@@ -195,8 +203,17 @@ impl Chain {
                 plugin: p.name.clone(),
                 source,
             })?;
-            let plugin = engine.load(&p.name, &bytes, p.limits(), config)?;
-            let instance = plugin.instantiate()?;
+            let in_file = |source: PluginError| match p.source() {
+                PluginSource::Path(path) => ChainError::PluginFile {
+                    path: cfg.resolve(path),
+                    source,
+                },
+                PluginSource::Builtin(_) => ChainError::Plugin(source),
+            };
+            let plugin = engine
+                .load(&p.name, &bytes, p.limits(), config)
+                .map_err(in_file)?;
+            let instance = plugin.instantiate().map_err(in_file)?;
             let manifest = instance.manifest().clone();
             stages.push(Stage {
                 kinds: manifest.kinds.iter().collect(),

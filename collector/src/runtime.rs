@@ -15,6 +15,7 @@
 //! after the deadline, what is still in memory is logged as lost and the
 //! process exits (docs/service.md).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -165,9 +166,12 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         cfg.pipeline.batch_size,
         Duration::from_millis(cfg.pipeline.batch_timeout_ms),
     ));
-    let reloader = match (&config_path, cfg.daemon.hot_reload) {
-        (Some(path), true) => Some(tokio::spawn(watch_config(
+    // SIGHUP reloads whenever there is a file to reload from; the watcher
+    // runs only with `hot_reload`.
+    let reloader = match &config_path {
+        Some(path) => Some(tokio::spawn(watch_config(
             path.clone(),
+            cfg.daemon.hot_reload,
             Running {
                 cfg: cfg.clone(),
                 kinds,
@@ -178,7 +182,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
             msg_tx.clone(),
             enforcer,
         ))),
-        _ => None,
+        None => None,
     };
     let health = tokio::spawn(report_health(
         stats.clone(),
@@ -551,11 +555,28 @@ pub fn reload_leftovers(
     out
 }
 
-/// Rebuilds the chain when pipeline.toml changes. A broken file or plugin
-/// is reported and the running chain stays; what only a restart can apply
-/// is logged.
+/// The files whose change reloads the pipeline: the configuration and
+/// every plugin it loads from a file, as absolute paths (the watcher
+/// reports them joined to the absolute directories it watches).
+pub fn reload_triggers(config_path: &Path, cfg: &Config) -> HashSet<PathBuf> {
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut files = HashSet::from([absolute(config_path)]);
+    for p in cfg.plugins() {
+        if let crate::config::PluginSource::Path(path) = p.source() {
+            files.insert(absolute(&cfg.resolve(path)));
+        }
+    }
+    files
+}
+
+/// Rebuilds the chain when pipeline.toml or a plugin file it names
+/// changes (with `hot_reload`), and on SIGHUP. A broken file or plugin is
+/// reported, naming the file and the cause, and the running chain stays;
+/// what only a restart can apply is logged.
+#[allow(clippy::too_many_arguments)]
 async fn watch_config(
     path: PathBuf,
+    hot_reload: bool,
     running: Running,
     engine: Engine,
     stats: Arc<Stats>,
@@ -563,40 +584,78 @@ async fn watch_config(
     enforcer: Option<Enforcer>,
 ) {
     use notify::{RecursiveMode, Watcher};
+    use tokio::signal::unix::{SignalKind, signal};
     let (ntx, mut nrx) = mpsc::unbounded_channel();
-    let target = path.file_name().map(|n| n.to_owned());
-    let mut watcher =
+    let triggers = Arc::new(std::sync::Mutex::new(reload_triggers(&path, &running.cfg)));
+    let watched_files = triggers.clone();
+    let mut watcher = if hot_reload {
+        let hook = ntx.clone();
         match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             // Reading the file (our own reload does) is not a change: acting
             // on it made every reload trigger the next, and a reload that
             // lands between an in-place editor's truncate and write loads an
             // empty, valid pipeline with no plugins.
-            if let Ok(ev) = res
-                && is_change(&ev.kind)
-                && ev.paths.iter().any(|p| p.file_name() == target.as_deref())
-            {
-                let _ = ntx.send(());
-            }
-        }) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("hot reload disabled: {e}");
+            let Ok(ev) = res else { return };
+            if !is_change(&ev.kind) {
                 return;
             }
+            let files = watched_files.lock().unwrap_or_else(|p| p.into_inner());
+            if ev.paths.iter().any(|p| files.contains(p)) {
+                let _ = hook.send(());
+            }
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("hot reload disabled: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Editors and builds replace files by rename, so watch directories.
+    let mut watched_dirs = HashSet::new();
+    let mut watch_dirs = |watcher: &mut Option<notify::RecommendedWatcher>,
+                          files: &HashSet<PathBuf>| {
+        let Some(w) = watcher.as_mut() else { return };
+        for dir in files.iter().filter_map(|f| f.parent()) {
+            if watched_dirs.contains(dir) {
+                continue;
+            }
+            match w.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched_dirs.insert(dir.to_path_buf());
+                }
+                Err(e) => tracing::warn!(dir = %dir.display(), "hot reload cannot watch: {e}"),
+            }
+        }
+    };
+    let initial = triggers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    watch_dirs(&mut watcher, &initial);
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("SIGHUP will not reload: {e}");
+            None
+        }
+    };
+    loop {
+        let why = tokio::select! {
+            got = nrx.recv() => match got {
+                Some(()) => "a watched file changed",
+                None => return,
+            },
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => "SIGHUP",
         };
-    // Editors replace files by rename, so watch the directory.
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), "hot reload disabled: {e}");
-        return;
-    }
-    while nrx.recv().await.is_some() {
         // Let a burst of writes settle.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while nrx.try_recv().is_ok() {}
+        tracing::info!("reloading {} ({why})", path.display());
         let (p, engine, chain_stats) = (path.clone(), engine.clone(), stats.clone());
         let built = tokio::task::spawn_blocking(move || -> Result<(Config, Chain), String> {
             let cfg = Config::load(&p).map_err(|e| e.to_string())?;
@@ -608,6 +667,9 @@ async fn watch_config(
         match built {
             Ok(Ok((cfg, chain))) => {
                 stats.reload(true);
+                let files = reload_triggers(&path, &cfg);
+                watch_dirs(&mut watcher, &files);
+                *triggers.lock().unwrap_or_else(|p| p.into_inner()) = files;
                 for note in reload_leftovers(&running.cfg, running.kinds, &cfg, chain.kinds()) {
                     tracing::warn!("reload of {}: {note}", path.display());
                 }

@@ -41,11 +41,13 @@ pub const MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub const MAX_CODE_BYTES: usize = 256 << 20;
 /// Per store (one plugin instance). A component made by wit-component from
 /// one Rust or C module needs a handful of core instances (the module, its
-/// shims and fixups), one memory and two tables; the built-ins use at most
-/// the figures in `a_component_needs_few_instances` below. Each memory or
-/// table is reserved address space and a mapping even before it is used,
-/// so the counts are small and the memory cap covers all of them together.
-const MAX_INSTANCES: usize = 32;
+/// shims and fixups), one memory and two tables. One made by
+/// componentize-py (plugins/network-tool) links CPython, its libc and the
+/// stubbed WASI out of 38 instantiated core modules, still with one memory; 64 leaves
+/// it room while bounding a hostile component. Each memory or table is
+/// reserved address space and a mapping even before it is used, so the
+/// counts are small and the memory cap covers all of them together.
+const MAX_INSTANCES: usize = 64;
 const MAX_MEMORIES: usize = 2;
 const MAX_TABLES: usize = 8;
 /// Table elements across all tables of a store (8 bytes each). The
@@ -522,6 +524,12 @@ impl PluginInstance {
 
     pub fn prefilter(&self) -> &Prefilter {
         &self.prefilter
+    }
+
+    /// Linear memory the instance holds now, all memories together: what
+    /// counts against `memory_limit_mib`.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_used
     }
 
     /// Runs one batch: `batch` is a MessagePack array of `expected` events.
