@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use super::backoff::Backoff;
 use super::falco::finding_json;
+use super::feed::SpoolFeed;
 use super::spool::{Spool, SpoolError};
 use super::{Sink, SinkError};
 use crate::config::HttpConfig;
@@ -51,7 +52,7 @@ pub struct HttpSink {
     stats: Arc<Stats>,
     control: Arc<Control>,
     worker: Option<std::thread::JoinHandle<()>>,
-    last_full_log: Option<Instant>,
+    feed: SpoolFeed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,11 +181,11 @@ impl HttpSink {
                 source,
             })?;
         Ok(HttpSink {
+            feed: SpoolFeed::new("http", "HTTP output spool", "receiver", spool.clone()),
             spool,
             stats,
             control,
             worker: Some(handle),
-            last_full_log: None,
         })
     }
 }
@@ -239,41 +240,11 @@ impl Sink for HttpSink {
         if bodies.is_empty() {
             return Ok(());
         }
-        let result = self.spool.append(bodies.iter().map(Vec::as_slice));
-        let kept = *result.as_ref().unwrap_or(&0);
-        let lost = (bodies.len() - kept) as u64;
-        self.stats.http.set_spool_depth(self.spool.depth());
-        if kept > 0 {
-            self.control.wake.notify_one();
-        }
-        if lost > 0 {
-            let total = self
-                .stats
-                .http
-                .spool_refused
-                .fetch_add(lost, Ordering::Relaxed)
-                + lost;
-            if self
-                .last_full_log
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-            {
-                tracing::error!(
-                    refused_now = lost,
-                    refused_total = total,
-                    spool = %self.spool.dir().display(),
-                    "HTTP output spool is FULL: findings are being LOST until the receiver takes them"
-                );
-                self.last_full_log = Some(Instant::now());
-            }
-        }
-        match result {
-            Ok(_) => Ok(()),
-            Err(source) => Err(SinkError::NotKept {
-                sink: "http",
-                lost,
-                source,
-            }),
-        }
+        self.feed.append(
+            bodies.iter().map(Vec::as_slice),
+            &self.stats.http,
+            &self.control.wake,
+        )
     }
 
     /// Delivers what is spooled until `deadline`; the rest waits in the

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod falco;
+pub mod feed;
 pub mod http;
 pub mod otlp;
 pub mod spool;

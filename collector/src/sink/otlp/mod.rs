@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 
+use super::feed::SpoolFeed;
 use super::spool::Spool;
 use super::{Sink, SinkError};
 use crate::config::OtlpConfig;
@@ -70,7 +71,7 @@ pub struct OtlpSink {
     control: Arc<Control>,
     worker: Option<std::thread::JoinHandle<()>>,
     shutdown_timeout: Duration,
-    last_full_log: Option<Instant>,
+    feed: SpoolFeed,
 }
 
 impl OtlpSink {
@@ -192,13 +193,13 @@ impl OtlpSink {
             );
         }
         Ok(OtlpSink {
+            feed: SpoolFeed::new("otlp", "OTLP spool", "backend", spool.clone()),
             spool,
             events: cfg.events,
             stats,
             control,
             worker: Some(handle),
             shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms),
-            last_full_log: None,
         })
     }
 
@@ -232,44 +233,11 @@ impl Sink for OtlpSink {
         if records.is_empty() {
             return Ok(());
         }
-        let result = self.spool.append(records.iter().map(|r| &bytes[r.clone()]));
-        let kept = *result.as_ref().unwrap_or(&0);
-        let lost = (records.len() - kept) as u64;
-        let (depth, bytes) = self.spool.depth();
-        self.stats.export.set_spool_depth((depth, bytes));
-        if kept > 0 {
-            self.control.wake.notify_one();
-        }
-        if lost > 0 {
-            let total = self
-                .stats
-                .export
-                .spool_refused
-                .fetch_add(lost, Ordering::Relaxed)
-                + lost;
-            // Loud, but not one line per batch while the backend is away.
-            if self
-                .last_full_log
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
-            {
-                tracing::error!(
-                    refused_now = lost,
-                    refused_total = total,
-                    spooled_bytes = bytes,
-                    spool = %self.spool.dir().display(),
-                    "OTLP spool is FULL: findings are being LOST until the backend takes them"
-                );
-                self.last_full_log = Some(Instant::now());
-            }
-        }
-        match result {
-            Ok(_) => Ok(()),
-            Err(source) => Err(SinkError::NotKept {
-                sink: "otlp",
-                lost,
-                source,
-            }),
-        }
+        self.feed.append(
+            records.iter().map(|r| &bytes[r.clone()]),
+            &self.stats.export,
+            &self.control.wake,
+        )
     }
 
     /// Exports what is spooled until its own shutdown timeout or the
