@@ -583,9 +583,11 @@ async fn sighup_reloads_without_a_watcher_and_a_broken_config_is_named() {
                 path.display()
             )
         });
+    // The mistake is the third line appended to the header.
+    let want = format!("line {}", header.lines().count() + 3);
     assert!(
-        line.contains("line 8"),
-        "the error does not locate the mistake: {line}"
+        line.contains(&want),
+        "the error does not locate the mistake ({want}): {line}"
     );
     let before = d.seen.count("apk:Package Manager Execution in Container");
     d.tx.send(exec("apk")).await.unwrap();
