@@ -389,8 +389,14 @@ fn broken_pipeline_toml_names_file_line_and_column() {
     assert_eq!(out.status.code(), Some(2));
     let err = support::stderr(&out);
     assert!(err.contains(&cfg.display().to_string()), "{err}");
+    // Where the mistake is in the file as written (after the test header).
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l == "deadline = 5")
+        .expect("the mistake is in the file");
     assert!(
-        err.contains("line 9, column 1") && err.contains("unknown field `deadline`"),
+        err.contains(&format!("line {line}, column 1")) && err.contains("unknown field `deadline`"),
         "{err}"
     );
 }
