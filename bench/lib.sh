@@ -41,7 +41,14 @@ last_counter() {
 # $WORK/dw.log) and returns once its programs are attached (at most 5
 # minutes: a debug build compiles the plugins slowly the first time).
 start_sensor() {
-  DRIFTWATCH_LOG=info "$BIN" run -c "$1" >/dev/null 2>"$WORK/dw.log" &
+  start_sensor_to "$1" /dev/null
+}
+# As start_sensor, with the daemon's stdout (the findings) in $2.
+start_sensor_to() {
+  # Emptied here, not by the redirection below: that runs in the child,
+  # possibly after the first grep has seen the previous run's log.
+  : >"$WORK/dw.log"
+  DRIFTWATCH_LOG=info "$BIN" run -c "$1" >"$2" 2>"$WORK/dw.log" &
   DW_PID=$!
   for _ in $(seq 3000); do
     grep -q "kernel sensor attached" "$WORK/dw.log" && return 0
