@@ -426,7 +426,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             batch_size: 512,
             batch_timeout_ms: 20,
-            queue_capacity: 65536,
+            queue_capacity: 8192,
             allow_empty_chain: false,
         }
     }
