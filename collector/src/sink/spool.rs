@@ -127,6 +127,9 @@ struct State {
     pending_records: u64,
     /// Bytes on disk not yet acknowledged (including framing).
     pending_bytes: u64,
+    /// Bytes in `rejected.jsonl` and its rotated copy: part of `max_bytes`,
+    /// so that what the spool may take on disk is one number.
+    rejected_bytes: u64,
     cursor: CursorFile,
 }
 
@@ -256,6 +259,7 @@ impl Spool {
                 roll_next: false,
                 pending_records: rec.pending,
                 pending_bytes,
+                rejected_bytes: rejected_on_disk(dir),
                 cursor,
             }),
             _lock: lock,
@@ -278,7 +282,7 @@ impl Spool {
         let mut kept = 0;
         for r in records {
             let framed = HEADER + r.len() as u64;
-            if st.pending_bytes + buf.len() as u64 + framed > self.max_bytes {
+            if st.pending_bytes + st.rejected_bytes + buf.len() as u64 + framed > self.max_bytes {
                 break;
             }
             buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
@@ -436,16 +440,37 @@ impl Spool {
     }
 
     /// Keeps a record the backend refused as a line of `rejected.jsonl`
-    /// beside the spool. An eighth of the spool's budget, twice over with
-    /// the rotated file: a backend that refuses everything (some answer
-    /// 400 to bad credentials) must not fill the disk through this file.
+    /// beside the spool. The file is rotated at an eighth of the spool's
+    /// budget, so the two take at most about a quarter of it, and they
+    /// count within it: rejected records never push the spool past
+    /// `max_bytes`, they only leave less room for pending ones.
     pub fn keep_rejected(&self, line: &[u8]) {
-        let path = self.dir.join("rejected.jsonl");
-        let cap = (self.max_bytes / 8).max(1 << 20);
+        let path = self.dir.join(REJECTED);
+        let cap = (self.max_bytes / 8).max(1);
+        let mut st = self.lock();
         if let Err(e) = append_capped(&path, line, cap) {
             tracing::error!(path = %path.display(), "cannot keep a rejected record: {e}");
         }
+        st.rejected_bytes = rejected_on_disk(&self.dir);
     }
+
+    /// Bytes the rejected records take (`rejected.jsonl` and its rotated
+    /// copy), counted within `max_bytes`.
+    pub fn rejected_bytes(&self) -> u64 {
+        self.lock().rejected_bytes
+    }
+}
+
+const REJECTED: &str = "rejected.jsonl";
+
+/// What `rejected.jsonl` and `rejected.jsonl.1` take in `dir`.
+fn rejected_on_disk(dir: &Path) -> u64 {
+    [REJECTED, "rejected.jsonl.1"]
+        .iter()
+        .filter_map(|name| std::fs::symlink_metadata(dir.join(name)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Appends `line` and a newline to `path`, first moving a file that would
@@ -1060,6 +1085,29 @@ mod tests {
         s.ack(b.end, 2).unwrap();
         assert_eq!(s.append(r[5..].iter().map(Vec::as_slice)).unwrap(), 2);
         assert_eq!(s.depth(), (5, 80));
+    }
+
+    #[test]
+    fn rejected_records_count_within_the_budget_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1600 bytes: rejected.jsonl rotates at 200.
+        let (s, _) = open(dir.path(), 1600);
+        let line = [b'r'; 149];
+        s.keep_rejected(&line);
+        s.keep_rejected(&line);
+        // Rotated once: 150 bytes in each file, none beyond the two.
+        assert_eq!(s.rejected_bytes(), 300);
+        s.keep_rejected(&line);
+        assert_eq!(s.rejected_bytes(), 300);
+        // 16 bytes per record: 1300 bytes left hold 81 of them.
+        let r: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("record{i:02}").into_bytes())
+            .collect();
+        assert_eq!(s.append(r.iter().map(Vec::as_slice)).unwrap(), 81);
+        drop(s);
+        let (s, _) = open(dir.path(), 1600);
+        assert_eq!(s.rejected_bytes(), 300);
+        assert_eq!(s.append([r[0].as_slice()]).unwrap(), 0);
     }
 
     #[test]
