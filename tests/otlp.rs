@@ -665,6 +665,41 @@ fn a_refusal_is_logged_with_the_backends_message_and_set_aside() {
     assert_eq!(rejected.lines().count(), support::golden_findings());
 }
 
+/// A backend that refuses every request is misconfigured, not looking at
+/// bad data: after 8 refused requests in a row the rest stay spooled.
+#[test]
+fn a_backend_refusing_everything_is_not_believed_past_eight_in_a_row() {
+    let port = refusing_backend("missing credentials");
+    let dir = tempfile::tempdir().unwrap();
+    // One record per request, so every finding is a request of its own.
+    let cfg = pipeline(
+        dir.path(),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{port}\"\nprotocol = \"http/protobuf\"\n\
+             batch_size = 1\nretry_initial_ms = 50\nshutdown_timeout_ms = 1500\n\
+             [outputs.otlp.metrics]\nenabled = false\n"
+        ),
+    );
+    let findings = support::golden_findings();
+    assert!(findings > 8, "the golden replay has {findings} findings");
+    let out = replay(&cfg, &golden());
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("the backend refused 9 requests in a row")
+            && err.contains("findings stay spooled until a request is taken"),
+        "{err}"
+    );
+    let stats = stats_of(&out);
+    assert_eq!(stats["export"]["rejected"], 8, "{stats}");
+    assert_eq!(
+        stats["export"]["spool_records"],
+        (findings - 8) as u64,
+        "{stats}"
+    );
+    let rejected = std::fs::read_to_string(dir.path().join("spool/rejected.jsonl")).unwrap();
+    assert_eq!(rejected.lines().count(), 8);
+}
+
 #[test]
 fn a_full_spool_says_so_and_counts_what_it_lost() {
     let dir = tempfile::tempdir().unwrap();

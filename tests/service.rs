@@ -392,6 +392,44 @@ fn a_refused_finding_is_kept_aside_and_the_rest_go_on() {
     );
 }
 
+/// A receiver that refuses every finding is misconfigured: after 8 refused
+/// in a row the rest stay spooled, and go out once it takes them.
+#[test]
+fn a_receiver_refusing_everything_is_not_believed_past_eight_in_a_row() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refusing = Arc::new(AtomicBool::new(true));
+    let r = refusing.clone();
+    let rx = Receiver::start(move |_, _| if r.load(Ordering::SeqCst) { 400 } else { 200 });
+    let cfg = http_pipeline(dir.path(), &rx.url(), "", "shutdown_timeout_secs = 2");
+    let out = replay(&golden(), &cfg).output().expect("replay");
+    let err = support::stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the receiver refused 9 findings in a row")
+            && err.contains("findings stay spooled until one is taken"),
+        "{err}"
+    );
+    let lines = stdout_lines(&out);
+    assert!(lines.len() > 8, "{} findings", lines.len());
+    let s = stats_of(&out);
+    assert_eq!(s["http"]["rejected"], 8, "{s}");
+    assert_eq!(s["http"]["spool_records"], (lines.len() - 8) as u64, "{s}");
+
+    refusing.store(false, Ordering::SeqCst);
+    let empty = dir.path().join("none.jsonl");
+    std::fs::write(&empty, "").expect("empty replay");
+    let out = replay(&empty, &cfg).output().expect("replay");
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert_eq!(
+        rx.delivered(),
+        lines[8..].to_vec(),
+        "the held findings, in order"
+    );
+    let s = stats_of(&out);
+    assert_eq!(s["http"]["spool_records"], 0, "{s}");
+}
+
 /// With the receiver down, a run ends at its shutdown deadline with its
 /// findings in the spool; the next start delivers them.
 #[test]

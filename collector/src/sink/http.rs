@@ -11,7 +11,8 @@
 //! Settled means: a 2xx (delivered), or a 400, 413 or 422, which say the
 //! receiver will never take this body; such a record is moved to
 //! `rejected.jsonl` beside the spool and counted, so one bad record cannot
-//! block every finding behind it. Anything else (5xx, 429, 401, a refused
+//! block every finding behind it, as long as refusals do not come too many
+//! in a row ([`super::refusal`]). Anything else (5xx, 429, 401, a refused
 //! connection, a timeout) keeps the record at the head, retried with
 //! exponential backoff and jitter for as long as it takes.
 
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use super::backoff::Backoff;
 use super::falco::finding_json;
 use super::feed::SpoolFeed;
+use super::refusal::RefusalStreak;
 use super::spool::{Spool, SpoolError};
 use super::{Sink, SinkError};
 use crate::config::HttpConfig;
@@ -70,6 +72,16 @@ enum DeliveryError {
         url: String,
         status: reqwest::StatusCode,
         said: String,
+    },
+    /// A refusal no longer believed ([`super::refusal`]).
+    #[error(
+        "the receiver refused {in_a_row} findings in a row, the last one: {source}; \
+         that is almost always the output's configuration (URL, credentials, a \
+         gateway), not the data: findings stay spooled until one is taken"
+    )]
+    RefusingEverything {
+        in_a_row: u32,
+        source: Box<DeliveryError>,
     },
 }
 
@@ -159,6 +171,7 @@ impl HttpSink {
             ),
             failing_since: None,
             last_log: None,
+            refusals: RefusalStreak::default(),
         };
         let handle = std::thread::Builder::new()
             .name("http-output".into())
@@ -295,6 +308,7 @@ struct Worker {
     backoff: Backoff,
     failing_since: Option<Instant>,
     last_log: Option<Instant>,
+    refusals: RefusalStreak,
 }
 
 impl Worker {
@@ -325,7 +339,7 @@ impl Worker {
 
     /// POSTs the spool's oldest record, one per request as Falco does, and
     /// removes it once settled. One at a time keeps the receiver's order.
-    async fn deliver_head(&self) -> Outcome {
+    async fn deliver_head(&mut self) -> Outcome {
         let head = match self.spool.peek(1, u64::MAX) {
             Ok(b) => b,
             Err(e) => return Outcome::Failed(e.into()),
@@ -341,6 +355,12 @@ impl Worker {
             Outcome::Failed(_) => return outcome,
             Outcome::Delivered => {
                 self.stats.http.exported.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Rejected(error) if !self.refusals.believe() => {
+                return Outcome::Failed(DeliveryError::RefusingEverything {
+                    in_a_row: self.refusals.in_a_row(),
+                    source: Box::new(error),
+                });
             }
             Outcome::Rejected(_) => {
                 self.spool.keep_rejected(&body);
@@ -396,6 +416,11 @@ impl Worker {
     async fn settle(&mut self, outcome: Outcome) {
         match outcome {
             Outcome::Delivered => {
+                if self.refusals.delivered() {
+                    tracing::info!(
+                        "the HTTP receiver takes findings again; refusals are believed again"
+                    );
+                }
                 if let Some(since) = self.failing_since.take() {
                     tracing::info!(
                         "the HTTP output works again after {:.1}s; {} findings still spooled",

@@ -6,6 +6,7 @@ pub mod falco;
 pub mod feed;
 pub mod http;
 pub mod otlp;
+pub mod refusal;
 pub mod spool;
 pub mod stdout;
 

@@ -9,7 +9,8 @@
 //! findings in the spool. Only a backend that refuses the data itself
 //! (gRPC `InvalidArgument`, HTTP 400) gets its batch moved to
 //! `rejected.jsonl` beside the spool, so one malformed batch cannot block
-//! every finding behind it.
+//! every finding behind it; and only while refusals do not come too many
+//! in a row ([`crate::sink::refusal`]).
 //!
 //! A request refused for its size (gRPC `OutOfRange` as tonic receivers
 //! say it, `ResourceExhausted` as grpc-go ones do, HTTP 413) is sent again
@@ -41,6 +42,7 @@ use super::settings::{self, Settings, SettingsError, Signal};
 use super::{metrics, record};
 use crate::config::OtlpConfig;
 use crate::sink::backoff::Jitter;
+use crate::sink::refusal::RefusalStreak;
 use crate::sink::spool::{Batch as SpoolBatch, Spool, SpoolError};
 use crate::stats::Stats;
 
@@ -82,6 +84,16 @@ enum ExportError {
     Backend {
         source: OTelSdkError,
         said: Option<String>,
+    },
+    /// A refusal no longer believed ([`crate::sink::refusal`]).
+    #[error(
+        "the backend refused {in_a_row} requests in a row, the last one: {source}; \
+         that is almost always the output's configuration (endpoint, credentials, \
+         a gateway), not the data: findings stay spooled until a request is taken"
+    )]
+    RefusingEverything {
+        in_a_row: u32,
+        source: Box<ExportError>,
     },
 }
 
@@ -154,6 +166,7 @@ struct Pacing {
     failing_since: Option<Instant>,
     last_log: Option<Instant>,
     rng: Jitter,
+    refusals: RefusalStreak,
 }
 
 impl Pacing {
@@ -170,6 +183,7 @@ impl Pacing {
             failing_since: None,
             last_log: None,
             rng: Jitter::new(),
+            refusals: RefusalStreak::default(),
         }
     }
 
@@ -195,7 +209,7 @@ impl Worker {
         let mut sender = Sender::new();
         let mut pacing = Pacing::new(&self.cfg);
         while self.batch_ready(&pacing).await {
-            let outcome = self.attempt(&mut sender, &pacing).await;
+            let outcome = self.attempt(&mut sender, &mut pacing).await;
             self.settle(outcome, &mut pacing).await;
         }
         if let Some(m) = meters {
@@ -257,7 +271,7 @@ impl Worker {
     }
 
     /// One export request, building the exporter first when there is none.
-    async fn attempt(&self, sender: &mut Sender, pacing: &Pacing) -> Outcome {
+    async fn attempt(&self, sender: &mut Sender, pacing: &mut Pacing) -> Outcome {
         let mut exporter = match sender.exporter.take() {
             Some(e) => e,
             None => match self.build_exporter() {
@@ -272,6 +286,7 @@ impl Worker {
                 &sender.scope,
                 pacing.batch_size,
                 pacing.budget,
+                &mut pacing.refusals,
             )
             .await;
         sender.exporter = Some(exporter);
@@ -289,6 +304,11 @@ impl Worker {
     async fn settle(&self, outcome: Outcome, pacing: &mut Pacing) {
         match outcome {
             Outcome::Delivered => {
+                if pacing.refusals.delivered() {
+                    tracing::info!(
+                        "the OTLP backend takes findings again; refusals are believed again"
+                    );
+                }
                 if let Some(since) = pacing.failing_since.take() {
                     tracing::info!(
                         "OTLP export works again after {:.1}s; {} records still spooled",
@@ -369,6 +389,7 @@ impl Worker {
         scope: &InstrumentationScope,
         max_records: usize,
         max_bytes: u64,
+        refusals: &mut RefusalStreak,
     ) -> Outcome {
         let batch = match self.spool.peek(max_records, max_bytes) {
             Ok(b) => b,
@@ -417,17 +438,27 @@ impl Worker {
                     source,
                     said: said.message,
                 };
-                match said.status.and_then(refusal) {
-                    Some(Refusal::Data) => self.reject_batch(&batch, records.len(), error, false),
-                    Some(Refusal::Size { .. }) if records.len() > 1 => Outcome::TooLarge {
-                        records: records.len(),
-                        bytes: batch.spooled_bytes(),
-                        error,
-                    },
-                    Some(Refusal::Size { certain: true }) => {
-                        self.reject_batch(&batch, records.len(), error, true)
+                let oversized = match said.status.and_then(refusal) {
+                    Some(Refusal::Data) => false,
+                    Some(Refusal::Size { .. }) if records.len() > 1 => {
+                        return Outcome::TooLarge {
+                            records: records.len(),
+                            bytes: batch.spooled_bytes(),
+                            error,
+                        };
                     }
-                    Some(Refusal::Size { certain: false }) | None => Outcome::Failed(error),
+                    Some(Refusal::Size { certain: true }) => true,
+                    Some(Refusal::Size { certain: false }) | None => {
+                        return Outcome::Failed(error);
+                    }
+                };
+                if refusals.believe() {
+                    self.reject_batch(&batch, records.len(), error, oversized)
+                } else {
+                    Outcome::Failed(ExportError::RefusingEverything {
+                        in_a_row: refusals.in_a_row(),
+                        source: Box::new(error),
+                    })
                 }
             }
         }
