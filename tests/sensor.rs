@@ -846,6 +846,38 @@ const INTERPRETER_RULE: &str = "Script Not in Container Image Run by Interpreter
 
 /// A program the executable only loads or interprets is judged as the
 /// executable is (issue 16, "Loaders and scripts").
+/// The attacker's usual drop: download to /tmp (a write the kernel
+/// prefilter drops: no plugin wants writes under /tmp), chmod, run. The
+/// write record never leaves the kernel, but the kernel's last-writer map
+/// still names who wrote the file.
+#[test]
+fn a_writer_the_prefilter_dropped_is_still_named() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(false);
+    let c = Container::start("kwriter");
+    c.exec("cat /bin/busybox > /tmp/w && chmod +x /tmp/w && sh -c '/tmp/w true; sleep 1'");
+    let f = d.wait_for("drift for the downloaded binary", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "proc.exepath") == "/tmp/w"
+    });
+    assert!(
+        field(&f, "drift.writer.pid")
+            .parse::<u32>()
+            .is_ok_and(|p| p > 0),
+        "{f}"
+    );
+    // busybox runs cat inside the shell (a no-fork applet), so the writer
+    // is that shell, completed from its exec: `sh -c cat /bin/busybox > …`;
+    // a forked cat would be named by its comm.
+    assert!(field(&f, "drift.writer.cmdline").contains("cat"), "{f}");
+    assert!(
+        field(&f, "drift.writer.time")
+            .parse::<u64>()
+            .is_ok_and(|t| t > 0),
+        "{f}"
+    );
+}
+
 #[test]
 fn loaders_and_scripts_not_from_the_image() {
     require_root!();

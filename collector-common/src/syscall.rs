@@ -415,6 +415,33 @@ pub struct Budget {
     pub lost: u64,
 }
 
+/// A regular file by its inode: the key of `WRITERS`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    /// The kernel's `s_dev` (major << 20 | minor), not `st_dev`.
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// The last process that opened a regular file for writing (or truncated
+/// it), recorded in the kernel before any filter or budget decides whether
+/// the record goes out: the `WRITERS` map value. An exec of a file nobody
+/// was shown being written (the kernel prefilter drops writes under
+/// `/tmp`, a flooding container's budget drops the rest) still names who
+/// wrote it.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct LastWriter {
+    /// Thread group id (the process id userspace knows).
+    pub tgid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` of the write.
+    pub ktime_ns: u64,
+    pub comm: [u8; 16],
+}
+
 /// Slots of the `MAP_FAILS` counter: inserts into the programs' state maps
 /// that failed (the record then goes out unthrottled, and is counted here).
 pub mod map_fail {

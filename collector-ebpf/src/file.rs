@@ -32,7 +32,8 @@ use aya_ebpf::macros::raw_tracepoint;
 use aya_ebpf::maps::RingBuf;
 use aya_ebpf::programs::RawTracePointContext;
 use driftwatch_common::{
-    ABI_SPAN, AT_FDCWD, ArgLayout, Budget, Fault, FileRecord, KERNEL_PREFIXES, Op, PREFIX_BYTES,
+    ABI_SPAN, AT_FDCWD, ArgLayout, Budget, Fault, FileRecord, InodeKey, KERNEL_PREFIXES, LastWriter,
+    Op, PREFIX_BYTES,
     RecordKind, SyscallSpec, WALK_BUF, Walk, drop_index, info, lane, map_fail, open_flags, spec,
     walk,
 };
@@ -40,11 +41,13 @@ use driftwatch_common::{
 use crate::globals::{ffilter, filter, offset, soff};
 use crate::layer::layer_of;
 use crate::maps::{
-    BUDGET, EVENTS, FILE_EVENTS, KERNEL_DROP, SCRATCH, SYSCALLS, count_drop, count_faults,
+    BUDGET, EVENTS, FILE_EVENTS, KERNEL_DROP, SCRATCH, SYSCALLS, WRITERS, count_drop, count_faults,
     count_lost_in, count_map_fail, submit_flags_for,
 };
 use crate::read::{Reads, fact};
-use crate::task::{current_task, fd_file, file_path, fill_header, fs_root, task_wanted};
+use crate::task::{
+    comm, current_pid_tgid, current_task, fd_file, file_path, fill_header, fs_root, task_wanted,
+};
 use crate::walk::{walk_base, walk_path_struct};
 
 /// `FMODE_WRITE` (include/linux/fs.h, stable since the beginning).
@@ -273,6 +276,7 @@ fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, f
             return false;
         }
         file_facts(rec, file, root, &mut faults);
+        remember_writer(rec, op);
         prefix_exact = rec.info & info::FILE_WALK != 0 && rec.base1.status == walk::ROOT;
     } else if op == Op::Open {
         // The descriptor it just installed is gone (a racing close): the
@@ -321,6 +325,33 @@ fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, f
     }
     rec.hdr.faults = faults;
     true
+}
+
+/// Records the current process as the last writer of the file `rec`
+/// describes, when it is a regular file opened for writing or truncated.
+/// Done before the prefilter and the budget, which drop records but must
+/// not hide who wrote a file that is executed later.
+#[inline(always)]
+fn remember_writer(rec: &FileRecord, op: Op) {
+    if !matches!(op, Op::Open | Op::Truncate) || rec.ino == 0 || rec.i_mode & 0o170000 != 0o100000
+    {
+        return;
+    }
+    let key = InodeKey {
+        dev: rec.dev,
+        _pad: 0,
+        ino: rec.ino,
+    };
+    let mut w = LastWriter {
+        tgid: (current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        // SAFETY: no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        comm: [0; 16],
+    };
+    comm(&mut w.comm);
+    // A full LRU map evicts; a failed insert only loses this writer.
+    let _ = WRITERS.insert(key, w, 0);
 }
 
 #[inline(always)]

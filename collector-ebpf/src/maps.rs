@@ -8,7 +8,8 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use driftwatch_common::{
-    ABI_SPAN, Budget, ExecRecord, Fault, FileRecord, PathKey, Policy, ScopeKey, SyscallSpec,
+    ABI_SPAN, Budget, ExecRecord, Fault, FileRecord, InodeKey, LastWriter, PathKey, Policy,
+    ScopeKey, SyscallSpec,
     drop_index, lane, map_fail,
 };
 
@@ -56,6 +57,14 @@ pub static KERNEL_DROP: Array<u64> = Array::with_max_entries(drop_index::WORDS, 
 /// gone quiet ages out (its counts were read by then, every second).
 #[map]
 pub static BUDGET: LruHashMap<u64, Budget> = LruHashMap::with_max_entries(8192, 0);
+
+/// The last writer of each regular file opened for writing in a watched
+/// task, whether or not its record went out (the prefilter and the budget
+/// drop records, not this). LRU: 16 Ki files, the least recently written
+/// forgotten first. Userspace reads it when an exec's file is not from the
+/// image and it saw no write of it.
+#[map]
+pub static WRITERS: LruHashMap<InodeKey, LastWriter> = LruHashMap::with_max_entries(16384, 0);
 
 /// Records dropped for want of budget, per CPU, all containers together:
 /// userspace reads `BUDGET` only when this moved.

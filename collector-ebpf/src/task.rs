@@ -90,7 +90,7 @@ pub fn fill_header(h: &mut Header, task: *const u8, kind: RecordKind) {
 
 /// The current task's `comm`.
 #[inline(always)]
-fn comm(dst: &mut [u8; COMM_LEN]) {
+pub fn comm(dst: &mut [u8; COMM_LEN]) {
     // SAFETY: the helper writes at most COMM_LEN bytes, into `dst`.
     unsafe { bpf_get_current_comm(dst.as_mut_ptr().cast::<c_void>(), COMM_LEN as u32) };
 }

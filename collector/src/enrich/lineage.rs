@@ -5,7 +5,9 @@
 //! Both come from what the sensor itself saw, kept in memory: every exec
 //! event records its process (comm, parent, executable, command line) in a
 //! bounded table, and every write (`open_write`, `truncate` of a known
-//! inode) records its writer per (device, inode) in a bounded map. An
+//! inode) records its writer per (device, inode) in a bounded map. A write
+//! only the kernel saw (dropped by the prefilter or a budget) arrives as a
+//! writer with the comm alone, completed here from the writer's exec. An
 //! ancestor the table does not hold (it started before the sensor, or runs
 //! outside the watched scope, like the runtime that starts a container's
 //! processes) is read from `/proc/<pid>/stat` once; one that is gone is left
@@ -33,6 +35,12 @@ struct Seen {
     ppid: u32,
     exe: String,
     cmdline: String,
+    /// When the exec happened.
+    time_ns: u64,
+    /// The program the process ran before this exec, one level deep: a
+    /// shell that writes a file and then execs its last command (as
+    /// `sh -c 'a > f && b'` does) wrote the file as the shell.
+    earlier: Option<(String, String, u64)>,
 }
 
 /// Fills `process.ancestors` and `process.exe_writer` of exec events.
@@ -106,6 +114,19 @@ impl LineageEnricher {
         self.lookup(now).map(|(comm, _)| (comm, now))
     }
 
+    /// The program and command line `pid` ran at `time_ns`, from the execs
+    /// seen: the latest one not after that time.
+    fn program_at(&self, pid: u32, time_ns: u64) -> Option<(String, String)> {
+        let s = self.procs.get(&pid)?;
+        if s.time_ns <= time_ns {
+            return Some((s.exe.clone(), s.cmdline.clone()));
+        }
+        s.earlier
+            .as_ref()
+            .filter(|(_, _, t)| *t <= time_ns)
+            .map(|(exe, cmdline, _)| (exe.clone(), cmdline.clone()))
+    }
+
     fn writer_of(&self, pid: u32, ppid: u32, comm: &str, time_ns: u64) -> Writer {
         match self.procs.get(&pid) {
             Some(s) => Writer {
@@ -150,10 +171,22 @@ impl Enricher for LineageEnricher {
                 if p.ancestors.is_empty() {
                     p.ancestors = self.ancestors(p.ppid);
                 }
-                if p.exe_writer.is_none()
-                    && let Some(f) = p.exe_file
-                {
-                    p.exe_writer = self.writers.get(&(f.dev, f.ino)).cloned();
+                let seen = p
+                    .exe_file
+                    .and_then(|f| self.writers.get(&(f.dev, f.ino)).cloned());
+                match (seen, &mut p.exe_writer) {
+                    // A write record names the writer's program and
+                    // command line: better than the kernel's comm alone.
+                    (Some(w), _) => p.exe_writer = Some(w),
+                    // Only the kernel saw the write (source/ebpf/writers.rs):
+                    // the writer's own exec, when seen, says the rest.
+                    (None, Some(w)) if w.exe.is_empty() => {
+                        if let Some((exe, cmdline)) = self.program_at(w.pid, w.time_ns) {
+                            w.exe = exe;
+                            w.cmdline = cmdline;
+                        }
+                    }
+                    (None, _) => {}
                 }
                 if self.procs.len() >= MAX_PROCS {
                     self.procs.clear();
@@ -166,6 +199,10 @@ impl Enricher for LineageEnricher {
                     }
                     cmdline.truncate(end);
                 }
+                let earlier = self
+                    .procs
+                    .remove(&p.pid)
+                    .map(|s| (s.exe, s.cmdline, s.time_ns));
                 self.procs.insert(
                     p.pid,
                     Seen {
@@ -173,6 +210,8 @@ impl Enricher for LineageEnricher {
                         ppid: p.ppid,
                         exe: p.exe_path.clone(),
                         cmdline,
+                        time_ns: event.time_ns,
+                        earlier,
                     },
                 );
             }
@@ -279,6 +318,46 @@ mod tests {
         let mut y = exec(41, 30, "y", "/tmp/y", Some(ExeFile::default()));
         e.enrich(&mut y);
         assert!(y.process.exe_writer.is_none());
+    }
+
+    #[test]
+    fn a_writer_only_the_kernel_saw_is_completed_from_its_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = LineageEnricher::with_proc(dir.path().to_path_buf());
+        e.enrich(&mut exec(30, 20, "cp", "/bin/cp", None));
+        let kernel = |pid| Writer {
+            pid,
+            exe: String::new(),
+            cmdline: "cp".into(),
+            time_ns: 5,
+        };
+        let file = ExeFile {
+            dev: 5,
+            ino: 9,
+            ..ExeFile::default()
+        };
+        let mut x = exec(40, 30, "x", "/tmp/x", Some(file));
+        x.process.exe_writer = Some(kernel(30));
+        e.enrich(&mut x);
+        let w = x.process.exe_writer.expect("writer");
+        assert_eq!(
+            (w.exe.as_str(), w.cmdline.as_str(), w.time_ns),
+            ("/bin/cp", "cp -x", 5)
+        );
+        // The writer has exec'd another program since the write: the one
+        // it ran then is named.
+        let mut again = exec(30, 20, "sh", "/bin/sh", None);
+        again.time_ns = 10;
+        e.enrich(&mut again);
+        let mut z = exec(42, 30, "z", "/tmp/z", Some(file));
+        z.process.exe_writer = Some(kernel(30));
+        e.enrich(&mut z);
+        assert_eq!(z.process.exe_writer.expect("writer").exe, "/bin/cp");
+        // A writer whose exec was never seen keeps its comm.
+        let mut y = exec(41, 30, "y", "/tmp/y", Some(file));
+        y.process.exe_writer = Some(kernel(99));
+        e.enrich(&mut y);
+        assert_eq!(y.process.exe_writer.expect("writer"), kernel(99));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod enforcement;
 pub mod prefilter;
 pub mod record;
 pub mod sys;
+pub mod writers;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -809,6 +810,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 n == DRAIN_BUDGET
             }
         };
+        writers::fill(&sensor_maps, &clock, &mut batch);
         for ev in batch.drain(..) {
             if ctx.events.send(ev).await.is_err() {
                 return Ok(());

@@ -33,7 +33,7 @@ fn until_nul(b: &[u8]) -> &[u8] {
 }
 
 /// The NUL-terminated prefix of `b`, lossily as UTF-8.
-fn cstr(b: &[u8]) -> String {
+pub fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(until_nul(b)).into_owned()
 }
 
