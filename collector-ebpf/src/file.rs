@@ -32,10 +32,9 @@ use aya_ebpf::macros::raw_tracepoint;
 use aya_ebpf::maps::RingBuf;
 use aya_ebpf::programs::RawTracePointContext;
 use driftwatch_common::{
-    ABI_SPAN, AT_FDCWD, ArgLayout, Budget, Fault, FileRecord, InodeKey, KERNEL_PREFIXES, LastWriter,
-    Op, PREFIX_BYTES,
-    RecordKind, SyscallSpec, WALK_BUF, Walk, drop_index, info, lane, map_fail, open_flags, spec,
-    walk,
+    ABI_SPAN, AT_FDCWD, ArgLayout, Budget, Fault, FileRecord, InodeKey, KERNEL_PREFIXES,
+    LastWriter, Op, PREFIX_BYTES, RecordKind, SyscallSpec, WALK_BUF, Walk, drop_index, info, lane,
+    map_fail, open_flags, spec, walk,
 };
 
 use crate::globals::{ffilter, filter, offset, soff};
@@ -333,8 +332,7 @@ fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, f
 /// not hide who wrote a file that is executed later.
 #[inline(always)]
 fn remember_writer(rec: &FileRecord, op: Op) {
-    if !matches!(op, Op::Open | Op::Truncate) || rec.ino == 0 || rec.i_mode & 0o170000 != 0o100000
-    {
+    if !matches!(op, Op::Open | Op::Truncate) || rec.ino == 0 || rec.i_mode & 0o170000 != 0o100000 {
         return;
     }
     let key = InodeKey {

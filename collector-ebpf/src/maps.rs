@@ -9,8 +9,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use driftwatch_common::{
     ABI_SPAN, Budget, ExecRecord, Fault, FileRecord, InodeKey, LastWriter, PathKey, Policy,
-    ScopeKey, SyscallSpec,
-    drop_index, lane, map_fail,
+    ScopeKey, SyscallSpec, drop_index, lane, map_fail,
 };
 
 use crate::globals::filter;
