@@ -1327,7 +1327,19 @@ fn enforce_mode_kills_drift_before_it_runs() {
     let tools = tempfile::tempdir().expect("tempdir");
     memfd_tool(tools.path());
     let d = Daemon::start_full(false, "", &enforcement("enforce", ""));
-    let c = enforce_container(tools.path(), "enforce");
+    let vol = tempfile::tempdir().expect("tempdir");
+    let c = Container::start_with(
+        "enforce",
+        &[
+            "--tmpfs",
+            "/scratch",
+            "-v",
+            &format!("{}:/tools:ro", tools.path().display()),
+            "-v",
+            &format!("{}:/vol", vol.path().display()),
+        ],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
 
     // Upper layer, tmpfs: killed before printing anything.
     let out = run_in(&c, "cp /bin/busybox /tmp/echo; /tmp/echo LEAK; echo rc=$?");
@@ -1343,6 +1355,27 @@ fn enforce_mode_kills_drift_before_it_runs() {
     );
     assert_eq!(out.trim(), "rc=137", "the tmpfs binary ran: {out:?}");
     acted(&d, &c, DRIFT_RULE, "/scratch/echo", "killed");
+
+    // A read-write bind mount (a hostPath or PVC in Kubernetes).
+    let out = run_in(&c, "cp /bin/busybox /vol/echo; /vol/echo LEAK; echo rc=$?");
+    assert_eq!(out.trim(), "rc=137", "the volume's binary ran: {out:?}");
+    let f = acted(&d, &c, DRIFT_RULE, "/vol/echo", "killed");
+    assert_eq!(field(&f, "drift.source"), "volume", "{f}");
+
+    // A file deleted before it runs, executed through a descriptor kept
+    // open (busybox picks its applet from the link's name, `echo`).
+    let out = run_in(
+        &c,
+        "cp /bin/busybox /tmp/gone && exec 3</tmp/gone && rm /tmp/gone && \
+         mkdir -p /tmp/fd && ln -sf /proc/self/fd/3 /tmp/fd/echo && /tmp/fd/echo LEAK; echo rc=$?",
+    );
+    assert_eq!(out.trim(), "rc=137", "the deleted binary ran: {out:?}");
+    let f = d.wait_for("drift for the deleted binary, killed", |v| {
+        finding_in(&c, DRIFT_RULE, v)
+            && field(v, "action") == "killed"
+            && field(v, "proc.exepath").contains("gone")
+    });
+    assert_eq!(field(&f, "drift.source"), "deleted", "{f}");
 
     // memfd_exec is allowed (its finding stays); the memfd it runs is not.
     let out = run_in(&c, "/tools/memfd_exec x /bin/busybox echo LEAK; echo rc=$?");
