@@ -130,6 +130,7 @@ async fn edited_chain_applies_and_broken_edit_keeps_the_old_one() {
         sinks: vec![Box::new(seen.clone())],
         enrichers: Vec::new(),
         enforcer: None,
+        prefilter: None,
         stats,
         shutdown: stop,
     }));
@@ -312,6 +313,7 @@ fn start(path: &std::path::Path) -> Daemon {
         sinks: vec![Box::new(seen.clone())],
         enrichers: Vec::new(),
         enforcer: None,
+        prefilter: None,
         stats: stats.clone(),
         shutdown: stop,
     }));

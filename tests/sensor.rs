@@ -1510,6 +1510,45 @@ fn detect_mode_says_would_kill_and_switches_live() {
     assert!(st.success(), "driftwatch exited with {st}");
 }
 
+/// The kernel prefilter follows a reload: writes under /tmp, dropped in
+/// the kernel while no plugin wants them, reach a plugin added by editing
+/// the file, without a restart.
+#[test]
+fn a_reload_rewrites_the_kernel_prefilter() {
+    require_root!();
+    let _g = setup();
+    // A non-empty `extra` turns hot reload on.
+    let d = Daemon::start_full(false, "", "# reloaded below");
+    let c = Container::start("prefilter");
+    d.reconfigure(
+        false,
+        "",
+        "[[plugins]]\nname = \"write-filter-all\"\nbuiltin = \"write-filter\"\n\
+         [plugins.config]\nexclude_prefixes = []\n",
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let path = format!("/tmp/after-reload-{n}");
+        c.exec(&format!("echo x > {path}"));
+        std::thread::sleep(Duration::from_millis(500));
+        let seen = d
+            .snapshot()
+            .into_iter()
+            .any(|v| v["plugin"] == "write-filter-all" && field(&v, "fd.name") == path);
+        if seen {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no finding for writes under /tmp 20 s after the reload"
+        );
+    }
+    let st = d.stop();
+    assert!(st.success(), "driftwatch exited with {st}");
+}
+
 #[test]
 fn out_of_scope_containers_are_untouched_but_detected() {
     require_root!();

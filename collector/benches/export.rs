@@ -382,6 +382,7 @@ fn latency(dir: &Path) {
         sinks,
         enrichers: Vec::new(),
         enforcer: None,
+        prefilter: None,
         stats: stats.clone(),
         shutdown,
     }))

@@ -463,6 +463,7 @@ fn run(config: &Path) -> Result<ExitCode> {
     let (cfg, engine, chain, stats) = load(config)?;
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut enforcer = None;
+    let mut live_prefilter = None;
     if cfg.sources.ebpf.enabled {
         // Load and attach before anything runs, so a kernel that cannot do
         // it stops the start with the reason. Printing raw events asks for
@@ -478,6 +479,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter, &cfg.enforcement)
             .context("starting the kernel sensor")?;
         enforcer = Some(sensor.enforcer());
+        live_prefilter = sensor.prefilter();
         sources.push(Box::new(EbpfSource::new(sensor)));
     }
     let runtimes = Runtimes::new(&cfg.runtimes.endpoints());
@@ -551,6 +553,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         sinks,
         enrichers,
         enforcer,
+        prefilter: live_prefilter,
         stats,
         shutdown,
     }))?;
@@ -586,6 +589,7 @@ fn replay(file: &Path, config: &Path, events: bool, print_stats: bool) -> Result
         sinks,
         enrichers: Vec::new(),
         enforcer: None,
+        prefilter: None,
         stats,
         shutdown,
     }))?;

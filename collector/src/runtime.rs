@@ -31,7 +31,7 @@ use crate::plugin::Engine;
 use crate::plugin::cache::ComponentCache;
 use crate::sink::Sink;
 use crate::source::ebpf::enforcement::Enforcer;
-use crate::source::ebpf::prefilter::KernelPrefilter;
+use crate::source::ebpf::prefilter::SharedPrefilter;
 use crate::source::{Source, SourceContext, SourceError};
 use crate::stats::{Snapshot, Stats};
 
@@ -76,6 +76,9 @@ pub struct Setup {
     /// The kernel's enforcement policy maps (`None` without the kernel
     /// sensor): rewritten on reload, told of containers as they are enriched.
     pub enforcer: Option<Enforcer>,
+    /// The kernel prefilter (`None` when off or without the kernel
+    /// sensor): recompiled for the new chain on reload.
+    pub prefilter: Option<SharedPrefilter>,
     pub stats: Arc<Stats>,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -97,6 +100,7 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         sinks,
         enrichers,
         enforcer,
+        prefilter,
         stats,
         shutdown,
     } = setup;
@@ -106,8 +110,6 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
     // Sources capture what the chain asked for at start; a reload that wants
     // new kinds takes a restart (the reloader says so).
     let kinds = chain.kinds();
-    let chain_manifests: Vec<driftwatch_sdk::Manifest> =
-        chain.manifests().map(|(_, m)| m.clone()).collect();
 
     let hostname: Arc<str> = Arc::from(crate::host::hostname(cfg.daemon.hostname.as_deref()));
     // Set when the signal comes: the deadline of the whole shutdown runs
@@ -175,12 +177,12 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
             Running {
                 cfg: cfg.clone(),
                 kinds,
-                prefilter: KernelPrefilter::compile(chain_manifests.iter()),
             },
             engine.clone(),
             stats.clone(),
             msg_tx.clone(),
             enforcer,
+            prefilter,
         ))),
         None => None,
     };
@@ -515,13 +517,41 @@ async fn batch_events(
     }
 }
 
+/// Recompiles the kernel prefilter for a reloaded `chain`, so that the
+/// kernel drops exactly what no plugin of the new chain wants: a plugin
+/// that newly wants writes under `/tmp` gets them from this reload on.
+fn apply_prefilter(live: &SharedPrefilter, chain: &Chain, path: &Path) {
+    let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
+    let manifests: Vec<&driftwatch_sdk::Manifest> = chain.manifests().map(|(_, m)| m).collect();
+    match live.apply(&manifests) {
+        Ok(unknown) => {
+            tracing::info!(
+                dropped_combinations = live.dropped(),
+                "reload of {}: kernel prefilter rewritten for the new plugins",
+                path.display()
+            );
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    prefixes = ?unknown,
+                    "reload of {}: the kernel learns new path prefixes only at a restart; \
+                     records under these go to userspace until then",
+                    path.display()
+                );
+            }
+        }
+        Err(e) => tracing::error!(
+            "reload of {}: the kernel prefilter could not be rewritten ({e}); it may \
+             still drop records the new plugins want until driftwatch restarts",
+            path.display()
+        ),
+    }
+}
+
 /// What the daemon set up at start, which a reload does not change.
 struct Running {
     cfg: Config,
     /// Event kinds the sources capture.
     kinds: KindSet,
-    /// What the kernel sensor drops for the chain started with.
-    prefilter: KernelPrefilter,
 }
 
 /// What a reload to `new` (whose chain wants `new_kinds`) leaves for the
@@ -582,6 +612,7 @@ async fn watch_config(
     stats: Arc<Stats>,
     tx: mpsc::Sender<Msg>,
     enforcer: Option<Enforcer>,
+    prefilter: Option<SharedPrefilter>,
 ) {
     use notify::{RecursiveMode, Watcher};
     use tokio::signal::unix::{SignalKind, signal};
@@ -673,13 +704,8 @@ async fn watch_config(
                 for note in reload_leftovers(&running.cfg, running.kinds, &cfg, chain.kinds()) {
                     tracing::warn!("reload of {}: {note}", path.display());
                 }
-                if KernelPrefilter::compile(chain.manifests().map(|(_, m)| m)) != running.prefilter
-                {
-                    tracing::warn!(
-                        "reload of {}: the plugins' prefilters changed; the kernel keeps \
-                         dropping what the old ones excluded until driftwatch restarts",
-                        path.display()
-                    );
+                if let Some(live) = &prefilter {
+                    apply_prefilter(live, &chain, &path);
                 }
                 if let Some(enforcer) = &enforcer {
                     let mut maps = enforcer.lock().unwrap_or_else(|p| p.into_inner());

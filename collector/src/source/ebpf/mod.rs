@@ -35,7 +35,7 @@ use crate::config::{EbpfConfig, EnforcementConfig, Scope};
 use crate::health::Check;
 use crate::stats::Stats;
 use enforcement::{Enforcer, PolicyMaps};
-use prefilter::KernelPrefilter;
+use prefilter::{KernelPrefilter, LivePrefilter, SharedPrefilter};
 use record::{Clock, Decoder};
 
 /// The compiled programs, built by collector/build.rs with aya-build.
@@ -268,6 +268,8 @@ pub struct EbpfSensor {
     /// `None`: the kernel wakes the reader for every record.
     drain_every: Option<Duration>,
     enforcer: Enforcer,
+    /// The kernel prefilter's bitmap, rewritten on reload.
+    prefilter: Option<SharedPrefilter>,
     /// The host's mount namespace (inode number), 0 when unreadable.
     host_mnt_ns: u64,
 }
@@ -361,20 +363,19 @@ impl EbpfSensor {
                 "file syscalls followed"
             );
         }
+        let mut live_prefilter = None;
         if use_prefilter {
             let map_err = |source| EbpfError::Map {
                 name: "KERNEL_DROP",
                 source,
             };
             let map = bpf
-                .map_mut("KERNEL_DROP")
+                .take_map("KERNEL_DROP")
                 .ok_or_else(|| missing_map("KERNEL_DROP"))?;
-            let mut table: Array<_, u64> = Array::try_from(map).map_err(map_err)?;
-            for (i, w) in prefilter.words.iter().enumerate() {
-                if *w != 0 {
-                    table.set(i as u32, *w, 0).map_err(map_err)?;
-                }
-            }
+            let table: Array<_, u64> = Array::try_from(map).map_err(map_err)?;
+            live_prefilter = Some(Arc::new(Mutex::new(
+                LivePrefilter::new(table, prefilter).map_err(map_err)?,
+            )));
             tracing::info!(
                 prefixes = ?prefilter.paths,
                 "kernel prefilter on: file records no plugin would be given are dropped in the kernel"
@@ -445,7 +446,14 @@ impl EbpfSensor {
             drain_every: (cfg.drain_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.drain_interval_ms)),
             enforcer,
+            prefilter: live_prefilter,
         })
+    }
+
+    /// The kernel prefilter, for reloads; `None` when it is off (it cannot
+    /// be turned on without a restart).
+    pub fn prefilter(&self) -> Option<SharedPrefilter> {
+        self.prefilter.clone()
     }
 
     /// The policy maps, for reloads and for classifying containers.
@@ -742,6 +750,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         clock,
         drain_every,
         enforcer: _,
+        prefilter: _,
         host_mnt_ns,
     } = sensor;
     let sensor_maps = bpf;

@@ -12,6 +12,9 @@
 //! every combination of the facts (`drop_index`), which the program looks
 //! up. What the kernel cannot decide goes to userspace, as before.
 
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{Array, MapData, MapError};
 use driftwatch_common::{KERNEL_PREFIXES, KernelPrefix, Op, drop_index};
 use driftwatch_sdk::{Condition, EventKind, FileType, KindSet, Manifest};
 
@@ -74,6 +77,27 @@ impl KernelPrefilter {
                 });
             }
         }
+        KernelPrefilter::compile_over(paths, prefixes, &manifests)
+    }
+
+    /// Compiles `manifests` over the prefixes this one was loaded with: the
+    /// kernel's prefixes are fixed at load, so a reload can change what is
+    /// dropped but not which paths the kernel recognizes. A prefix the new
+    /// plugins name that the kernel does not know makes their conditions
+    /// on it unknown, and unknown is never dropped.
+    pub fn recompile<'a>(
+        &self,
+        manifests: impl IntoIterator<Item = &'a Manifest>,
+    ) -> KernelPrefilter {
+        let manifests: Vec<&Manifest> = manifests.into_iter().collect();
+        KernelPrefilter::compile_over(self.paths.clone(), self.prefixes, &manifests)
+    }
+
+    fn compile_over(
+        paths: Vec<String>,
+        prefixes: [KernelPrefix; KERNEL_PREFIXES],
+        manifests: &[&Manifest],
+    ) -> KernelPrefilter {
         let mut words = vec![0u64; drop_index::WORDS as usize];
         for op in Op::ALL {
             let kind = event_kind(op.kind());
@@ -131,6 +155,66 @@ impl KernelPrefilter {
         self.words
             .get((i / 64) as usize)
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+}
+
+/// The prefilter the kernel runs, rewritten on reload (the `KERNEL_DROP`
+/// bitmap; the prefixes stay those it was loaded with).
+pub struct LivePrefilter {
+    running: KernelPrefilter,
+    map: Array<MapData, u64>,
+}
+
+/// Shared by the sensor and the reloader.
+pub type SharedPrefilter = Arc<Mutex<LivePrefilter>>;
+
+impl LivePrefilter {
+    /// Takes the kernel's bitmap and writes `prefilter` into it.
+    pub fn new(
+        map: Array<MapData, u64>,
+        prefilter: &KernelPrefilter,
+    ) -> Result<LivePrefilter, MapError> {
+        let mut live = LivePrefilter {
+            running: KernelPrefilter::off(),
+            map,
+        };
+        live.write(prefilter.clone())?;
+        Ok(live)
+    }
+
+    /// Recompiles for the chain of `manifests` and writes what changed.
+    /// Each bit is one fact combination, so a record judged while the words
+    /// are being written meets either the old answer or the new one for
+    /// its facts. Returns the prefixes the new plugins name that the
+    /// kernel cannot recognize until a restart (what is under them goes
+    /// to userspace meanwhile).
+    pub fn apply(&mut self, manifests: &[&Manifest]) -> Result<Vec<String>, MapError> {
+        let new = self.running.recompile(manifests.iter().copied());
+        let unknown = KernelPrefilter::compile(manifests.iter().copied())
+            .paths
+            .into_iter()
+            .filter(|p| !self.running.paths.contains(p))
+            .collect();
+        self.write(new)?;
+        Ok(unknown)
+    }
+
+    fn write(&mut self, new: KernelPrefilter) -> Result<(), MapError> {
+        let word = |p: &KernelPrefilter, i: usize| p.words.get(i).copied().unwrap_or(0);
+        for i in 0..drop_index::WORDS as usize {
+            if word(&new, i) != word(&self.running, i) {
+                self.map.set(i as u32, word(&new, i), 0)?;
+            }
+        }
+        // `apply` recompiled over the running prefixes, so these stay the
+        // kernel's from the load on.
+        self.running = new;
+        Ok(())
+    }
+
+    /// Fact combinations dropped now.
+    pub fn dropped(&self) -> u32 {
+        self.running.dropped()
     }
 }
 
@@ -349,6 +433,28 @@ mod tests {
         let k = KernelPrefilter::compile([&etc]);
         assert!(k.drops(Op::Open, REGULAR, false, false, 0));
         assert!(!k.drops(Op::Open, REGULAR, false, false, 1));
+    }
+
+    #[test]
+    fn a_reload_recompiles_over_the_prefixes_the_kernel_holds() {
+        let loaded = KernelPrefilter::compile([&write_filter()]);
+        // The same chain: the same answer.
+        assert!(loaded.recompile([&write_filter()]) == loaded);
+        // A plugin that wants every write: nothing under /tmp is dropped.
+        let all = manifest(&[EventKind::OpenWrite], vec![Condition::in_container()]);
+        let k = loaded.recompile([&write_filter(), &all]);
+        assert!(!k.drops(Op::Open, REGULAR, false, false, 0b01));
+        assert_eq!(k.paths, loaded.paths);
+        // A plugin excluding a prefix the kernel does not hold: unknown to
+        // the kernel, so kept, and the prefixes stay those loaded.
+        let data = manifest(
+            &[EventKind::OpenWrite],
+            vec![Condition::negate(Condition::pmatch("fd.name", ["/data"]))],
+        );
+        let k = loaded.recompile([&data]);
+        assert_eq!(k.paths, loaded.paths);
+        assert!(!k.drops(Op::Open, REGULAR, false, false, 0));
+        assert!(!k.drops(Op::Open, REGULAR, false, false, 0b01));
     }
 
     #[test]
