@@ -730,9 +730,27 @@ fn counters<const N: usize>(bpf: &Ebpf, name: &str) -> [u64; N] {
 /// when unreadable, which leaves the runtime's set-up execs unexempted.
 fn host_mount_ns() -> u64 {
     use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata("/proc/1/ns/mnt") {
-        Ok(m) => m.ino(),
-        Err(e) => {
+    let ino = |path: &str| std::fs::metadata(path).map(|m| m.ino());
+    let e = match ino("/proc/1/ns/mnt") {
+        Ok(ns) => return ns,
+        Err(e) => e,
+    };
+    // Init may hold capabilities the daemon lacks (some sandboxes' init
+    // does), which denies reading its namespaces. A daemon in the initial
+    // pid namespace runs on the host or in a hostPID pod: its own mount
+    // namespace is the host's, or one of its own (a service's private one,
+    // the pod's), which then holds the daemon's processes and no
+    // container's, so taking it for the host's spares nothing else.
+    match (ino("/proc/self/ns/pid"), ino("/proc/self/ns/mnt")) {
+        (Ok(INIT_PID_NS), Ok(own)) => {
+            tracing::info!(
+                mnt_ns = own,
+                "reading /proc/1/ns/mnt: {e}; the daemon runs in the host's pid \
+                 namespace, so its own mount namespace is taken for the host's"
+            );
+            own
+        }
+        _ => {
             tracing::warn!(
                 "reading /proc/1/ns/mnt: {e}: the container runtime's own execs \
                  cannot be told apart and are judged like the container's"
@@ -741,6 +759,10 @@ fn host_mount_ns() -> u64 {
         }
     }
 }
+
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed
+/// since Linux 3.8).
+const INIT_PID_NS: u64 = 0xEFFF_FFFC;
 
 async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfError> {
     let EbpfSensor {
