@@ -82,9 +82,13 @@ pub fn judge(r: &mut ExecRecord) {
     let parent_foreign =
         !Fault::Parent.is_in(faults) && r.parent_mnt_ns != 0 && r.parent_mnt_ns as u64 != mnt_ns;
     // The container's init: pid 1, started by the runtime from outside.
+    // Without `sched_prepare_exec` (kernels before 6.10) the program it
+    // replaced is unknown: pid 1 with a parent outside is then spared, as
+    // killing the init stops the container (a later exec by pid 1 itself
+    // is spared too there; detection still reports it).
     if r.hdr.vpid == 1
         && parent_foreign
-        && prior_foreign
+        && (prior_foreign || !prior_known)
         && policy.flags & policy_flag::KILL_INIT == 0
     {
         r.enforce_action = action::INIT;
