@@ -71,7 +71,6 @@ prog_stats() {
   done | sort -u
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 LOOP_KINDS="read tmp etc"
 MODES="off sensor auditd"

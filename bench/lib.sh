@@ -82,3 +82,6 @@ bench_cleanup() {
   podman rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
+
+# The median of the numbers on stdin, one per line.
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -41,8 +41,6 @@ for cap in $CAPS; do
   : >"$WORK/r$cap"
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 for rep in $(seq "$REPS"); do
   for cap in $CAPS; do
     : >"$WORK/out"

@@ -81,7 +81,6 @@ start_auditd() {
 }
 stop_auditd() { auditctl -D >/dev/null; }
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # CPU seconds (user + system) the daemon has used so far.
 daemon_cpu() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$DW_PID/stat"

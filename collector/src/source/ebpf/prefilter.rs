@@ -61,22 +61,7 @@ impl KernelPrefilter {
     /// Compiles the prefilters of `manifests` (the chain's plugins).
     pub fn compile<'a>(manifests: impl IntoIterator<Item = &'a Manifest>) -> KernelPrefilter {
         let manifests: Vec<&Manifest> = manifests.into_iter().collect();
-        // Every prefix a pmatch on fd.name names, first come first served.
-        let mut paths: Vec<String> = Vec::new();
-        let mut prefixes = [KernelPrefix::EMPTY; KERNEL_PREFIXES];
-        for m in &manifests {
-            for c in &m.prefilter {
-                collect_prefixes(c, &mut |p| {
-                    if paths.len() < KERNEL_PREFIXES
-                        && !paths.iter().any(|q| q == p)
-                        && let Some(k) = KernelPrefix::from_path(p)
-                    {
-                        prefixes[paths.len()] = k;
-                        paths.push(p.to_string());
-                    }
-                });
-            }
-        }
+        let (paths, prefixes) = kernel_prefixes(&manifests);
         KernelPrefilter::compile_over(paths, prefixes, &manifests)
     }
 
@@ -190,8 +175,8 @@ impl LivePrefilter {
     /// to userspace meanwhile).
     pub fn apply(&mut self, manifests: &[&Manifest]) -> Result<Vec<String>, MapError> {
         let new = self.running.recompile(manifests.iter().copied());
-        let unknown = KernelPrefilter::compile(manifests.iter().copied())
-            .paths
+        let unknown = kernel_prefixes(manifests)
+            .0
             .into_iter()
             .filter(|p| !self.running.paths.contains(p))
             .collect();
@@ -223,6 +208,28 @@ impl LivePrefilter {
 /// has no exact path for them).
 pub fn file_kinds(kinds: KindSet) -> KindSet {
     kinds.difference(KindSet::of(EventKind::Exec))
+}
+
+/// Every prefix a pmatch on `fd.name` names that the kernel can hold, first
+/// come first served, at most [`KERNEL_PREFIXES`]: the paths and their
+/// kernel form, slot by slot.
+fn kernel_prefixes(manifests: &[&Manifest]) -> (Vec<String>, [KernelPrefix; KERNEL_PREFIXES]) {
+    let mut paths: Vec<String> = Vec::new();
+    let mut prefixes = [KernelPrefix::EMPTY; KERNEL_PREFIXES];
+    for m in manifests {
+        for c in &m.prefilter {
+            collect_prefixes(c, &mut |p| {
+                if paths.len() < KERNEL_PREFIXES
+                    && !paths.iter().any(|q| q == p)
+                    && let Some(k) = KernelPrefix::from_path(p)
+                {
+                    prefixes[paths.len()] = k;
+                    paths.push(p.to_string());
+                }
+            });
+        }
+    }
+    (paths, prefixes)
 }
 
 fn collect_prefixes(c: &Condition, f: &mut impl FnMut(&str)) {

@@ -229,6 +229,11 @@ fn user_dev(kdev: u32) -> u64 {
     libc::makedev(kdev >> 20, kdev & 0xf_ffff)
 }
 
+/// `st_dev` back to the kernel's `s_dev` (the key of the kernel's maps).
+pub fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
+}
+
 fn exe_file(f: &FileFacts) -> ExeFile {
     let ns = |sec: i64, nsec: u32| {
         sec.saturating_mul(1_000_000_000)
@@ -646,6 +651,17 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_convert_back_to_the_kernels_encoding() {
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(0, 52)), 52);
+        assert_eq!(kernel_dev(libc::makedev(259, 70000)), (259 << 20) | 70000);
+        assert_eq!(
+            user_dev(kernel_dev(libc::makedev(259, 70000))),
+            libc::makedev(259, 70000)
+        );
+    }
     use driftwatch_common::WALK_BUF;
     use driftwatch_sdk::Runtime;
 

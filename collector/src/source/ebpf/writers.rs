@@ -12,7 +12,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use driftwatch_common::{InodeKey, LastWriter};
 use driftwatch_sdk::{Event, EventKind, Writer};
 
-use super::record::{Clock, cstr};
+use super::record::{Clock, cstr, kernel_dev};
 
 /// Fills `exe_writer` of the exec events in `batch` whose file is not
 /// plainly from the image's lower layers and has none yet.
@@ -51,22 +51,5 @@ pub fn fill(bpf: &Ebpf, clock: &Clock, batch: &mut [Event]) {
                 time_ns: clock.wall(w.ktime_ns),
             });
         }
-    }
-}
-
-/// `st_dev` back to the kernel's `s_dev` (major << 20 | minor).
-fn kernel_dev(dev: u64) -> u32 {
-    (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_convert_back_to_the_kernels_encoding() {
-        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
-        assert_eq!(kernel_dev(libc::makedev(0, 52)), 52);
-        assert_eq!(kernel_dev(libc::makedev(259, 70000)), (259 << 20) | 70000);
     }
 }
