@@ -885,10 +885,13 @@ fn a_writer_the_prefilter_dropped_is_still_named() {
 fn loaders_and_scripts_not_from_the_image() {
     require_root!();
     let _g = setup();
+    let tools = tempfile::tempdir().expect("tempdir");
+    tool(tools.path(), "fexec_script", &[]);
+    let vol_tools = format!("{}:/tools:ro", tools.path().display());
     let d = Daemon::start(false);
     let c = Container::start_with(
         "scripts",
-        &["--tmpfs", "/scratch"],
+        &["--tmpfs", "/scratch", "-v", &vol_tools],
         &["sh", "-c", "while true; do sleep 1; done"],
     );
     let program_finding = |what: &str, rule_name: &str, file: &str| {
@@ -918,6 +921,77 @@ fn loaders_and_scripts_not_from_the_image() {
     assert_eq!(field(&f, "drift.via"), "script", "{f}");
     assert_eq!(field(&f, "drift.source"), "upper_layer", "{f}");
     assert_eq!(field(&f, "proc.exepath"), "/bin/busybox", "{f}");
+    // What the finding says of the file is the script's, not the
+    // interpreter's: its hash, its change and who wrote it (the shell's
+    // printf, a builtin).
+    let script_sha = |text: &str| {
+        let out = sh(&format!("printf '{text}' | sha256sum"));
+        let out = String::from_utf8_lossy(&out.stdout).to_string();
+        out.split_whitespace().next().unwrap_or("none").to_string()
+    };
+    let hashed = |f: Value, again: &str| -> Value {
+        if field(&f, "drift.file_sha256") != "<NA>" {
+            return f;
+        }
+        // Not hashed within the batch timeout: said why, and cached for
+        // the next exec of the same file.
+        assert!(
+            field(&f, "drift.file_sha256_missing").contains("batch timeout"),
+            "{f}"
+        );
+        let file = field(&f, "drift.file").to_string();
+        c.exec(again);
+        d.wait_for("the program file run again", |v| {
+            field(v, "drift.file") == file && field(v, "drift.file_sha256") != "<NA>"
+        })
+    };
+    let f = hashed(f, "cd /tmp && ./x.sh");
+    assert_eq!(
+        field(&f, "drift.file_sha256"),
+        script_sha("#!/bin/sh\\nsleep 0\\n"),
+        "{f}"
+    );
+    assert_eq!(field(&f, "drift.change"), "new", "{f}");
+    assert!(
+        field(&f, "drift.writer.pid")
+            .parse::<u32>()
+            .is_ok_and(|p| p > 0),
+        "{f}"
+    );
+    assert!(field(&f, "drift.writer.cmdline").contains("sh"), "{f}");
+    assert!(
+        field(&f, "drift.file_ino.ctime").parse::<i64>().is_ok(),
+        "{f}"
+    );
+    // The interpreter is the image's: no hash of its own to give.
+    assert_eq!(field(&f, "proc.exe_sha256"), "<NA>", "{f}");
+
+    // The same script run through its descriptor (`fexecve`): the kernel
+    // and the interpreter see only /dev/fd/N. The script sleeps, so the
+    // descriptor is still there to be read.
+    c.exec(
+        "printf '#!/bin/sh\\nsleep 2\\n' > /tmp/f.sh && chmod +x /tmp/f.sh \
+         && /tools/fexec_script fd /tmp/f.sh",
+    );
+    let f = d.wait_for("the script run by descriptor", |v| {
+        finding_in(&c, DRIFT_RULE, v) && field(v, "drift.file").starts_with("/dev/fd/")
+    });
+    assert_eq!(field(&f, "drift.via"), "script", "{f}");
+    assert_eq!(field(&f, "drift.source"), "upper_layer", "{f}");
+    let f = hashed(f, "/tools/fexec_script fd /tmp/f.sh");
+    assert_eq!(
+        field(&f, "drift.file_sha256"),
+        script_sha("#!/bin/sh\\nsleep 2\\n"),
+        "{f}"
+    );
+    // Copied into a memfd first, no file is left at all: fileless.
+    c.exec("/tools/fexec_script memfd /tmp/f.sh");
+    let f = d.wait_for("the script run from a memfd", |v| {
+        finding_in(&c, "Fileless Execution in Container (memfd)", v)
+            && field(v, "drift.file").starts_with("/dev/fd/")
+    });
+    assert_eq!(field(&f, "drift.source"), "memfd", "{f}");
+    assert_eq!(f["priority"], "Critical", "{f}");
     c.exec("cp /tmp/x.sh /scratch/y.sh && /scratch/y.sh");
     let f = program_finding("the script on a tmpfs", DRIFT_RULE, "/scratch/y.sh");
     assert_eq!(field(&f, "drift.source"), "tmpfs", "{f}");

@@ -464,6 +464,7 @@ fn run(config: &Path) -> Result<ExitCode> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     let mut enforcer = None;
     let mut live_prefilter = None;
+    let mut kernel_writers = None;
     if cfg.sources.ebpf.enabled {
         // Load and attach before anything runs, so a kernel that cannot do
         // it stops the start with the reason. Printing raw events asks for
@@ -476,10 +477,11 @@ fn run(config: &Path) -> Result<ExitCode> {
             kinds = KindSet::ALL;
             prefilter = KernelPrefilter::off();
         }
-        let sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter, &cfg.enforcement)
+        let mut sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter, &cfg.enforcement)
             .context("starting the kernel sensor")?;
         enforcer = Some(sensor.enforcer());
         live_prefilter = sensor.prefilter();
+        kernel_writers = sensor.take_writers();
         sources.push(Box::new(EbpfSource::new(sensor)));
     }
     let runtimes = Runtimes::new(&cfg.runtimes.endpoints());
@@ -528,14 +530,21 @@ fn run(config: &Path) -> Result<ExitCode> {
         Box::new(containers),
         Box::new(UserEnricher::new()),
         Box::new(ProgramFileEnricher::new(cfg.enrich.interpreters.clone())),
-        Box::new(LineageEnricher::new()),
+    ];
+    // After the program-file enricher (it learns the inode of a script or a
+    // loaded file), before lineage (which completes what the kernel knows).
+    if let Some(w) = kernel_writers {
+        enrichers.push(Box::new(w));
+    }
+    enrichers.extend([
+        Box::new(LineageEnricher::new()) as Box<dyn Enricher>,
         Box::new(
             ExeHashEnricher::start(std::time::Duration::from_millis(
                 cfg.pipeline.batch_timeout_ms,
             ))
             .context("starting the executable hash worker")?,
         ),
-    ];
+    ]);
     // The pod watch runs on the runtime for as long as the daemon does.
     let _pod_watch = match rt.block_on(driftwatch::k8s::enrich::start(&cfg.k8s))? {
         Some((enricher, watch)) => {

@@ -176,29 +176,26 @@ impl<S> EventOf<S> {
                             path,
                             source,
                             mount,
+                            file,
+                            sha256,
+                            sha256_missing,
+                            change,
+                            writer,
                         } = x;
                         ProgramFileOf {
                             via: *via,
                             path: f(path),
                             source: *source,
                             mount: o(mount),
+                            file: *file,
+                            sha256: o(sha256),
+                            sha256_missing: o(sha256_missing),
+                            change: *change,
+                            writer: writer.as_ref().map(|w| w.map_str(&f)),
                         }
                     }),
                     ancestors: ancestors.iter().map(f).collect(),
-                    exe_writer: exe_writer.as_ref().map(|w| {
-                        let WriterOf {
-                            pid,
-                            exe,
-                            cmdline,
-                            time_ns,
-                        } = w;
-                        WriterOf {
-                            pid: *pid,
-                            exe: f(exe),
-                            cmdline: f(cmdline),
-                            time_ns: *time_ns,
-                        }
-                    }),
+                    exe_writer: exe_writer.as_ref().map(|w| w.map_str(&f)),
                     exe_sha256: o(exe_sha256),
                     exe_sha256_missing: o(exe_sha256_missing),
                     exe_change: *exe_change,
@@ -629,6 +626,26 @@ pub struct ProgramFileOf<S> {
     /// The mount point of the volume or tmpfs the file is on.
     #[serde(default)]
     pub mount: Option<S>,
+    // What the finding says of an executable, said of this file: it is
+    // what ran. Always written (nil when unknown), never skipped, so a
+    // positional encoding keeps its places.
+    /// The file's inode facts, from `fstat` of the file the collector
+    /// judged.
+    #[serde(default)]
+    pub file: Option<ExeFile>,
+    /// sha256 of the file (hex), for a file that is not an image file.
+    #[serde(default)]
+    pub sha256: Option<S>,
+    /// Why `sha256` is absent for a file that should have it.
+    #[serde(default)]
+    pub sha256_missing: Option<S>,
+    /// For a file on the overlay upper layer: how it differs from the
+    /// image's file at the same path.
+    #[serde(default)]
+    pub change: Option<ExeChange>,
+    /// Who last wrote the file, when the sensor saw the write.
+    #[serde(default)]
+    pub writer: Option<WriterOf<S>>,
 }
 
 /// How an upper-layer executable differs from the image (`drift.change`).
@@ -672,6 +689,25 @@ pub struct WriterOf<S> {
     /// When the write (the open for writing or creation) happened,
     /// nanoseconds since the epoch.
     pub time_ns: u64,
+}
+
+impl<S> WriterOf<S> {
+    /// The same writer with its strings mapped through `f` (every field
+    /// listed, as in [`EventOf::map_strings`]).
+    fn map_str<'a, T>(&'a self, f: &impl Fn(&'a S) -> T) -> WriterOf<T> {
+        let WriterOf {
+            pid,
+            exe,
+            cmdline,
+            time_ns,
+        } = self;
+        WriterOf {
+            pid: *pid,
+            exe: f(exe),
+            cmdline: f(cmdline),
+            time_ns: *time_ns,
+        }
+    }
 }
 
 /// The container the process runs in. Metadata the runtime did not give is `None`.

@@ -65,6 +65,15 @@ field_names! {
     "drift.file" => DriftFile,
     "drift.file_source" => DriftFileSource,
     "drift.file_mount" => DriftFileMount,
+    "drift.file_sha256" => DriftFileSha256,
+    "drift.file_sha256_missing" => DriftFileSha256Missing,
+    "drift.file_change" => DriftFileChange,
+    "drift.file_ino.ctime" => DriftFileInoCtime,
+    "drift.file_ino.mtime" => DriftFileInoMtime,
+    "drift.file_writer.pid" => DriftFileWriterPid,
+    "drift.file_writer.exe" => DriftFileWriterExe,
+    "drift.file_writer.cmdline" => DriftFileWriterCmdline,
+    "drift.file_writer.time" => DriftFileWriterTime,
     "proc.exe_sha256" => ProcExeSha256,
     "proc.exe_sha256_missing" => ProcExeSha256Missing,
     "drift.writer.pid" => DriftWriterPid,
@@ -170,8 +179,15 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
         | ProcExeInoMtime
         | ProcExeInoCtimeDuration
         | DriftWriterTime
-        | DriftWriterPid => {
+        | DriftWriterPid
+        | DriftFileInoCtime
+        | DriftFileInoMtime
+        | DriftFileWriterTime
+        | DriftFileWriterPid => {
             let file = p.exe_file;
+            let prog = p.program_file.as_ref();
+            let prog_file = prog.and_then(|x| x.file);
+            let prog_writer = prog.and_then(|x| x.writer.as_ref());
             let n: Option<i128> = match id {
                 ProcExeInoCtime => file.map(|x| x.ctime_ns.into()),
                 ProcExeInoMtime => file.map(|x| x.mtime_ns.into()),
@@ -180,7 +196,11 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
                     .filter(|x| x.ctime_ns > 0 && ev.time_ns > 0)
                     .map(|x| i128::from(ev.time_ns) - i128::from(x.ctime_ns)),
                 DriftWriterTime => p.exe_writer.as_ref().map(|w| w.time_ns.into()),
-                _ => p.exe_writer.as_ref().map(|w| w.pid.into()),
+                DriftWriterPid => p.exe_writer.as_ref().map(|w| w.pid.into()),
+                DriftFileInoCtime => prog_file.map(|x| x.ctime_ns.into()),
+                DriftFileInoMtime => prog_file.map(|x| x.mtime_ns.into()),
+                DriftFileWriterTime => prog_writer.map(|w| w.time_ns.into()),
+                _ => prog_writer.map(|w| w.pid.into()),
             };
             return n.map(|n| Cow::Owned(n.to_string()));
         }
@@ -237,6 +257,27 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
             .and_then(|x| x.source)
             .map(crate::ExeSource::as_str),
         DriftFileMount => opt(p.program_file.as_ref().and_then(|x| x.mount.as_ref())),
+        DriftFileSha256 => opt(p.program_file.as_ref().and_then(|x| x.sha256.as_ref())),
+        DriftFileSha256Missing => opt(p
+            .program_file
+            .as_ref()
+            .and_then(|x| x.sha256_missing.as_ref())),
+        DriftFileChange => p
+            .program_file
+            .as_ref()
+            .and_then(|x| x.change)
+            .map(crate::ExeChange::as_str),
+        DriftFileWriterExe => p
+            .program_file
+            .as_ref()
+            .and_then(|x| x.writer.as_ref())
+            .map(|w| w.exe.as_ref())
+            .filter(|e| !e.is_empty()),
+        DriftFileWriterCmdline => p
+            .program_file
+            .as_ref()
+            .and_then(|x| x.writer.as_ref())
+            .map(|w| w.cmdline.as_ref()),
         EnforceActionField => p.enforcement.map(|e| e.action.as_str()),
         EnforceReasonField => p.enforcement.map(|e| e.reason.as_str()),
         EnforceDelivered => p

@@ -19,18 +19,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-use driftwatch_sdk::{Event, EventKind, ExeChange, ExeSource};
+use driftwatch_sdk::{Event, EventKind, ExeChange, ExeFile, ExeSource};
 
 use super::Enricher;
-use super::program_file::{mnt_ns_of, open_for_reading, process_in_namespace};
+use super::program_file::{
+    descriptor_of, mnt_ns_of, open_for_reading, pin_program, process_in_namespace,
+};
 use crate::fsdiff::mountinfo;
-use crate::fsdiff::nofollow::{hash_fd, open_dir_beneath, open_file_at, open_root, stat_at};
+use crate::fsdiff::nofollow::{
+    hash_fd, open_dir_beneath, open_file_at, open_root, overlay_xattr, reopen_regular, stat_at,
+};
 
 /// Files larger than this are not hashed.
 pub const MAX_SIZE: u64 = 64 << 20;
@@ -66,6 +70,7 @@ struct Job {
 
 /// The image layers to compare an upper-layer executable with.
 struct Compare {
+    upper: PathBuf,
     lowers: Vec<PathBuf>,
     /// The executable's path inside the container.
     path: String,
@@ -120,25 +125,60 @@ impl ExeHashEnricher {
         })
     }
 
-    /// The executable's path opened through a live process of the same
-    /// mount namespace (remembered per namespace).
-    fn open_through_namespace(&mut self, ev: &Event) -> std::io::Result<OwnedFd> {
+    /// A live process of `ev`'s mount namespace: the exec's own, else one
+    /// remembered or found by a scan.
+    fn namespace_pid(&mut self, ev: &Event) -> std::io::Result<u32> {
         let proc_root = Path::new("/proc");
         let ns = ev.process.mnt_ns;
         let alive = |pid: &u32| mnt_ns_of(proc_root, *pid) == Some(ns);
-        let pid = match self.ns_pids.get(&ns).copied().filter(alive) {
-            Some(pid) => pid,
-            None => {
-                let pid = process_in_namespace(proc_root, ns)
-                    .ok_or_else(|| std::io::Error::other("no live process in the container"))?;
-                if self.ns_pids.len() >= MAX_CACHE {
-                    self.ns_pids.clear();
-                }
-                self.ns_pids.insert(ns, pid);
-                pid
+        if alive(&ev.process.pid) {
+            return Ok(ev.process.pid);
+        }
+        if let Some(pid) = self.ns_pids.get(&ns).copied().filter(alive) {
+            return Ok(pid);
+        }
+        let pid = process_in_namespace(proc_root, ns)
+            .ok_or_else(|| std::io::Error::other("no live process in the container"))?;
+        if self.ns_pids.len() >= MAX_CACHE {
+            self.ns_pids.clear();
+        }
+        self.ns_pids.insert(ns, pid);
+        Ok(pid)
+    }
+
+    /// The file `target` of `ev` names, opened for reading.
+    fn open(&mut self, ev: &Event, target: Target) -> Result<OwnedFd, String> {
+        let p = &ev.process;
+        match target {
+            Target::Exe => match open_exe(p.pid) {
+                Ok(f) => Ok(f),
+                // Gone already: the same path through a live process of the
+                // container, checked by the caller to be the same file.
+                Err(e) => self
+                    .namespace_pid(ev)
+                    .and_then(|pid| open_for_reading(Path::new("/proc"), pid, &p.exe_path))
+                    .map_err(|e2| {
+                        format!(
+                            "opening /proc/{}/exe: {e}; through the container's root: {e2}",
+                            p.pid
+                        )
+                    }),
+            },
+            Target::Program => {
+                let path = p.program_file.as_ref().map_or("", |f| f.path.as_str());
+                // A descriptor path is the process's own descriptor; any
+                // other path resolves the same in every process of the
+                // container.
+                let pid = if descriptor_of(path).is_some() {
+                    p.pid
+                } else {
+                    self.namespace_pid(ev).map_err(|e| e.to_string())?
+                };
+                pin_program(Path::new("/proc"), pid, path)
+                    .and_then(|pinned| reopen_regular(&pinned))
+                    .map_err(|e| format!("opening {path}: {e}"))
             }
-        };
-        open_for_reading(proc_root, pid, &ev.process.exe_path)
+        }
     }
 
     fn remember(&mut self, key: Key, answer: Answer) {
@@ -149,23 +189,13 @@ impl ExeHashEnricher {
         self.cache.insert(key, answer);
     }
 
-    /// Starts hashing the executable of `ev` unless known; `Err` is why it
-    /// will not be.
-    fn request(&mut self, ev: &Event, key: Key) -> Result<(), String> {
+    /// Starts hashing the file `target` of `ev` names unless known; `Err`
+    /// is why it will not be.
+    fn request(&mut self, ev: &Event, target: Target, key: Key) -> Result<(), String> {
         if self.pending.contains(&key) {
             return Ok(());
         }
-        let file = match open_exe(ev.process.pid) {
-            Ok(f) => f,
-            // Gone already: the same path through a live process of the
-            // container, checked below to be the same file.
-            Err(e) => self.open_through_namespace(ev).map_err(|e2| {
-                format!(
-                    "opening /proc/{}/exe: {e}; through the container's root: {e2}",
-                    ev.process.pid
-                )
-            })?,
-        };
+        let file = self.open(ev, target)?;
         let st = fstat(&file).map_err(|e| format!("fstat: {e}"))?;
         let now: Key = (
             st.st_dev,
@@ -175,18 +205,20 @@ impl ExeHashEnricher {
                 .saturating_add(st.st_mtime_nsec),
         );
         if now != key {
-            return Err("the process runs another file than at the exec".into());
+            return Err(match target {
+                Target::Exe => "the process runs another file than at the exec".into(),
+                Target::Program => "the file changed since the exec".into(),
+            });
         }
-        let compare = (ev.process.exe_origin() == Some(ExeSource::UpperLayer))
+        let compare = (target.source(ev) == Some(ExeSource::UpperLayer))
             .then(|| {
-                let pid = Some(ev.process.pid)
-                    .filter(|p| mnt_ns_of(Path::new("/proc"), *p) == Some(ev.process.mnt_ns))
-                    .or_else(|| self.ns_pids.get(&ev.process.mnt_ns).copied())?;
+                let pid = self.namespace_pid(ev).ok()?;
                 let mounts = mountinfo::read(pid).ok()?;
                 let overlay = mountinfo::root_overlay(pid, &mounts).ok()?;
                 Some(Compare {
+                    upper: overlay.upper,
                     lowers: overlay.lowers,
-                    path: ev.process.exe_path.clone(),
+                    path: target.path(ev).to_string(),
                     size: st.st_size.max(0) as u64,
                 })
             })
@@ -202,15 +234,78 @@ impl ExeHashEnricher {
     }
 }
 
-/// Whether `ev` is an exec whose executable gets a hash.
-fn wants_hash(ev: &Event) -> bool {
-    ev.kind == EventKind::Exec
-        && ev.container.is_some()
-        && !ev.process.exe_reexec
-        && ev
-            .process
-            .exe_origin()
-            .is_some_and(|s| s.is_drift() || s == ExeSource::Memfd)
+/// Which file of an exec is hashed: the executable, or the program file it
+/// runs (`process.program_file`: a script, the loader's file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Exe,
+    Program,
+}
+
+impl Target {
+    /// Where the file is.
+    fn source(self, ev: &Event) -> Option<ExeSource> {
+        match self {
+            Target::Exe => ev.process.exe_origin(),
+            Target::Program => ev.process.program_file.as_ref().and_then(|f| f.source),
+        }
+    }
+
+    fn path(self, ev: &Event) -> &str {
+        match self {
+            Target::Exe => &ev.process.exe_path,
+            Target::Program => ev
+                .process
+                .program_file
+                .as_ref()
+                .map_or("", |f| f.path.as_str()),
+        }
+    }
+
+    /// Whether `ev` wants this file hashed (and has no hash yet), and the
+    /// file's facts when known.
+    fn wanted(self, ev: &Event) -> Option<Option<ExeFile>> {
+        if ev.kind != EventKind::Exec || ev.container.is_none() {
+            return None;
+        }
+        let p = &ev.process;
+        let not_image =
+            |s: Option<ExeSource>| s.is_some_and(|s| s.is_drift() || s == ExeSource::Memfd);
+        match self {
+            Target::Exe => (!p.exe_reexec && p.exe_sha256.is_none() && not_image(p.exe_origin()))
+                .then_some(p.exe_file),
+            Target::Program => {
+                let f = p.program_file.as_ref()?;
+                (f.sha256.is_none() && not_image(f.source)).then_some(f.file)
+            }
+        }
+    }
+
+    /// Writes what was found into `ev`.
+    fn set(self, ev: &mut Event, found: Result<&Answer, String>) {
+        let p = &mut ev.process;
+        let (sha256, missing, change) = match self {
+            Target::Exe => (
+                &mut p.exe_sha256,
+                &mut p.exe_sha256_missing,
+                &mut p.exe_change,
+            ),
+            Target::Program => match p.program_file.as_mut() {
+                Some(f) => (&mut f.sha256, &mut f.sha256_missing, &mut f.change),
+                None => return,
+            },
+        };
+        match found {
+            Ok(a) => {
+                match &a.sha256 {
+                    Ok(sha) => *sha256 = Some(sha.clone()),
+                    Err(why) => *missing = Some(why.clone()),
+                }
+                *change = a.change;
+            }
+            Err(why) => *missing = Some(why),
+        }
+    }
 }
 
 impl Enricher for ExeHashEnricher {
@@ -223,88 +318,132 @@ impl Enricher for ExeHashEnricher {
             self.remember(key, answer);
         }
         let deadline = Instant::now() + self.wait;
-        let mut waiting: Vec<(usize, Key)> = Vec::new();
+        let mut waiting: Vec<(usize, Target, Key)> = Vec::new();
         for (i, ev) in events.iter_mut().enumerate() {
-            if !wants_hash(ev) || ev.process.exe_sha256.is_some() {
-                continue;
-            }
-            let Some(f) = ev.process.exe_file else {
-                ev.process.exe_sha256_missing = Some("the kernel did not read the file".into());
-                continue;
-            };
-            let key = (f.dev, f.ino, f.mtime_ns);
-            if !self.cache.contains_key(&key) && f.size > self.max_size {
-                let why = format!("larger than {} bytes", self.max_size);
-                self.remember(key, Answer::missing(why));
-            }
-            if self.cache.contains_key(&key) {
-                waiting.push((i, key));
-                continue;
-            }
-            match self.request(ev, key) {
-                Ok(()) => waiting.push((i, key)),
-                Err(why) => ev.process.exe_sha256_missing = Some(why),
+            for target in [Target::Exe, Target::Program] {
+                let Some(file) = target.wanted(ev) else {
+                    continue;
+                };
+                let Some(f) = file else {
+                    let why = match target {
+                        Target::Exe => "the kernel did not read the file",
+                        Target::Program => "the file was not read",
+                    };
+                    target.set(ev, Err(why.into()));
+                    continue;
+                };
+                let key = (f.dev, f.ino, f.mtime_ns);
+                if !self.cache.contains_key(&key) && f.size > self.max_size {
+                    let why = format!("larger than {} bytes", self.max_size);
+                    self.remember(key, Answer::missing(why));
+                }
+                if self.cache.contains_key(&key) {
+                    waiting.push((i, target, key));
+                    continue;
+                }
+                match self.request(ev, target, key) {
+                    Ok(()) => waiting.push((i, target, key)),
+                    Err(why) => target.set(ev, Err(why)),
+                }
             }
         }
-        while waiting.iter().any(|(_, k)| self.pending.contains(k)) {
+        while waiting.iter().any(|(_, _, k)| self.pending.contains(k)) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.done.recv_timeout(left) {
                 Ok((key, answer)) => self.remember(key, answer),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        for (i, key) in waiting {
-            let p = &mut events[i].process;
-            match self.cache.get(&key) {
-                Some(a) => {
-                    match &a.sha256 {
-                        Ok(sha) => p.exe_sha256 = Some(sha.clone()),
-                        Err(why) => p.exe_sha256_missing = Some(why.clone()),
-                    }
-                    p.exe_change = a.change;
-                }
-                None => {
-                    p.exe_sha256_missing = Some(format!(
-                        "not hashed within the batch timeout ({} ms)",
-                        self.wait.as_millis()
-                    ))
-                }
-            }
+        for (i, target, key) in waiting {
+            let found = self.cache.get(&key).ok_or_else(|| {
+                format!(
+                    "not hashed within the batch timeout ({} ms)",
+                    self.wait.as_millis()
+                )
+            });
+            target.set(&mut events[i], found);
         }
     }
 }
 
 /// How the upper-layer file with sha256 `sha` differs from the file at the
-/// same path in the top-most image layer that has it. `None` when that
-/// cannot be told (a layer unreadable).
+/// same path in the image, resolved as overlayfs resolves it: the top-most
+/// layer that has the path, and none below a directory on the way that a
+/// higher layer (the upper one too) made opaque or whited out. `None` when
+/// that cannot be told (a layer unreadable).
 fn compare(c: &Compare, sha: &str, buf: &mut [u8]) -> Option<ExeChange> {
     let rel = Path::new(c.path.trim_start_matches('/'));
     let parent = rel.parent().unwrap_or(Path::new(""));
     let name = CString::new(rel.file_name()?.as_bytes()).ok()?;
+    // A directory removed and made again in the container is opaque in the
+    // upper layer: nothing of the image shows below it.
+    let upper = open_root(&c.upper).ok()?;
+    if hides_lower_layers(upper.as_fd(), parent).ok()? {
+        return Some(ExeChange::New);
+    }
     for layer in &c.lowers {
         let root = open_root(layer).ok()?;
-        let Some(dir) = open_dir_beneath(root.as_fd(), parent).ok()? else {
-            continue;
-        };
-        let Some(meta) = stat_at(dir.as_fd(), &name).ok()? else {
-            continue;
-        };
-        // A whiteout in a layer hides the layers below it.
-        if meta.is_chardev_whiteout() {
+        if let Some(dir) = open_dir_beneath(root.as_fd(), parent).ok()?
+            && let Some(meta) = stat_at(dir.as_fd(), &name).ok()?
+        {
+            // A whiteout in a layer hides the layers below it.
+            if meta.is_chardev_whiteout() {
+                return Some(ExeChange::New);
+            }
+            if !meta.is_regular() || meta.size != c.size {
+                return Some(ExeChange::ContentModified);
+            }
+            let file = open_file_at(dir.as_fd(), &name).ok()?;
+            let lower = hash_fd(&file, buf).ok()?;
+            return Some(if lower.sha256 == sha {
+                ExeChange::MetadataOnly
+            } else {
+                ExeChange::ContentModified
+            });
+        }
+        if hides_lower_layers(root.as_fd(), parent).ok()? {
             return Some(ExeChange::New);
         }
-        if !meta.is_regular() || meta.size != c.size {
-            return Some(ExeChange::ContentModified);
-        }
-        let file = open_file_at(dir.as_fd(), &name).ok()?;
-        let lower = hash_fd(&file, buf).ok()?;
-        return Some(if lower.sha256 == sha {
-            ExeChange::MetadataOnly
-        } else {
-            ExeChange::ContentModified
-        });
     }
     Some(ExeChange::New)
+}
+
+/// Whether the layer at `root` hides what the layers below it have at
+/// `dir`: a directory on the way (`dir` itself included) is opaque, or one
+/// is whited out.
+///
+/// The opaque marker is a `trusted.overlay.opaque` xattr (`user.` on
+/// unprivileged mounts): reading `trusted.*` takes CAP_SYS_ADMIN, which
+/// the daemon keeps while the scan is on (the default). Without it the
+/// marker reads as absent, and a file under a re-created directory whose
+/// content equals the hidden image file's is `metadata_only`, not `new`.
+fn hides_lower_layers(root: BorrowedFd<'_>, dir: &Path) -> std::io::Result<bool> {
+    let mut at = PathBuf::new();
+    let mut components = dir.components().peekable();
+    loop {
+        let Some(fd) = open_dir_beneath(root, &at)? else {
+            // Missing here: hidden below only if whited out.
+            let parent = at.parent().unwrap_or(Path::new(""));
+            let Some(name) = at.file_name() else {
+                return Ok(false);
+            };
+            let Some(pdir) = open_dir_beneath(root, parent)? else {
+                return Ok(false);
+            };
+            let name = CString::new(name.as_bytes())
+                .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            return Ok(stat_at(pdir.as_fd(), &name)?.is_some_and(|m| m.is_chardev_whiteout()));
+        };
+        if !at.as_os_str().is_empty()
+            && overlay_xattr(fd.as_fd(), "opaque")?.as_deref() == Some(b"y")
+        {
+            return Ok(true);
+        }
+        match components.next() {
+            Some(c) => at.push(c),
+            None => return Ok(false),
+        }
+    }
 }
 
 /// `/proc/<pid>/exe` opened for reading (the magic link is the point: it is
@@ -390,6 +529,108 @@ mod tests {
             },
             ..Event::default()
         }
+    }
+
+    fn set_opaque(dir: &Path) {
+        let path = CString::new(dir.as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated strings and a 1-byte value.
+        let rc = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    }
+
+    /// Overlay layers in a temporary directory: `upper`, then the lower
+    /// layers top-most first, each a directory tree of files.
+    fn layers(upper: &[(&str, &str)], lowers: &[&[(&str, &str)]]) -> (tempfile::TempDir, Compare) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (i, files) in std::iter::once(upper)
+            .chain(lowers.iter().copied())
+            .enumerate()
+        {
+            let root = dir.path().join(format!("l{i}"));
+            std::fs::create_dir_all(&root).unwrap();
+            for (path, content) in files {
+                let at = root.join(path);
+                if let Some(d) = path.strip_suffix('/') {
+                    std::fs::create_dir_all(root.join(d)).unwrap();
+                    continue;
+                }
+                std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+                if *content == "WHITEOUT" {
+                    let c = CString::new(at.as_os_str().as_bytes()).unwrap();
+                    // SAFETY: a valid path; a 0/0 character device is a whiteout.
+                    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) };
+                    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+                } else {
+                    std::fs::write(&at, content).unwrap();
+                }
+            }
+            paths.push(root);
+        }
+        let upper = paths.remove(0);
+        let compare = Compare {
+            size: std::fs::metadata(upper.join("usr/bin/x")).unwrap().len(),
+            upper,
+            lowers: paths,
+            path: "/usr/bin/x".into(),
+        };
+        (dir, compare)
+    }
+
+    fn sha(content: &str) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(content.as_bytes()))
+    }
+
+    /// The image's file is the one overlayfs would show had the container
+    /// not touched it: a directory the container (or a higher image layer)
+    /// removed and made again hides what lies below it.
+    #[test]
+    fn the_image_file_is_looked_up_as_overlayfs_does() {
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(std::env::var_os("CI").is_none(), "needs root in CI");
+            return;
+        }
+        let mut buf = vec![0u8; 4096];
+        let same = [("usr/bin/x", "elf")];
+        let (_d, c) = layers(&same, &[&same]);
+        assert_eq!(
+            compare(&c, &sha("elf"), &mut buf),
+            Some(ExeChange::MetadataOnly)
+        );
+        let (_d, c) = layers(&same, &[&[("usr/bin/x", "elf2")]]);
+        assert_eq!(
+            compare(&c, &sha("elf"), &mut buf),
+            Some(ExeChange::ContentModified)
+        );
+        // `rm -rf /usr/bin && mkdir /usr/bin`: opaque in the upper layer.
+        let (_d, c) = layers(&same, &[&same]);
+        set_opaque(&c.upper.join("usr/bin"));
+        assert_eq!(compare(&c, &sha("elf"), &mut buf), Some(ExeChange::New));
+        // An ancestor made opaque by a higher image layer hides the lower.
+        let (_d, c) = layers(&same, &[&[("usr/", "")], &same]);
+        set_opaque(&c.lowers[0].join("usr"));
+        assert_eq!(compare(&c, &sha("elf"), &mut buf), Some(ExeChange::New));
+        // Not opaque: the lower layer shows through.
+        let (_d, c) = layers(&same, &[&[("usr/", "")], &same]);
+        assert_eq!(
+            compare(&c, &sha("elf"), &mut buf),
+            Some(ExeChange::MetadataOnly)
+        );
+        // An ancestor whited out by a higher image layer.
+        let (_d, c) = layers(&same, &[&[("usr", "WHITEOUT")], &same]);
+        assert_eq!(compare(&c, &sha("elf"), &mut buf), Some(ExeChange::New));
+        // The file itself whited out.
+        let (_d, c) = layers(&same, &[&[("usr/bin/x", "WHITEOUT")], &same]);
+        assert_eq!(compare(&c, &sha("elf"), &mut buf), Some(ExeChange::New));
     }
 
     #[test]

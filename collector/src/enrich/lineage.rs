@@ -1,6 +1,6 @@
 //! Who came before an exec: its nearest ancestors (`proc.aname[2]`,
 //! `proc.aname[3]`) and the process that last wrote its executable
-//! (`drift.writer.*`).
+//! (`drift.writer.*`) and the program file it runs (`drift.file_writer.*`).
 //!
 //! Both come from what the sensor itself saw, kept in memory: every exec
 //! event records its process (comm, parent, executable, command line) in a
@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use driftwatch_sdk::{Event, EventKind, Writer};
+use driftwatch_sdk::{Event, EventKind, ExeFile, Writer};
 
 use super::Enricher;
 
@@ -127,6 +127,26 @@ impl LineageEnricher {
             .map(|(exe, cmdline, _)| (exe.clone(), cmdline.clone()))
     }
 
+    /// The writer of `file` into `slot`: from the write records seen, or
+    /// the kernel's writer already there completed from its exec.
+    fn complete_writer(&self, file: Option<ExeFile>, slot: &mut Option<Writer>) {
+        let seen = file.and_then(|f| self.writers.get(&(f.dev, f.ino)).cloned());
+        match (seen, slot) {
+            // A write record names the writer's program and command line:
+            // better than the kernel's comm alone.
+            (Some(w), slot) => *slot = Some(w),
+            // Only the kernel saw the write (source/ebpf/writers.rs): the
+            // writer's own exec, when seen, says the rest.
+            (None, Some(w)) if w.exe.is_empty() => {
+                if let Some((exe, cmdline)) = self.program_at(w.pid, w.time_ns) {
+                    w.exe = exe;
+                    w.cmdline = cmdline;
+                }
+            }
+            (None, _) => {}
+        }
+    }
+
     fn writer_of(&self, pid: u32, ppid: u32, comm: &str, time_ns: u64) -> Writer {
         match self.procs.get(&pid) {
             Some(s) => Writer {
@@ -171,22 +191,9 @@ impl Enricher for LineageEnricher {
                 if p.ancestors.is_empty() {
                     p.ancestors = self.ancestors(p.ppid);
                 }
-                let seen = p
-                    .exe_file
-                    .and_then(|f| self.writers.get(&(f.dev, f.ino)).cloned());
-                match (seen, &mut p.exe_writer) {
-                    // A write record names the writer's program and
-                    // command line: better than the kernel's comm alone.
-                    (Some(w), _) => p.exe_writer = Some(w),
-                    // Only the kernel saw the write (source/ebpf/writers.rs):
-                    // the writer's own exec, when seen, says the rest.
-                    (None, Some(w)) if w.exe.is_empty() => {
-                        if let Some((exe, cmdline)) = self.program_at(w.pid, w.time_ns) {
-                            w.exe = exe;
-                            w.cmdline = cmdline;
-                        }
-                    }
-                    (None, _) => {}
+                self.complete_writer(p.exe_file, &mut p.exe_writer);
+                if let Some(pf) = p.program_file.as_mut() {
+                    self.complete_writer(pf.file, &mut pf.writer);
                 }
                 if self.procs.len() >= MAX_PROCS {
                     self.procs.clear();

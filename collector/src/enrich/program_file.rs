@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use driftwatch_sdk::fields::file_name;
 use driftwatch_sdk::program::{is_dynamic_loader, loaded_program, program};
 use driftwatch_sdk::rules::is_under;
-use driftwatch_sdk::{Event, EventKind, ExeSource, Process, ProgramFile, ProgramVia};
+use driftwatch_sdk::{Event, EventKind, ExeFile, ExeSource, Process, ProgramFile, ProgramVia};
 
 use super::Enricher;
 use crate::fsdiff::mountinfo::{self, Mount};
@@ -70,6 +70,7 @@ const RESCAN: Duration = Duration::from_secs(1);
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 
 /// Fills `process.program_file` of container execs that run a file other
 /// than their executable.
@@ -96,6 +97,8 @@ struct Namespace {
 pub struct Judged {
     pub source: ExeSource,
     pub mount: Option<String>,
+    /// The file's inode facts.
+    pub file: Option<ExeFile>,
 }
 
 impl ProgramFileEnricher {
@@ -110,9 +113,15 @@ impl ProgramFileEnricher {
     /// Where `path` (absolute, inside the container of `p`) is. `Ok(None)`
     /// when no such file exists.
     fn judge(&mut self, p: &Process, path: &str) -> io::Result<Option<Judged>> {
-        let pid = self.live_pid(p)?;
+        let fd_path = descriptor_of(path).is_some();
+        // A descriptor is the process's own: no other process will do.
+        let pid = if fd_path {
+            self.own_pid(p)?
+        } else {
+            self.live_pid(p)?
+        };
         let root = open_path(&self.proc_root.join(format!("{pid}/root")))?;
-        let file = match open_in_root(root.as_fd(), path) {
+        let file = match pin_program(&self.proc_root, pid, path) {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
                 return Ok(None);
@@ -121,15 +130,29 @@ impl ProgramFileEnricher {
         };
         let st = fstat(file.as_fd())?;
         let root_st = fstat(root.as_fd())?;
+        let facts = Some(exe_file_of(&st));
+        // The path the file has in the container, symlinks resolved: the
+        // descriptor's own name, relative to the container's root.
+        let link = link_text(file.as_fd());
+        if link.as_deref().is_some_and(|l| l.starts_with("/memfd:"))
+            && matches!(fstatfs_type(file.as_fd())?, TMPFS_MAGIC | HUGETLBFS_MAGIC)
+        {
+            return Ok(Some(Judged {
+                source: ExeSource::Memfd,
+                mount: None,
+                file: facts,
+            }));
+        }
         if st.st_nlink == 0 {
             return Ok(Some(Judged {
                 source: ExeSource::Deleted,
                 mount: None,
+                file: facts,
             }));
         }
-        // The path the file has in the container, symlinks resolved: the
-        // descriptor's own name, relative to the container's root.
-        let real = real_path(file.as_fd()).unwrap_or_else(|| path.to_string());
+        let real = link
+            .filter(|l| l.starts_with('/') && !l.ends_with(" (deleted)"))
+            .unwrap_or_else(|| path.to_string());
         let ns = self.namespace(p.mnt_ns, pid);
         if st.st_dev != root_st.st_dev {
             let source = match fstatfs_type(file.as_fd())? {
@@ -146,12 +169,17 @@ impl ProgramFileEnricher {
                 })
                 .max_by_key(|m| m.mount_point.as_os_str().len())
                 .and_then(|m| m.mount_point.to_str().map(str::to_string));
-            return Ok(Some(Judged { source, mount }));
+            return Ok(Some(Judged {
+                source,
+                mount,
+                file: facts,
+            }));
         }
         if !ns.root_overlay {
             return Ok(Some(Judged {
                 source: ExeSource::Image,
                 mount: None,
+                file: facts,
             }));
         }
         let Some(upper) = ns.upper.clone() else {
@@ -165,7 +193,19 @@ impl ProgramFileEnricher {
                 ExeSource::Image
             },
             mount: None,
+            file: facts,
         }))
+    }
+
+    /// `p` itself, when it still runs in its mount namespace.
+    fn own_pid(&self, p: &Process) -> io::Result<u32> {
+        if p.mnt_ns == 0 || mnt_ns_of(&self.proc_root, p.pid) == Some(p.mnt_ns) {
+            Ok(p.pid)
+        } else {
+            Err(io::Error::other(
+                "the process exited before its descriptor was read",
+            ))
+        }
     }
 
     /// A live process of `p`'s mount namespace: `p` itself, or another one.
@@ -248,14 +288,14 @@ impl Enricher for ProgramFileEnricher {
         let Some(path) = absolute(&arg, &event.process.cwd) else {
             return;
         };
-        let (source, mount) = match self.judge(&event.process, &path) {
-            Ok(Some(j)) => (Some(j.source), j.mount),
+        let (source, mount, file) = match self.judge(&event.process, &path) {
+            Ok(Some(j)) => (Some(j.source), j.mount, j.file),
             // No such file: the interpreter was given something else (an
             // option we do not know, a missing file); nothing ran from it.
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(pid = event.process.pid, path, error = %e, "program file not judged");
-                (None, None)
+                (None, None, None)
             }
         };
         event.process.program_file = Some(ProgramFile {
@@ -263,6 +303,11 @@ impl Enricher for ProgramFileEnricher {
             path,
             source,
             mount,
+            file,
+            sha256: None,
+            sha256_missing: None,
+            change: None,
+            writer: None,
         });
     }
 }
@@ -297,6 +342,20 @@ pub fn candidate(p: &Process, interpreters: &[String]) -> Option<(ProgramVia, St
 /// The script of a `#!` exec: argv is `[interpreter, (its one argument),
 /// script, ...]` and comm, the executed file's basename, names the script.
 fn executed_script<'a>(p: &Process, exe: &str, args: &[&'a str]) -> Option<&'a str> {
+    // A script executed through its descriptor (`fexecve`): the kernel
+    // names it `/dev/fd/N` in argv, and comm is then the basename of that
+    // (older kernels) or of the interpreter's file (newer ones, which name
+    // a descriptor exec after its dentry once the interpreter replaced
+    // it), so comm cannot tell. Nothing but such an exec puts a
+    // descriptor path there.
+    if let Some(fd) = args
+        .iter()
+        .skip(1)
+        .take(2)
+        .find(|a| descriptor_of(a).is_some())
+    {
+        return Some(fd);
+    }
     let comm = p.name.as_str();
     if comm.is_empty() || is_comm_of(comm, exe) || is_comm_of(comm, file_name(args.first()?)) {
         return None;
@@ -432,6 +491,48 @@ pub fn open_for_reading(proc_root: &Path, pid: u32, path: &str) -> io::Result<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The descriptor number of a path that names one of the process's own
+/// descriptors: `/dev/fd/N`, `/proc/self/fd/N`, `/proc/thread-self/fd/N`,
+/// as `fexecve` (execveat with `AT_EMPTY_PATH`) hands a script to its
+/// interpreter.
+pub fn descriptor_of(path: &str) -> Option<u32> {
+    ["/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"]
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+}
+
+/// An `O_PATH` descriptor of the program file `path` of process `pid`: a
+/// descriptor path through `<proc>/<pid>/fd/N` (the file the process holds,
+/// a memfd or a deleted file too), any other path resolved in the
+/// container's root as the process would. Opens nothing for reading and
+/// never blocks; [`nofollow::reopen_regular`] reads it.
+pub fn pin_program(proc_root: &Path, pid: u32, path: &str) -> io::Result<OwnedFd> {
+    if let Some(n) = descriptor_of(path) {
+        // The magic link is the point: it is the very file, wherever it is.
+        return nofollow::open_host(
+            &proc_root.join(format!("{pid}/fd/{n}")),
+            libc::O_PATH | libc::O_CLOEXEC,
+        );
+    }
+    let root = open_path(&proc_root.join(format!("{pid}/root")))?;
+    open_in_root(root.as_fd(), path)
+}
+
+/// The inode facts of `st`, as the kernel reports an executable's.
+pub fn exe_file_of(st: &libc::stat) -> ExeFile {
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    ExeFile {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size.max(0) as u64,
+        mtime_ns: ns(st.st_mtime, st.st_mtime_nsec),
+        ctime_ns: ns(st.st_ctime, st.st_ctime_nsec),
+        nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+    }
+}
+
 /// The inode of `<proc>/<pid>/ns/mnt`, the mount namespace's number.
 pub fn mnt_ns_of(proc_root: &Path, pid: u32) -> Option<u64> {
     std::fs::metadata(proc_root.join(format!("{pid}/ns/mnt")))
@@ -514,13 +615,12 @@ fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
     Ok(f_type)
 }
 
-/// The path of an open file as the kernel names it (`/proc/self/fd/N`):
+/// The name of an open file as the kernel gives it (`/proc/self/fd/N`):
 /// for a file in another mount namespace, relative to that namespace's
-/// root. `None` when it is not a plain absolute path (deleted, unreachable).
-fn real_path(fd: BorrowedFd<'_>) -> Option<String> {
+/// root; `/memfd:NAME (deleted)` for a memfd.
+fn link_text(fd: BorrowedFd<'_>) -> Option<String> {
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
-    let s = link.to_str()?;
-    (s.starts_with('/') && !s.ends_with(" (deleted)")).then(|| s.to_string())
+    link.to_str().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -554,6 +654,12 @@ mod tests {
             &["/usr/bin/env", "-S python3", "/tmp/run"],
         );
         assert_eq!(cand(&p), Some((ProgramVia::Script, "/tmp/run".into())));
+        // Run through its descriptor (`fexecve`): comm is the
+        // interpreter's (Linux 6.18) or the descriptor's number (older).
+        for comm in ["busybox", "3"] {
+            let p = proc(comm, "/bin/busybox", &["/bin/sh", "/dev/fd/3", "a"]);
+            assert_eq!(cand(&p), Some((ProgramVia::Script, "/dev/fd/3".into())));
+        }
         // A long script name is cut to 15 bytes in comm.
         let p = proc(
             "a-very-long-scr",
@@ -639,6 +745,60 @@ mod tests {
         );
         // A symlinked shell: comm names the link, argv[0] too.
         assert_eq!(cand(&proc("x", "/bin/bash", &["/tmp/x", "-i"])), None);
+    }
+
+    #[test]
+    fn descriptor_paths_name_the_process_s_own_descriptor() {
+        assert_eq!(descriptor_of("/dev/fd/3"), Some(3));
+        assert_eq!(descriptor_of("/proc/self/fd/12"), Some(12));
+        assert_eq!(descriptor_of("/proc/thread-self/fd/0"), Some(0));
+        for not in [
+            "/dev/fd/",
+            "/dev/fd/3/x",
+            "/dev/fd/a",
+            "/tmp/dev/fd/3",
+            "/proc/1/fd/3",
+        ] {
+            assert_eq!(descriptor_of(not), None, "{not}");
+        }
+    }
+
+    /// A script handed over as `/dev/fd/N` is judged by the descriptor the
+    /// process holds: a memfd is fileless, a deleted file is deleted, and
+    /// either way the file's inode facts come along.
+    #[test]
+    fn a_descriptor_is_judged_by_the_file_it_holds() {
+        use std::io::Write;
+        let me = Process {
+            pid: std::process::id(),
+            ..Process::default()
+        };
+        let mut e = ProgramFileEnricher::new(Vec::new());
+        // SAFETY: a valid NUL-terminated name; the fd is owned below.
+        let memfd = unsafe { libc::memfd_create(c"payload".as_ptr(), 0) };
+        assert!(memfd >= 0, "memfd_create: {}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor we own.
+        let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+        let j = e
+            .judge(&me, &format!("/dev/fd/{}", memfd.as_raw_fd()))
+            .expect("judged")
+            .expect("present");
+        assert_eq!(j.source, ExeSource::Memfd);
+        assert!(j.file.is_some_and(|f| f.ino > 0 && f.nlink == 0), "{j:?}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("gone.sh");
+        let mut file = std::fs::File::create(&path).expect("create");
+        file.write_all(b"#!/bin/sh\n").expect("write");
+        std::fs::remove_file(&path).expect("rm");
+        let j = e
+            .judge(&me, &format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .expect("judged")
+            .expect("present");
+        assert_eq!(j.source, ExeSource::Deleted);
+        assert_eq!(j.file.map(|f| f.size), Some(10));
+        // A descriptor the process does not hold: no such file.
+        assert!(e.judge(&me, "/dev/fd/99999").expect("judged").is_none());
     }
 
     #[test]

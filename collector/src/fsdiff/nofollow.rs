@@ -287,6 +287,12 @@ pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
     }
     // SAFETY: fresh descriptor we own.
     let pinned = unsafe { OwnedFd::from_raw_fd(pinned) };
+    reopen_regular(&pinned)
+}
+
+/// Opens for reading the inode an `O_PATH` descriptor pins, only when it is
+/// a regular file (see [`open_file_at`] for why never anything else).
+pub fn reopen_regular(pinned: &OwnedFd) -> io::Result<OwnedFd> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: valid fd (fstat works on O_PATH descriptors); st is written on
     // success.

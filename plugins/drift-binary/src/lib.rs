@@ -131,6 +131,25 @@ const DRIFT_FIELDS: [&str; 14] = [
     "drift.writer.time",
 ];
 
+/// What a program-file finding says of the file that ran, under the names
+/// an executable's finding uses (`drift.source` and `drift.mount` are set
+/// the same way), and the file's own names.
+const PROGRAM_FILE_FIELDS: [(&str, &str); 13] = [
+    ("drift.change", "drift.file_change"),
+    ("drift.writer.pid", "drift.file_writer.pid"),
+    ("drift.writer.exe", "drift.file_writer.exe"),
+    ("drift.writer.cmdline", "drift.file_writer.cmdline"),
+    ("drift.writer.time", "drift.file_writer.time"),
+    ("drift.file_sha256", "drift.file_sha256"),
+    ("drift.file_sha256_missing", "drift.file_sha256_missing"),
+    ("drift.file_ino.ctime", "drift.file_ino.ctime"),
+    ("drift.file_ino.mtime", "drift.file_ino.mtime"),
+    ("proc.exe_sha256", "proc.exe_sha256"),
+    ("proc.aname[2]", "proc.aname[2]"),
+    ("proc.aname[3]", "proc.aname[3]"),
+    ("drift.via", "drift.via"),
+];
+
 /// The `drift.source` values the rule fires on.
 const DRIFT_SOURCES: [ExeSource; 4] = [
     ExeSource::UpperLayer,
@@ -164,8 +183,7 @@ impl Plugin for DriftBinaryDetector {
     }
 
     fn manifest(&self) -> Manifest {
-        let drift: Vec<&str> = DRIFT_SOURCES.iter().map(|s| s.as_str()).collect();
-        let mut sources = drift.clone();
+        let mut sources: Vec<&str> = DRIFT_SOURCES.iter().map(|s| s.as_str()).collect();
         if self.memfd {
             sources.push(ExeSource::Memfd.as_str());
         }
@@ -182,8 +200,8 @@ impl Plugin for DriftBinaryDetector {
         .with_prefilter([
             Condition::in_container(),
             Condition::Any(vec![
-                Condition::is_in("drift.source", sources),
-                Condition::is_in("drift.file_source", drift),
+                Condition::is_in("drift.source", sources.clone()),
+                Condition::is_in("drift.file_source", sources),
                 // The kernel judged it (a denied image binary too).
                 Condition::Exists {
                     field: "enforce.action".into(),
@@ -291,13 +309,27 @@ impl DriftBinaryDetector {
     fn program_file(&self, ev: &EventRef<'_>) -> Option<Finding> {
         let f = ev.process.program_file.as_ref()?;
         let source = f.source?;
-        if !source.is_drift() || self.runtime_injected(source, f.mount) {
+        let memfd = source == ExeSource::Memfd;
+        if !(source.is_drift() || memfd && self.memfd) || self.runtime_injected(source, f.mount) {
             return None;
         }
         let (rule, priority, output, description) = match f.via {
+            // A script or loaded file that exists only in memory (handed
+            // over as `/dev/fd/N`, the way `fexecve` runs a script), by
+            // whatever program.
+            _ if memfd => (
+                MEMFD_RULE,
+                self.memfd_priority,
+                &self.program_output,
+                "Detect execution of a program that exists only in memory (memfd)",
+            ),
             ProgramVia::Script | ProgramVia::Loader => (
                 RULE,
-                self.priority,
+                if f.change == Some(ExeChange::MetadataOnly) {
+                    self.metadata_only_priority
+                } else {
+                    self.priority
+                },
                 &self.program_output,
                 "Detect execution of a binary not present in the original container image",
             ),
@@ -316,6 +348,11 @@ impl DriftBinaryDetector {
             "drift.mount".into(),
             f.mount.unwrap_or(driftwatch_sdk::fields::NA).into(),
         );
+        for (name, from) in PROGRAM_FILE_FIELDS {
+            let value = driftwatch_sdk::fields::field(ev, from)
+                .unwrap_or_else(|| driftwatch_sdk::fields::NA.to_string());
+            fields.insert(name.to_string(), value);
+        }
         Some(Finding {
             rule: rule.to_string(),
             priority,

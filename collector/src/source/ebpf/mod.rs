@@ -37,6 +37,7 @@ use crate::stats::Stats;
 use enforcement::{Enforcer, PolicyMaps};
 use prefilter::{KernelPrefilter, LivePrefilter, SharedPrefilter};
 use record::{Clock, Decoder};
+use writers::KernelWriters;
 
 /// The compiled programs, built by collector/build.rs with aya-build.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/driftwatch-ebpf"));
@@ -272,6 +273,9 @@ pub struct EbpfSensor {
     prefilter: Option<SharedPrefilter>,
     /// The host's mount namespace (inode number), 0 when unreadable.
     host_mnt_ns: u64,
+    /// The kernel's last writer of each file, until the daemon takes it
+    /// for its enrichers.
+    writers: Option<KernelWriters>,
 }
 
 impl EbpfSensor {
@@ -437,12 +441,15 @@ impl EbpfSensor {
             enforcement,
             host_mnt_ns,
         )?));
+        let clock = Clock::now();
+        let writers = Some(KernelWriters::take(&mut bpf, clock)?);
         Ok(EbpfSensor {
             host_mnt_ns,
+            writers,
             bpf,
             ring,
             file_ring,
-            clock: Clock::now(),
+            clock,
             drain_every: (cfg.drain_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.drain_interval_ms)),
             enforcer,
@@ -454,6 +461,12 @@ impl EbpfSensor {
     /// be turned on without a restart).
     pub fn prefilter(&self) -> Option<SharedPrefilter> {
         self.prefilter.clone()
+    }
+
+    /// The kernel's last-writer map as an enricher (`drift.writer.*`);
+    /// `None` once taken.
+    pub fn take_writers(&mut self) -> Option<KernelWriters> {
+        self.writers.take()
     }
 
     /// The policy maps, for reloads and for classifying containers.
@@ -774,6 +787,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         enforcer: _,
         prefilter: _,
         host_mnt_ns,
+        writers: _,
     } = sensor;
     let sensor_maps = bpf;
     let register = |ring| {
@@ -841,7 +855,6 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 n == DRAIN_BUDGET
             }
         };
-        writers::fill(&sensor_maps, &clock, &mut batch);
         for ev in batch.drain(..) {
             if ctx.events.send(ev).await.is_err() {
                 return Ok(());

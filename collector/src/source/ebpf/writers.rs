@@ -5,51 +5,74 @@
 //! by default) and a flooding container's budget drops the rest, so a
 //! binary dropped in `/tmp` and run would name nobody. The file hook
 //! therefore records every regular file's last writer in `WRITERS` before
-//! anything is dropped, and execs of files not from the image read it here.
+//! anything is dropped, and [`KernelWriters`] reads it for execs of files
+//! not from the image: the executable, and the program file it runs (a
+//! script, the loader's file), whose inode the collector learns only after
+//! the program-file enricher has judged it. That is why this is an enricher
+//! on the chain's thread and not a step of the ring-buffer reader.
 
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use driftwatch_common::{InodeKey, LastWriter};
-use driftwatch_sdk::{Event, EventKind, Writer};
+use driftwatch_sdk::{Event, EventKind, ExeFile, Writer};
 
+use super::EbpfError;
 use super::record::{Clock, cstr, kernel_dev};
+use crate::enrich::Enricher;
 
-/// Fills `exe_writer` of the exec events in `batch` whose file is not
-/// plainly from the image's lower layers and has none yet.
-pub fn fill(bpf: &Ebpf, clock: &Clock, batch: &mut [Event]) {
-    let wanted = |e: &Event| {
-        e.kind == EventKind::Exec
-            && e.process.exe_writer.is_none()
-            && !e.process.exe_lower_layer
-            && e.process.exe_file.is_some()
-    };
-    if !batch.iter().any(wanted) {
-        return;
+/// The kernel's last-writer map, read by (device, inode).
+pub struct KernelWriters {
+    map: BpfHashMap<MapData, InodeKey, LastWriter>,
+    clock: Clock,
+}
+
+impl KernelWriters {
+    /// Takes `WRITERS` out of the loaded object.
+    pub fn take(bpf: &mut Ebpf, clock: Clock) -> Result<KernelWriters, EbpfError> {
+        const NAME: &str = "WRITERS";
+        let map = bpf.take_map(NAME).ok_or_else(|| super::missing_map(NAME))?;
+        let map =
+            BpfHashMap::try_from(map).map_err(|source| EbpfError::Map { name: NAME, source })?;
+        Ok(KernelWriters { map, clock })
     }
-    let Some(map) = bpf
-        .map("WRITERS")
-        .and_then(|m| BpfHashMap::<&MapData, InodeKey, LastWriter>::try_from(m).ok())
-    else {
-        return;
-    };
-    for ev in batch.iter_mut().filter(|e| wanted(e)) {
-        let Some(f) = ev.process.exe_file else {
-            continue;
-        };
+
+    /// The last writer of `file`, as the kernel recorded it: its pid, comm
+    /// and time. The lineage enricher fills in its executable and command
+    /// line from the writer's exec when it saw one.
+    fn writer_of(&self, file: ExeFile) -> Option<Writer> {
         let key = InodeKey {
-            dev: kernel_dev(f.dev),
+            dev: kernel_dev(file.dev),
             _pad: 0,
-            ino: f.ino,
+            ino: file.ino,
         };
-        if let Ok(w) = map.get(&key, 0) {
-            ev.process.exe_writer = Some(Writer {
-                pid: w.tgid,
-                // The lineage enricher fills these from the writer's exec
-                // when it saw one; the kernel knows only the comm.
-                exe: String::new(),
-                cmdline: cstr(&w.comm),
-                time_ns: clock.wall(w.ktime_ns),
-            });
+        let w = self.map.get(&key, 0).ok()?;
+        Some(Writer {
+            pid: w.tgid,
+            exe: String::new(),
+            cmdline: cstr(&w.comm),
+            time_ns: self.clock.wall(w.ktime_ns),
+        })
+    }
+}
+
+impl Enricher for KernelWriters {
+    fn enrich(&mut self, ev: &mut Event) {
+        if ev.kind != EventKind::Exec {
+            return;
+        }
+        let p = &mut ev.process;
+        if p.exe_writer.is_none()
+            && !p.exe_lower_layer
+            && let Some(f) = p.exe_file
+        {
+            p.exe_writer = self.writer_of(f);
+        }
+        if let Some(pf) = p.program_file.as_mut()
+            && pf.writer.is_none()
+            && pf.source.is_some_and(|s| s.is_drift())
+            && let Some(f) = pf.file
+        {
+            pf.writer = self.writer_of(f);
         }
     }
 }
