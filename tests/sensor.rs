@@ -1347,6 +1347,70 @@ fn a_write_flood_loses_no_other_containers_exec() {
     assert!(d.stop().success());
 }
 
+/// The occurrences the write findings for `file` in `c` stand for:
+/// `evt.count` of each, 1 when absent; and how many findings.
+fn write_count(all: &[Value], c: &Container, file: &str) -> (u64, usize) {
+    let found: Vec<&Value> = all
+        .iter()
+        .filter(|v| finding_in(c, WRITE_RULE, v) && field(v, "fd.name") == file)
+        .collect();
+    let total = found
+        .iter()
+        .map(|v| match v["output_fields"].get("evt.count") {
+            Some(n) => n.as_str().and_then(|n| n.parse().ok()).unwrap_or(0),
+            None => 1,
+        })
+        .sum();
+    (total, found.len())
+}
+
+/// Repeats of the same write are folded in the kernel into one finding
+/// with a count (issue 17, section 4): a container rewriting one file in a
+/// loop makes a few findings, not one per write, and their counts add up
+/// to every write, none lost and none counted twice.
+#[test]
+fn repeated_writes_are_one_finding_with_a_count() {
+    require_root!();
+    let _g = setup();
+    let tools = file_tools();
+    let d = Daemon::start(false);
+    let vol = format!("{}:/tools:ro", tools.path().display());
+    let c = Container::start_with(
+        "fold",
+        &["-v", &vol],
+        &["sh", "-c", "while true; do sleep 1; done"],
+    );
+    const N: u64 = 20_000;
+    c.exec(&format!("/tools/write_loop /etc/folded {N}"));
+    // Another process writing the same file is its own key: one more.
+    c.exec("echo other >> /etc/folded");
+    let end = Instant::now() + WAIT;
+    let (total, findings) = loop {
+        let (total, findings) = write_count(&d.snapshot(), &c, "/etc/folded");
+        if total > N || Instant::now() > end {
+            break (total, findings);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(total, N + 1, "{findings} findings");
+    assert!(findings < 50, "{findings} findings for {N} writes");
+    let all = d.snapshot();
+    let folded = all
+        .iter()
+        .find(|v| {
+            finding_in(&c, WRITE_RULE, v)
+                && field(v, "fd.name") == "/etc/folded"
+                && v["output_fields"].get("evt.count").is_some()
+        })
+        .expect("a folded finding");
+    let num = |name: &str| -> u64 { field(folded, name).parse().unwrap_or(0) };
+    assert!(num("evt.count") > 1, "{folded}");
+    assert!(num("evt.first_time") > 0, "{folded}");
+    assert!(num("evt.last_time") >= num("evt.first_time"), "{folded}");
+    assert_eq!(field(folded, "proc.name"), "write_loop", "{folded}");
+    assert!(d.stop().success());
+}
+
 // ---- [enforcement]: kills in the kernel (docs/enforcement.md) ----
 
 const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";

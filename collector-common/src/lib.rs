@@ -30,8 +30,9 @@ pub use record::{
     RecordKind, USER_PATH, WALK_BUF, WALK_DATA, WALK_DEPTH, Walk, exe, info, walk,
 };
 pub use syscall::{
-    ABI_SPAN, ArgLayout, Budget, FileFilter, InodeKey, KERNEL_PREFIXES, KernelPrefix, LastWriter,
-    Op, PREFIX_BYTES, SyscallOffsets, SyscallSpec, drop_index, lane, map_fail, open_flags, spec,
+    ABI_SPAN, AggKey, AggWindow, ArgLayout, Budget, FileFilter, InodeKey, KERNEL_PREFIXES,
+    KernelPrefix, LastWriter, Op, PREFIX_BYTES, SyscallOffsets, SyscallSpec, drop_index, lane,
+    map_fail, open_flags, spec,
 };
 
 pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
@@ -59,6 +60,8 @@ mod pod {
     unsafe impl aya::Pod for Budget {}
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for LastWriter {}
+    unsafe impl aya::Pod for AggKey {}
+    unsafe impl aya::Pod for AggWindow {}
     unsafe impl aya::Pod for Policy {}
     unsafe impl aya::Pod for PathKey {}
     unsafe impl aya::Pod for ScopeKey {}

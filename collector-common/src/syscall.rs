@@ -337,6 +337,10 @@ pub struct FileFilter {
     /// and the burst it may save up; 0: no budget.
     pub budget_per_sec: u64,
     pub budget_burst: u64,
+    /// Repeats of the same write (container, process, file, operation)
+    /// within this many nanoseconds of the record that opened the window
+    /// are counted in `AGG` instead of sent; 0: every record is sent.
+    pub agg_window_ns: u64,
     /// 1: drop in the kernel what no plugin would be given (`KERNEL_DROP`).
     pub prefilter: u32,
     /// The host's root filesystem (`s_dev`, kernel encoding): a task whose
@@ -350,6 +354,7 @@ impl FileFilter {
     pub const NONE: FileFilter = FileFilter {
         budget_per_sec: 0,
         budget_burst: 0,
+        agg_window_ns: 0,
         prefilter: 0,
         host_root_dev: 0,
         prefixes: [KernelPrefix::EMPTY; KERNEL_PREFIXES],
@@ -446,7 +451,38 @@ pub struct LastWriter {
 /// that failed (the record then goes out unthrottled, and is counted here).
 pub mod map_fail {
     pub const BUDGET: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// A window of repeats could not be opened: the record is sent as is.
+    pub const AGG: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// What the kernel folds repeats by (`AGG`): the same operation on the same
+/// file by the same process of the same container.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub cgroup_id: u64,
+    pub ino: u64,
+    /// The kernel's `s_dev`.
+    pub dev: u32,
+    pub tgid: u32,
+    /// `Op` as a number.
+    pub op: u32,
+    pub _pad: u32,
+}
+
+/// The repeats of one [`AggKey`]: the record that opened the current
+/// window was sent; those after it within the window were not.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AggWindow {
+    /// `bpf_ktime_get_ns` of the record that opened the current window.
+    pub first_ns: u64,
+    /// Of the latest repeat (approximate across CPUs).
+    pub last_ns: u64,
+    /// Repeats not sent since the key was first seen: only ever grows, so
+    /// userspace reports the difference and nothing is counted twice.
+    pub repeats: u64,
 }
 
 /// Slots of the `LOST` counter: the lanes.

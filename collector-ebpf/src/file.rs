@@ -32,16 +32,16 @@ use aya_ebpf::macros::raw_tracepoint;
 use aya_ebpf::maps::RingBuf;
 use aya_ebpf::programs::RawTracePointContext;
 use driftwatch_common::{
-    ABI_SPAN, AT_FDCWD, ArgLayout, Budget, Fault, FileRecord, InodeKey, KERNEL_PREFIXES,
-    LastWriter, Op, PREFIX_BYTES, RecordKind, SyscallSpec, WALK_BUF, Walk, drop_index, info, lane,
-    map_fail, open_flags, spec, walk,
+    ABI_SPAN, AT_FDCWD, AggKey, AggWindow, ArgLayout, Budget, Fault, FileRecord, InodeKey,
+    KERNEL_PREFIXES, LastWriter, Op, PREFIX_BYTES, RecordKind, SyscallSpec, WALK_BUF, Walk,
+    drop_index, info, lane, map_fail, open_flags, spec, walk,
 };
 
 use crate::globals::{ffilter, filter, offset, soff};
 use crate::layer::layer_of;
 use crate::maps::{
-    BUDGET, EVENTS, FILE_EVENTS, KERNEL_DROP, SCRATCH, SYSCALLS, WRITERS, count_drop, count_faults,
-    count_lost_in, count_map_fail, submit_flags_for,
+    AGG, BUDGET, EVENTS, FILE_EVENTS, KERNEL_DROP, SCRATCH, SYSCALLS, WRITERS, count_drop,
+    count_faults, count_lost_in, count_map_fail, submit_flags_for,
 };
 use crate::read::{Reads, fact};
 use crate::task::{
@@ -532,6 +532,9 @@ fn ends_with(w: &Walk, len: usize, i: usize, n: usize) -> bool {
 fn send(rec: &mut FileRecord) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    if folded(rec, now) {
+        return;
+    }
     let budget = admit(rec.hdr.cgroup_id, now);
     if !budget.admitted {
         return;
@@ -556,6 +559,64 @@ fn send(rec: &mut FileRecord) {
             // SAFETY: a live value of BUDGET (LRU memory is not freed under
             // a running program), updated atomically.
             unsafe { atomic_add(&raw mut (*b).lost) };
+        }
+    }
+}
+
+/// Whether `rec` repeats a write already sent within the window
+/// (`agg_window_ns`): then it is only counted in `AGG`, costing neither ring
+/// space nor budget. Only a write open that created nothing, or a truncate,
+/// of a file with one name is folded: the operation then says all, and the
+/// inode names the one path. A rename, link, chmod or creation is always
+/// sent, as is a file with other hard links (its other names matter).
+#[inline(always)]
+fn folded(rec: &FileRecord, now: u64) -> bool {
+    let window = ffilter!(agg_window_ns);
+    if window == 0 {
+        return false;
+    }
+    let foldable_op = match Op::from_raw(rec.op) {
+        Some(Op::Open) => rec.info & info::CREATED == 0,
+        Some(Op::Truncate) => true,
+        _ => false,
+    };
+    let exact = rec.info & info::HAS_INODE != 0 && rec.info & info::FILE_WALK != 0;
+    if !foldable_op || !exact || rec.nlink > 1 {
+        return false;
+    }
+    let key = AggKey {
+        cgroup_id: rec.hdr.cgroup_id,
+        ino: rec.ino,
+        dev: rec.dev,
+        tgid: rec.hdr.pid,
+        op: rec.op,
+        _pad: 0,
+    };
+    match AGG.get_ptr_mut(key) {
+        Some(w) => {
+            // SAFETY: a live value of AGG (LRU memory is not freed under a
+            // running program). Two CPUs may both open a window or set
+            // last_ns: the times are approximate, the count is exact.
+            let w = unsafe { &mut *w };
+            if now.saturating_sub(w.first_ns) < window {
+                // SAFETY: as above; the count is atomic.
+                unsafe { atomic_add(&raw mut w.repeats) };
+                w.last_ns = now;
+                return true;
+            }
+            w.first_ns = now;
+            false
+        }
+        None => {
+            let fresh = AggWindow {
+                first_ns: now,
+                last_ns: now,
+                repeats: 0,
+            };
+            if AGG.insert(key, fresh, 0).is_err() {
+                count_map_fail(map_fail::AGG);
+            }
+            false
         }
     }
 }

@@ -8,8 +8,8 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use driftwatch_common::{
-    ABI_SPAN, Budget, ExecRecord, Fault, FileRecord, InodeKey, LastWriter, PathKey, Policy,
-    ScopeKey, SyscallSpec, drop_index, lane, map_fail,
+    ABI_SPAN, AggKey, AggWindow, Budget, ExecRecord, Fault, FileRecord, InodeKey, LastWriter,
+    PathKey, Policy, ScopeKey, SyscallSpec, drop_index, lane, map_fail,
 };
 
 use crate::globals::filter;
@@ -64,6 +64,13 @@ pub static BUDGET: LruHashMap<u64, Budget> = LruHashMap::with_max_entries(8192, 
 /// image and it saw no write of it.
 #[map]
 pub static WRITERS: LruHashMap<InodeKey, LastWriter> = LruHashMap::with_max_entries(16384, 0);
+
+/// Repeats of the same write folded in the kernel (`agg_window_ns`): the
+/// first record of a window is sent, the repeats within it only counted
+/// here, and userspace reports their number. Least recently used keys go
+/// first when it is full; their unreported repeats are then lost.
+#[map]
+pub static AGG: LruHashMap<AggKey, AggWindow> = LruHashMap::with_max_entries(8192, 0);
 
 /// Records dropped for want of budget, per CPU, all containers together:
 /// userspace reads `BUDGET` only when this moved.

@@ -374,6 +374,12 @@ pub struct EbpfConfig {
     /// plugins' manifest prefilters, where the kernel can evaluate them):
     /// they then cost no ring-buffer space.
     pub kernel_prefilter: bool,
+    /// Repeats of the same write (the same container, process, file and
+    /// operation) within this many milliseconds of the one sent are folded
+    /// in the kernel into a count, reported as one event with
+    /// `evt.count`, `evt.first_time` and `evt.last_time`. 0: every write
+    /// is its own event.
+    pub aggregate_window_ms: u64,
 }
 
 impl Default for EbpfConfig {
@@ -386,6 +392,7 @@ impl Default for EbpfConfig {
             container_events_per_sec: 10_000,
             container_burst: 20_000,
             kernel_prefilter: true,
+            aggregate_window_ms: 1000,
         }
     }
 }
@@ -401,7 +408,8 @@ impl Check for EbpfConfig {
             self.container_events_per_sec,
             0..=1_000_000,
         )?;
-        in_range("container_burst", self.container_burst, 1..=10_000_000)
+        in_range("container_burst", self.container_burst, 1..=10_000_000)?;
+        in_range("aggregate_window_ms", self.aggregate_window_ms, 0..=60_000)
     }
 }
 

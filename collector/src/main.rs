@@ -473,11 +473,14 @@ fn run(config: &Path) -> Result<ExitCode> {
         // The kernel prefilter drops what no plugin would be given; raw
         // events asked for on stdout want everything.
         let mut prefilter = KernelPrefilter::compile(chain.manifests().map(|(_, m)| m));
+        let mut ebpf = cfg.sources.ebpf.clone();
         if driftwatch::sink::stdout_active(&cfg) && cfg.outputs.stdout.events {
             kinds = KindSet::ALL;
             prefilter = KernelPrefilter::off();
+            // Raw events are every event, repeats too.
+            ebpf.aggregate_window_ms = 0;
         }
-        let mut sensor = EbpfSensor::start(&cfg.sources.ebpf, kinds, &prefilter, &cfg.enforcement)
+        let mut sensor = EbpfSensor::start(&ebpf, kinds, &prefilter, &cfg.enforcement)
             .context("starting the kernel sensor")?;
         enforcer = Some(sensor.enforcer());
         live_prefilter = sensor.prefilter();

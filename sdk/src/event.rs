@@ -55,6 +55,25 @@ pub struct EventOf<S> {
     pub k8s: Option<K8sOf<S>>,
     /// The file concerned, for every kind but `exec`.
     pub file: Option<FileInfoOf<S>>,
+    /// Set when this event stands for repeats the kernel folded
+    /// (`aggregate_window_ms`): the same operation on the same file by the
+    /// same process as an event already reported, `count` times more. Left
+    /// out of the wire when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Repeat>,
+}
+
+/// Repeats folded into one event ([`EventOf::repeat`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Repeat {
+    /// How many occurrences this event stands for, none of them reported
+    /// by another event.
+    pub count: u64,
+    /// The span they fall in, nanoseconds since the epoch: from the
+    /// occurrence reported before them to the last of them.
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
 /// Refuses events written for another schema than this one reads: a newer
@@ -83,6 +102,7 @@ impl<S: Default> Default for EventOf<S> {
             container: None,
             k8s: None,
             file: None,
+            repeat: None,
         }
     }
 }
@@ -100,6 +120,7 @@ impl<S> EventOf<S> {
             container,
             k8s,
             file,
+            repeat,
         } = self;
         let o = |s: &'a Option<S>| s.as_ref().map(f);
         EventOf {
@@ -294,6 +315,7 @@ impl<S> EventOf<S> {
                     path_truncated: *path_truncated,
                 }
             }),
+            repeat: *repeat,
         }
     }
 }

@@ -41,6 +41,9 @@ macro_rules! field_names {
 field_names! {
     "evt.type" => EvtType,
     "evt.hostname" => EvtHostname,
+    "evt.count" => EvtCount,
+    "evt.first_time" => EvtFirstTime,
+    "evt.last_time" => EvtLastTime,
     "proc.name" => ProcName,
     "proc.pid" => ProcPid,
     "proc.vpid" => ProcVpid,
@@ -167,6 +170,17 @@ fn value<S: AsRef<str>>(ev: &EventOf<S>, id: FieldId) -> Option<Cow<'_, str>> {
         EvtType => Some(ev.kind.as_str()),
         EvtHostname => non_empty(&ev.hostname),
         ProcName => non_empty(&p.name),
+        // How many occurrences the event stands for: 1, or the repeats
+        // folded into it; the span only for folded ones.
+        EvtCount | EvtFirstTime | EvtLastTime => {
+            let n = match (id, ev.repeat) {
+                (EvtCount, r) => r.map_or(1, |r| r.count),
+                (EvtFirstTime, Some(r)) => r.first_ns,
+                (EvtLastTime, Some(r)) => r.last_ns,
+                _ => return None,
+            };
+            return Some(Cow::Owned(n.to_string()));
+        }
         FdNlink | FdDev | FdIno => {
             let n = match id {
                 FdNlink => f.and_then(|f| f.nlink).map(u64::from),

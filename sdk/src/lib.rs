@@ -26,7 +26,7 @@ pub use event::{
     Container, ContainerOf, ContainerRef, EnforceAction, EnforceReason, Enforcement, Event,
     EventOf, EventRef, ExeChange, ExeFile, ExeSource, FileChange, FileInfo, FileInfoOf,
     FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef, ProgramFile,
-    ProgramFileOf, ProgramFileRef, ProgramVia, Runtime, Writer, WriterOf,
+    ProgramFileOf, ProgramFileRef, ProgramVia, Repeat, Runtime, Writer, WriterOf,
 };
 pub use finding::{Action, Finding, Priority, Remediation, Verdict};
 pub use kind::{EventKind, KindSet};

@@ -28,6 +28,8 @@ const ALWAYS: &[&str] = &[
     "container.image.tag",
 ];
 const FILE: &[&str] = &["fd.name", "fs.path.target"];
+/// For an event that stands for repeats the kernel folded.
+const REPEAT: &[&str] = &["evt.count", "evt.first_time", "evt.last_time"];
 const K8S: &[&str] = &[
     "k8s.ns.name",
     "k8s.pod.name",
@@ -65,6 +67,7 @@ fn resolved(names: &'static [&'static str]) -> Vec<(&'static str, Field)> {
 static ALWAYS_FIELDS: LazyLock<Vec<(&'static str, Field)>> = LazyLock::new(|| resolved(ALWAYS));
 static FILE_FIELDS: LazyLock<Vec<(&'static str, Field)>> = LazyLock::new(|| resolved(FILE));
 static K8S_FIELDS: LazyLock<Vec<(&'static str, Field)>> = LazyLock::new(|| resolved(K8S));
+static REPEAT_FIELDS: LazyLock<Vec<(&'static str, Field)>> = LazyLock::new(|| resolved(REPEAT));
 
 impl Serialize for FalcoFinding<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -128,6 +131,9 @@ impl Serialize for OutputFields<'_> {
         }
         if ev.k8s.is_some() {
             fixed(&K8S_FIELDS);
+        }
+        if ev.repeat.is_some() {
+            fixed(&REPEAT_FIELDS);
         }
         for (k, v) in f.fields.iter().chain(p.fields) {
             all.push((k, Some(Cow::Borrowed(v))));

@@ -92,6 +92,9 @@ known_keys! {
     JobName = "k8s.job.name",
     CronJobName = "k8s.cronjob.name",
     ReplicaSetName = "k8s.replicaset.name",
+    RepeatCount = "driftwatch.event.count",
+    RepeatFirst = "driftwatch.event.first_time",
+    RepeatLast = "driftwatch.event.last_time",
 }
 
 /// OTel severity number for a Falco priority, and the text as the source
@@ -298,6 +301,12 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
                 a.s(attr, name);
             }
         }
+    }
+    if let Some(r) = ev.repeat {
+        let ns = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        a.i(Attr::RepeatCount, ns(r.count));
+        a.i(Attr::RepeatFirst, ns(r.first_ns));
+        a.i(Attr::RepeatLast, ns(r.last_ns));
     }
     if let Some(f) = &ev.file {
         a.s(Attr::FilePath, &f.path);

@@ -7,6 +7,7 @@
 //! ([`Source::run`]) drains the ring buffer on the tokio runtime with a
 //! bounded amount of work per wake-up.
 
+pub mod aggregate;
 pub mod btf;
 pub mod enforcement;
 pub mod prefilter;
@@ -34,6 +35,7 @@ use super::{BoxFuture, Source, SourceContext, SourceError};
 use crate::config::{EbpfConfig, EnforcementConfig, Scope};
 use crate::health::Check;
 use crate::stats::Stats;
+use aggregate::Folds;
 use enforcement::{Enforcer, PolicyMaps};
 use prefilter::{KernelPrefilter, LivePrefilter, SharedPrefilter};
 use record::{Clock, Decoder};
@@ -276,6 +278,8 @@ pub struct EbpfSensor {
     /// The kernel's last writer of each file, until the daemon takes it
     /// for its enrichers.
     writers: Option<KernelWriters>,
+    /// Repeats folded in the kernel, reported; `None` when folding is off.
+    folds: Option<Folds>,
 }
 
 impl EbpfSensor {
@@ -336,6 +340,7 @@ impl EbpfSensor {
         let file_filter = FileFilter {
             budget_per_sec: cfg.container_events_per_sec,
             budget_burst: cfg.container_burst,
+            agg_window_ns: cfg.aggregate_window_ms.saturating_mul(1_000_000),
             prefilter: u32::from(use_prefilter),
             host_root_dev: sys::host_root_dev(),
             prefixes: prefilter.prefixes,
@@ -443,9 +448,11 @@ impl EbpfSensor {
         )?));
         let clock = Clock::now();
         let writers = Some(KernelWriters::take(&mut bpf, clock)?);
+        let folds = Folds::take(&mut bpf, file_filter.agg_window_ns, clock)?;
         Ok(EbpfSensor {
             host_mnt_ns,
             writers,
+            folds,
             bpf,
             ring,
             file_ring,
@@ -627,14 +634,28 @@ struct BudgetReport {
 impl BudgetReport {
     fn update(&mut self, bpf: &Ebpf, decoder: &Decoder, stats: &Stats) {
         let fails: [u64; map_fail::COUNT as usize] = counters(bpf, "MAP_FAILS");
-        if fails[map_fail::BUDGET as usize] > self.map_fails[map_fail::BUDGET as usize] {
-            stats.health.raise(
-                Check::MapInsertFailed,
+        for (slot, map, what) in [
+            (
+                map_fail::BUDGET,
                 "BUDGET",
-                fails[map_fail::BUDGET as usize] - self.map_fails[map_fail::BUDGET as usize],
-                "map=BUDGET: records went out without a container budget".to_string(),
-                None,
-            );
+                "records went out without a container budget",
+            ),
+            (
+                map_fail::AGG,
+                "AGG",
+                "writes went out unfolded, one record each",
+            ),
+        ] {
+            let (now, before) = (fails[slot as usize], self.map_fails[slot as usize]);
+            if now > before {
+                stats.health.raise(
+                    Check::MapInsertFailed,
+                    map,
+                    now - before,
+                    format!("map={map}: {what}"),
+                    None,
+                );
+            }
         }
         self.map_fails = fails;
         let [drops] = counters(bpf, "DROPS");
@@ -788,6 +809,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         prefilter: _,
         host_mnt_ns,
         writers: _,
+        mut folds,
     } = sensor;
     let sensor_maps = bpf;
     let register = |ring| {
@@ -828,6 +850,9 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 losses.update(counters(&sensor_maps, "LOST"), &ctx.stats);
                 budgets.update(&sensor_maps, &decoder, &ctx.stats);
                 faults.update(counters(&sensor_maps, "FAULTS"), &ctx.stats);
+                if let Some(f) = folds.as_mut() {
+                    f.sweep(Clock::ktime_now(), &mut batch);
+                }
                 false
             }
             _ = drain_tick.tick(), if drain_every.is_some() => {
@@ -855,6 +880,9 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 n == DRAIN_BUDGET
             }
         };
+        if let Some(f) = folds.as_mut() {
+            batch.iter().for_each(|ev| f.note(ev));
+        }
         for ev in batch.drain(..) {
             if ctx.events.send(ev).await.is_err() {
                 return Ok(());
@@ -874,13 +902,21 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     losses.update(counters(&sensor_maps, "LOST"), &ctx.stats);
     budgets.update(&sensor_maps, &decoder, &ctx.stats);
     drop(sensor_maps);
+    let mut last: Vec<Event> = Vec::new();
     for ring in [afd.get_mut(), file_afd.get_mut()] {
         while let Some(item) = ring.next() {
-            if let Some(ev) = decoder.decode(&item)
-                && ctx.events.send(ev).await.is_err()
-            {
-                break;
-            }
+            last.extend(decoder.decode(&item));
+        }
+    }
+    // Repeats still inside their window are reported now: the window is
+    // closed by the exit.
+    if let Some(f) = folds.as_mut() {
+        last.iter().for_each(|ev| f.note(ev));
+        f.sweep(u64::MAX, &mut last);
+    }
+    for ev in last {
+        if ctx.events.send(ev).await.is_err() {
+            break;
         }
     }
     tracing::info!("kernel sensor detached");

@@ -171,6 +171,11 @@ impl Clock {
     pub fn wall(&self, ktime_ns: u64) -> u64 {
         (ktime_ns as i128 + self.offset).max(0) as u64
     }
+
+    /// The kernel's clock now (`bpf_ktime_get_ns`).
+    pub fn ktime_now() -> u64 {
+        clock_ns(libc::CLOCK_MONOTONIC)
+    }
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -225,7 +230,7 @@ fn exe_source(r: &ExecRecord, exe: &WalkPath) -> Option<ExeSource> {
 }
 
 /// The kernel's `s_dev` (major << 20 | minor) as `st_dev`.
-fn user_dev(kdev: u32) -> u64 {
+pub fn user_dev(kdev: u32) -> u64 {
     libc::makedev(kdev >> 20, kdev & 0xf_ffff)
 }
 
