@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The file side's cost on compiled tight loops in a podman container, side by
 # side in one run: no tracer, the sensor (the repository's pipeline.toml),
-# and auditd watching the same syscalls. Modes are interleaved within each
+# the sensor without folding repeats (aggregate_window_ms = 0), and auditd
+# watching the same syscalls. Modes are interleaved within each
 # repetition, so background load hits them alike; report ratios.
 #
 #   bench/file_loops.sh                      (as root, after a release build)
@@ -11,8 +12,9 @@
 #   read   open(O_RDONLY)+close of /bin/busybox: opens nobody wants
 #   tmp    open(O_WRONLY|O_APPEND|O_CREAT)+write+close of /tmp/x: a write the
 #          write rule excludes (dropped by the kernel prefilter)
-#   etc    the same on /etc/x: each one a finding (limited by the container's
-#          budget, sources.ebpf.container_events_per_sec)
+#   etc    the same on /etc/x: each one a finding, folded in the kernel
+#          into one event per second (aggregate_window_ms); without folding,
+#          limited by the container's budget (container_events_per_sec)
 # Prints the median seconds per loop and mode, ratios to no tracer, the
 # sensor's kernel losses and budget drops, and for the sensor the kernel's
 # BPF run-time stats per program (kernel.bpf_stats_enabled): ns per run,
@@ -41,6 +43,7 @@ bench_container_with "-v $WORK/tools:/tools:ro"
 default_pipeline "$WORK/pipeline.toml"
 # The counters once a second in the log (last_counter reads them).
 sed -i 's/^stats_interval_secs = .*/stats_interval_secs = 1/' "$WORK/pipeline.toml"
+sed 's/^aggregate_window_ms = .*/aggregate_window_ms = 0/' "$WORK/pipeline.toml" >"$WORK/nofold.toml"
 
 loop() { # kind -> seconds of the loop itself
   case $1 in
@@ -73,7 +76,7 @@ prog_stats() {
 
 
 LOOP_KINDS="read tmp etc"
-MODES="off sensor auditd"
+MODES="off sensor nofold auditd"
 for m in $MODES; do for l in $LOOP_KINDS; do : >"$WORK/$m.$l"; done; done
 : >"$WORK/bpf"
 sysctl -q kernel.bpf_stats_enabled=1
@@ -81,32 +84,37 @@ for rep in $(seq "$REPS"); do
   for mode in $MODES; do
     case $mode in
       sensor) start_sensor "$WORK/pipeline.toml" ;;
+      nofold) start_sensor "$WORK/nofold.toml" ;;
       auditd) start_auditd ;;
     esac
+    traced=false
+    case $mode in sensor | nofold) traced=true ;; esac
     for l in $LOOP_KINDS; do
-      [ "$mode" = sensor ] && before=$(prog_stats)
+      $traced && before=$(prog_stats)
       loop "$l" >>"$WORK/$mode.$l"
-      if [ "$mode" = sensor ]; then
+      if $traced; then
         after=$(prog_stats)
-        join <(echo "$before") <(echo "$after") | awk -v l="$l" '
+        join <(echo "$before") <(echo "$after") | awk -v l="$mode.$l" '
           { dr=$4-$2; dc=$5-$3; if (dc > 0) printf "%s %s %.1f %d\n", l, $1, dr/dc, dc }' >>"$WORK/bpf"
       fi
     done
     case $mode in
-      sensor)
+      sensor | nofold)
         sleep 1.5
         stop_sensor
-        echo "rep $rep sensor: $(last_counter kernel_lost) $(last_counter kernel_dropped)" ;;
+        echo "rep $rep $mode: $(last_counter kernel_lost) $(last_counter kernel_dropped)" ;;
       auditd) stop_auditd ;;
     esac
   done
 done
 
-printf '\n%-6s %10s %10s %10s %11s %11s\n' loop off sensor auditd sensor/off auditd/off
+printf '\n%-6s %10s %10s %10s %10s %11s %11s %11s\n' loop off sensor nofold auditd \
+  sensor/off nofold/off auditd/off
 for l in $LOOP_KINDS; do
-  off=$(median <"$WORK/off.$l"); sen=$(median <"$WORK/sensor.$l"); aud=$(median <"$WORK/auditd.$l")
-  printf '%-6s %9.3fs %9.3fs %9.3fs %11.3f %11.3f\n' "$l" "$off" "$sen" "$aud" \
-    "$(echo "$sen / $off" | bc -l)" "$(echo "$aud / $off" | bc -l)"
+  off=$(median <"$WORK/off.$l"); sen=$(median <"$WORK/sensor.$l")
+  nof=$(median <"$WORK/nofold.$l"); aud=$(median <"$WORK/auditd.$l")
+  printf '%-6s %9.3fs %9.3fs %9.3fs %9.3fs %11.3f %11.3f %11.3f\n' "$l" "$off" "$sen" "$nof" "$aud" \
+    "$(echo "$sen / $off" | bc -l)" "$(echo "$nof / $off" | bc -l)" "$(echo "$aud / $off" | bc -l)"
 done
 echo "(LOOPS=$LOOPS REPS=$REPS, medians of the loops' own time)"
 echo

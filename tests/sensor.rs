@@ -1408,6 +1408,11 @@ fn repeated_writes_are_one_finding_with_a_count() {
     assert!(num("evt.first_time") > 0, "{folded}");
     assert!(num("evt.last_time") >= num("evt.first_time"), "{folded}");
     assert_eq!(field(folded, "proc.name"), "write_loop", "{folded}");
+    // A file renamed is written by its new name: not folded into the old.
+    c.exec("echo a > /etc/ren1; echo a >> /etc/ren1; mv /etc/ren1 /etc/ren2; echo b >> /etc/ren2");
+    d.wait_for("the write by the new name", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/etc/ren2"
+    });
     assert!(d.stop().success());
 }
 

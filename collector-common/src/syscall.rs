@@ -483,6 +483,10 @@ pub struct AggWindow {
     /// Repeats not sent since the key was first seen: only ever grows, so
     /// userspace reports the difference and nothing is counted twice.
     pub repeats: u64,
+    /// Which name the sent record reached the file by (its mount, parent
+    /// directory entry and name hash, mixed): a repeat by another name (the
+    /// file renamed since) is not folded.
+    pub name: u64,
 }
 
 /// Slots of the `LOST` counter: the lanes.

@@ -40,12 +40,13 @@ use driftwatch_common::{
 use crate::globals::{ffilter, filter, offset, soff};
 use crate::layer::layer_of;
 use crate::maps::{
-    AGG, BUDGET, EVENTS, FILE_EVENTS, KERNEL_DROP, SCRATCH, SYSCALLS, WRITERS, count_drop,
+    AGG, BUDGET, EVENTS, FILE_EVENTS, FOLDING, KERNEL_DROP, SCRATCH, SYSCALLS, WRITERS, count_drop,
     count_faults, count_lost_in, count_map_fail, submit_flags_for,
 };
 use crate::read::{Reads, fact};
 use crate::task::{
-    comm, current_pid_tgid, current_task, fd_file, file_path, fill_header, fs_root, task_wanted,
+    comm, current_cgroup_id, current_pid_tgid, current_task, fd_file, file_path, fill_header,
+    fs_root, task_wanted,
 };
 use crate::walk::{walk_base, walk_path_struct};
 
@@ -274,8 +275,13 @@ fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, f
         if op == Op::Open && !open_changed(rec, call, file, p1, &mut faults) {
             return false;
         }
-        file_facts(rec, file, root, &mut faults);
+        inode_facts(rec, file, &mut faults);
         remember_writer(rec, op);
+        // A repeat within its window costs no walk, no header, no record.
+        if fold_or_note(rec, op, file) {
+            return false;
+        }
+        file_facts(rec, file, root, &mut faults);
         prefix_exact = rec.info & info::FILE_WALK != 0 && rec.base1.status == walk::ROOT;
     } else if op == Op::Open {
         // The descriptor it just installed is gone (a racing close): the
@@ -420,9 +426,18 @@ fn file_facts(rec: &mut FileRecord, file: *const u8, root: *const u8, faults: &m
         walk_path_struct(rd, &mut rec.base1, fpath, root)
     });
     rec.info |= info::FILE_WALK;
+    let mut r = Reads::default();
+    let dentry = r.kernel_ptr(fpath, offset!(path_dentry));
+    *faults |= r.mask(Fault::Layer.bit());
+    rec.info |= fact(faults, Fault::Layer, |rd| layer_bits(rd, dentry, root));
+}
+
+/// The inode facts of the open file `file`: type, links, number, device.
+#[inline(always)]
+fn inode_facts(rec: &mut FileRecord, file: *const u8, faults: &mut u32) {
+    let fpath = file_path(file);
     let mut inode = Reads::default();
     let dentry = inode.kernel_ptr(fpath, offset!(path_dentry));
-    *faults |= inode.mask(Fault::Layer.bit());
     let i_node = inode.kernel_ptr(dentry, offset!(dentry_inode));
     if !i_node.is_null() {
         rec.i_mode = inode.kernel::<u16>(i_node, offset!(inode_mode)) as u32;
@@ -433,7 +448,6 @@ fn file_facts(rec: &mut FileRecord, file: *const u8, root: *const u8, faults: &m
         rec.info |= info::HAS_INODE;
     }
     *faults |= inode.mask(Fault::Inode.bit());
-    rec.info |= fact(faults, Fault::Layer, |rd| layer_bits(rd, dentry, root));
 }
 
 /// The `info` layer bits of the file `dentry` names, written by a task
@@ -532,9 +546,6 @@ fn ends_with(w: &Walk, len: usize, i: usize, n: usize) -> bool {
 fn send(rec: &mut FileRecord) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if folded(rec, now) {
-        return;
-    }
     let budget = admit(rec.hdr.cgroup_id, now);
     if !budget.admitted {
         return;
@@ -560,63 +571,111 @@ fn send(rec: &mut FileRecord) {
             // a running program), updated atomically.
             unsafe { atomic_add(&raw mut (*b).lost) };
         }
+        return;
     }
+    // Only a record userspace has opens a window: the repeats it folds are
+    // reported as more of that record.
+    open_window(rec, now);
 }
 
-/// Whether `rec` repeats a write already sent within the window
-/// (`agg_window_ns`): then it is only counted in `AGG`, costing neither ring
-/// space nor budget. Only a write open that created nothing, or a truncate,
-/// of a file with one name is folded: the operation then says all, and the
-/// inode names the one path. A rename, link, chmod or creation is always
-/// sent, as is a file with other hard links (its other names matter).
+/// Whether `rec` repeats a write sent within its window (`agg_window_ns`),
+/// by the same name: then it is only counted in `AGG`, and true is
+/// returned. Otherwise notes in `FOLDING` whether the record, once sent,
+/// opens a window.
+///
+/// Only a write open that created nothing, or an `ftruncate`, of a file
+/// with one name is folded: the operation then says all and, with the name
+/// it was reached by, the inode names the one path. A rename, link, chmod
+/// or creation is always sent, as is a file with other hard links (its
+/// other names matter). Decided from the open file alone, before the walk.
 #[inline(always)]
-fn folded(rec: &FileRecord, now: u64) -> bool {
-    let window = ffilter!(agg_window_ns);
-    if window == 0 {
+fn fold_or_note(rec: &FileRecord, op: Op, file: *const u8) -> bool {
+    let Some(slot) = FOLDING.get_ptr_mut(0) else {
         return false;
-    }
-    let foldable_op = match Op::from_raw(rec.op) {
-        Some(Op::Open) => rec.info & info::CREATED == 0,
-        Some(Op::Truncate) => true,
+    };
+    // SAFETY: this CPU's entry; the program does not nest on a CPU.
+    let slot = unsafe { &mut *slot };
+    slot.valid = 0;
+    let window = ffilter!(agg_window_ns);
+    let foldable_op = match op {
+        Op::Open => rec.info & info::CREATED == 0,
+        Op::Truncate => true,
         _ => false,
     };
-    let exact = rec.info & info::HAS_INODE != 0 && rec.info & info::FILE_WALK != 0;
-    if !foldable_op || !exact || rec.nlink > 1 {
+    if window == 0 || !foldable_op || rec.info & info::HAS_INODE == 0 || rec.nlink > 1 {
         return false;
     }
-    let key = AggKey {
-        cgroup_id: rec.hdr.cgroup_id,
+    let mut r = Reads::default();
+    let fpath = file_path(file);
+    let mnt: u64 = r.kernel(fpath, offset!(path_mnt));
+    let dentry = r.kernel_ptr(fpath, offset!(path_dentry));
+    let parent: u64 = r.kernel(dentry, offset!(dentry_parent));
+    // `qstr.hash_len`: the name's hash and length, its first word.
+    let hash_len: u64 = r.kernel(dentry, offset!(dentry_name));
+    if r.failed() {
+        return false;
+    }
+    slot.key = AggKey {
+        cgroup_id: current_cgroup_id(),
         ino: rec.ino,
         dev: rec.dev,
-        tgid: rec.hdr.pid,
-        op: rec.op,
+        tgid: (current_pid_tgid() >> 32) as u32,
+        op: op as u32,
         _pad: 0,
     };
-    match AGG.get_ptr_mut(key) {
+    slot.name = mnt ^ parent.rotate_left(21) ^ hash_len.rotate_left(42);
+    slot.valid = 1;
+    let Some(w) = AGG.get_ptr_mut(slot.key) else {
+        return false;
+    };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a live value of AGG (LRU memory is not freed under a running
+    // program). Two CPUs may both set last_ns: the times are approximate,
+    // the count is exact.
+    let w = unsafe { &mut *w };
+    if w.name != slot.name || now.saturating_sub(w.first_ns) >= window {
+        return false;
+    }
+    // SAFETY: as above; the count is atomic.
+    unsafe { atomic_add(&raw mut w.repeats) };
+    w.last_ns = now;
+    true
+}
+
+/// Opens a window for the record just sent, when `fold_or_note` found it
+/// foldable: the same write by the same name within it is folded.
+#[inline(always)]
+fn open_window(rec: &FileRecord, now: u64) {
+    let Some(slot) = FOLDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's entry, written by `fold_or_note` for this record.
+    let slot = unsafe { &mut *slot };
+    // A record that never reached `fold_or_note` (no open file) left the
+    // previous record's note: only a note for this very inode counts.
+    if slot.valid == 0 || slot.key.ino != rec.ino || slot.key.dev != rec.dev {
+        return;
+    }
+    slot.valid = 0;
+    match AGG.get_ptr_mut(slot.key) {
         Some(w) => {
-            // SAFETY: a live value of AGG (LRU memory is not freed under a
-            // running program). Two CPUs may both open a window or set
-            // last_ns: the times are approximate, the count is exact.
+            // SAFETY: as in `fold_or_note`. last_ns stays the last repeat's
+            // until userspace reports it.
             let w = unsafe { &mut *w };
-            if now.saturating_sub(w.first_ns) < window {
-                // SAFETY: as above; the count is atomic.
-                unsafe { atomic_add(&raw mut w.repeats) };
-                w.last_ns = now;
-                return true;
-            }
             w.first_ns = now;
-            false
+            w.name = slot.name;
         }
         None => {
             let fresh = AggWindow {
                 first_ns: now,
                 last_ns: now,
                 repeats: 0,
+                name: slot.name,
             };
-            if AGG.insert(key, fresh, 0).is_err() {
+            if AGG.insert(slot.key, fresh, 0).is_err() {
                 count_map_fail(map_fail::AGG);
             }
-            false
         }
     }
 }

@@ -72,6 +72,24 @@ pub static WRITERS: LruHashMap<InodeKey, LastWriter> = LruHashMap::with_max_entr
 #[map]
 pub static AGG: LruHashMap<AggKey, AggWindow> = LruHashMap::with_max_entries(8192, 0);
 
+/// The fold of the record being built on this CPU, from `file::fold_or_note`
+/// to `file::open_window`. Kept in a map, not on the stack, so that the
+/// verifier does not carry it through the path walk between them (which
+/// doubled the states it explores past its limit).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Folding {
+    pub key: AggKey,
+    /// Which name the file was reached by (its mount, parent directory
+    /// entry and name hash, mixed).
+    pub name: u64,
+    /// 1: the record may be folded and opens a window when sent.
+    pub valid: u64,
+}
+
+#[map]
+pub static FOLDING: PerCpuArray<Folding> = PerCpuArray::with_max_entries(1, 0);
+
 /// Records dropped for want of budget, per CPU, all containers together:
 /// userspace reads `BUDGET` only when this moved.
 #[map]

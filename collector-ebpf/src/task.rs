@@ -19,6 +19,13 @@ pub fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
+/// The current task's cgroup (v2) id, as the record header has it.
+#[inline(always)]
+pub fn current_cgroup_id() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_get_current_cgroup_id() }
+}
+
 /// `tgid << 32 | tid` of the current task.
 #[inline(always)]
 pub fn current_pid_tgid() -> u64 {

@@ -2,8 +2,10 @@
 //!
 //! The file hook sends the first write of a (container, process, file,
 //! operation) and counts the repeats within the window in `AGG` instead of
-//! sending them: a container that rewrites one file in a loop costs one
-//! record per window, not one per write. The count there only ever grows,
+//! sending them, before walking the path: a container that rewrites one
+//! file in a loop costs one record per window, not one per write. A repeat
+//! by another name than the sent record's (the file renamed meanwhile) is
+//! sent, and reopens the window. The count there only ever grows,
 //! so reporting its difference never counts a repeat twice, and nothing in
 //! the kernel is reset from here (a reset could race with a repeat and lose
 //! it).
