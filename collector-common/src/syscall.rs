@@ -487,6 +487,10 @@ pub struct AggWindow {
     /// directory entry and name hash, mixed): a repeat by another name (the
     /// file renamed since) is not folded.
     pub name: u64,
+    /// 1: the window was opened by a record the kernel prefilter dropped:
+    /// repeats within it are dropped too, without a walk, and not counted
+    /// (no plugin would be given them).
+    pub dropped: u64,
 }
 
 /// Slots of the `LOST` counter: the lanes.

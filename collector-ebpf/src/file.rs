@@ -301,6 +301,9 @@ fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, f
         }
     }
     if prefix_exact && ffilter!(prefilter) != 0 && kernel_drops(rec, op) {
+        // Its repeats by the same name would be dropped for the same facts:
+        // they are, within the window, without the walk.
+        open_window(rec, true);
         return false;
     }
 
@@ -354,6 +357,19 @@ fn remember_writer(rec: &FileRecord, op: Op) {
         comm: [0; 16],
     };
     comm(&mut w.comm);
+    // The same process writing again (a write loop): updated in place, which
+    // costs a lookup; an insert into the LRU map costs several times that.
+    if let Some(last) = WRITERS.get_ptr_mut(key) {
+        // SAFETY: a live value of WRITERS (LRU memory is not freed under a
+        // running program); a racing writer on another CPU makes the entry
+        // one of the two, as an insert would.
+        let last = unsafe { &mut *last };
+        if last.tgid == w.tgid {
+            last.ktime_ns = w.ktime_ns;
+            last.comm = w.comm;
+            return;
+        }
+    }
     // A full LRU map evicts; a failed insert only loses this writer.
     let _ = WRITERS.insert(key, w, 0);
 }
@@ -575,7 +591,7 @@ fn send(rec: &mut FileRecord) {
     }
     // Only a record userspace has opens a window: the repeats it folds are
     // reported as more of that record.
-    open_window(rec, now);
+    open_window(rec, false);
 }
 
 /// Whether `rec` repeats a write sent within its window (`agg_window_ns`),
@@ -637,16 +653,19 @@ fn fold_or_note(rec: &FileRecord, op: Op, file: *const u8) -> bool {
     if w.name != slot.name || now.saturating_sub(w.first_ns) >= window {
         return false;
     }
-    // SAFETY: as above; the count is atomic.
-    unsafe { atomic_add(&raw mut w.repeats) };
-    w.last_ns = now;
+    if w.dropped == 0 {
+        // SAFETY: as above; the count is atomic.
+        unsafe { atomic_add(&raw mut w.repeats) };
+        w.last_ns = now;
+    }
     true
 }
 
-/// Opens a window for the record just sent, when `fold_or_note` found it
-/// foldable: the same write by the same name within it is folded.
+/// Opens a window for the record just sent (or, `dropped`, just dropped
+/// by the prefilter), when `fold_or_note` found it foldable: the same write
+/// by the same name within it is folded (or dropped).
 #[inline(always)]
-fn open_window(rec: &FileRecord, now: u64) {
+fn open_window(rec: &FileRecord, dropped: bool) {
     let Some(slot) = FOLDING.get_ptr_mut(0) else {
         return;
     };
@@ -658,6 +677,9 @@ fn open_window(rec: &FileRecord, now: u64) {
         return;
     }
     slot.valid = 0;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let dropped = u64::from(dropped);
     match AGG.get_ptr_mut(slot.key) {
         Some(w) => {
             // SAFETY: as in `fold_or_note`. last_ns stays the last repeat's
@@ -665,6 +687,7 @@ fn open_window(rec: &FileRecord, now: u64) {
             let w = unsafe { &mut *w };
             w.first_ns = now;
             w.name = slot.name;
+            w.dropped = dropped;
         }
         None => {
             let fresh = AggWindow {
@@ -672,6 +695,7 @@ fn open_window(rec: &FileRecord, now: u64) {
                 last_ns: now,
                 repeats: 0,
                 name: slot.name,
+                dropped,
             };
             if AGG.insert(slot.key, fresh, 0).is_err() {
                 count_map_fail(map_fail::AGG);
