@@ -10,11 +10,14 @@
 //! writer with the comm alone, completed here from the writer's exec. An
 //! ancestor the table does not hold (it started before the sensor, or runs
 //! outside the watched scope, like the runtime that starts a container's
-//! processes) is read from `/proc/<pid>/stat` once; one that is gone is left
-//! unknown. Nothing here waits on anything but that small read.
+//! processes) is read from `/proc/<pid>/stat`, at most once a second per
+//! pid; one that is gone is left unknown. Nothing here waits on anything
+//! but that small read.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use driftwatch_sdk::{Event, EventKind, ExeFile, Writer};
 
@@ -28,6 +31,15 @@ const MAX_PROCS: usize = 32_768;
 const MAX_FILES: usize = 65_536;
 /// Bytes of a command line kept per process.
 const MAX_CMDLINE: usize = 1024;
+/// How long a process read from /proc is believed: a pid reused within it
+/// by another ancestor would be named by the old one.
+const PROC_TTL: Duration = Duration::from_secs(1);
+/// Processes read from /proc remembered at most; past that it starts over.
+const MAX_READ: usize = 4096;
+
+/// A process read from /proc: its (comm, parent) if it was there, and
+/// when it was read.
+type ProcRead = (Option<(String, u32)>, Instant);
 
 /// What an exec showed of its process.
 struct Seen {
@@ -48,6 +60,8 @@ pub struct LineageEnricher {
     proc_root: PathBuf,
     procs: HashMap<u32, Seen>,
     writers: HashMap<(u64, u64), Writer>,
+    /// Processes read from /proc (not in `procs`): what was found, when.
+    read: RefCell<HashMap<u32, ProcRead>>,
 }
 
 impl Default for LineageEnricher {
@@ -67,10 +81,15 @@ impl LineageEnricher {
             proc_root,
             procs: HashMap::new(),
             writers: HashMap::new(),
+            read: RefCell::new(HashMap::new()),
         }
     }
 
-    /// `pid`'s comm and parent: from the table, else from /proc.
+    /// `pid`'s comm and parent: from the table, else from /proc, read at
+    /// most once per [`PROC_TTL`] per pid. The ancestors outside the table
+    /// are the same few host processes (the runtime's conmon or shim, its
+    /// parent) for every exec of a container: read each time, they were
+    /// over half the daemon's CPU in an exec storm.
     fn lookup(&self, pid: u32) -> Option<(String, u32)> {
         if pid == 0 {
             return None;
@@ -78,8 +97,20 @@ impl LineageEnricher {
         if let Some(s) = self.procs.get(&pid) {
             return Some((s.comm.clone(), s.ppid));
         }
-        let stat = std::fs::read_to_string(self.proc_root.join(format!("{pid}/stat"))).ok()?;
-        parse_stat(&stat)
+        let mut read = self.read.borrow_mut();
+        if let Some((found, at)) = read.get(&pid)
+            && at.elapsed() < PROC_TTL
+        {
+            return found.clone();
+        }
+        let found = std::fs::read_to_string(self.proc_root.join(format!("{pid}/stat")))
+            .ok()
+            .and_then(|stat| parse_stat(&stat));
+        if read.len() >= MAX_READ {
+            read.clear();
+        }
+        read.insert(pid, (found.clone(), Instant::now()));
+        found
     }
 
     /// The comms of the exec'd process's grandparent and great-grandparent
