@@ -19,7 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -29,7 +29,8 @@ use driftwatch_sdk::{Event, EventKind, ExeChange, ExeFile, ExeSource};
 
 use super::Enricher;
 use super::program_file::{
-    descriptor_of, mnt_ns_of, open_for_reading, pin_program, process_in_namespace,
+    descriptor_of, exe_file_of, fstat, mnt_ns_of, open_for_reading, pin_program,
+    process_in_namespace,
 };
 use crate::fsdiff::mountinfo;
 use crate::fsdiff::nofollow::{
@@ -196,15 +197,10 @@ impl ExeHashEnricher {
             return Ok(());
         }
         let file = self.open(ev, target)?;
-        let st = fstat(&file).map_err(|e| format!("fstat: {e}"))?;
-        let now: Key = (
-            st.st_dev,
-            st.st_ino,
-            st.st_mtime
-                .saturating_mul(1_000_000_000)
-                .saturating_add(st.st_mtime_nsec),
-        );
-        if now != key {
+        let st = fstat(file.as_fd())
+            .map(|st| exe_file_of(&st))
+            .map_err(|e| format!("fstat: {e}"))?;
+        if (st.dev, st.ino, st.mtime_ns) != key {
             return Err(match target {
                 Target::Exe => "the process runs another file than at the exec".into(),
                 Target::Program => "the file changed since the exec".into(),
@@ -219,7 +215,7 @@ impl ExeHashEnricher {
                     upper: overlay.upper,
                     lowers: overlay.lowers,
                     path: target.path(ev).to_string(),
-                    size: st.st_size.max(0) as u64,
+                    size: st.size,
                 })
             })
             .flatten();
@@ -463,16 +459,6 @@ fn open_exe(pid: u32) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: a valid fd; st is written on success.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded.
-    Ok(unsafe { st.assume_init() })
 }
 
 #[cfg(test)]

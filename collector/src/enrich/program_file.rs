@@ -592,7 +592,7 @@ fn in_layer(layer: &Path, path: &str) -> io::Result<bool> {
     }
 }
 
-fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: a valid fd; st is written on success.
     if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
