@@ -39,9 +39,9 @@ pub enum Fault {
     File = 12,
     /// The file's inode (`i_mode`) or open mode (`f_mode`).
     Inode = 13,
-    /// The tracepoint record or a syscall argument it points to (openat2's
-    /// `struct open_how`): the call is not followed, so there is no record
-    /// to flag; only the counter shows it.
+    /// Reserved: was a syscall's saved registers, which the file hook now
+    /// loads directly (a BTF tracepoint's typed pointer: the load cannot
+    /// fail, it reads 0). The number stays so older records still decode.
     Syscall = 14,
     /// The executable's inode and filesystem (link count, size, times,
     /// superblock) and the container's root filesystem it is compared with.

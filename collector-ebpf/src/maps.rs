@@ -29,8 +29,8 @@ pub static FILE_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lane::COUNT, 0);
 
 /// Facts the kernel could not read, per CPU, one slot per `Fault` (indexed
-/// by `Fault as u32`). Records carry their own `faults` bits; this also
-/// counts what never became a record (`Fault::Syscall`).
+/// by `Fault as u32`). Records carry their own `faults` bits; this sums
+/// them.
 #[map]
 pub static FAULTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Fault::COUNT as u32, 0);
 

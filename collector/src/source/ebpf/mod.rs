@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use driftwatch_common::{
     ABI_SPAN, ArgLayout, Budget, Fault, FileFilter, Filter, Kind, Op, SyscallSpec, lane, map_fail,
@@ -421,7 +421,7 @@ impl EbpfSensor {
             }
         }
         if !wanted.is_empty() {
-            attach_raw(&mut bpf, "sys_exit_file", "sys_exit")?;
+            attach_btf_tracepoint(&mut bpf, "sys_exit_file", "sys_exit")?;
         }
 
         let take_ring = |bpf: &mut Ebpf, name: &'static str| {
@@ -523,13 +523,19 @@ fn attach_owned(bpf: &mut Ebpf, prog: &str, points: &[(&str, String)]) -> Result
     Ok(())
 }
 
-/// Loads and attaches the raw tracepoint program `prog` to `tracepoint`.
-fn attach_raw(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), EbpfError> {
+/// Loads and attaches the BTF tracepoint program `prog` to `tracepoint`:
+/// typed arguments, which the program loads from directly instead of with
+/// a probe-read helper (see collector-ebpf/src/file.rs).
+fn attach_btf_tracepoint(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), EbpfError> {
     let perr = |source| EbpfError::Program {
         name: prog.to_string(),
         source,
     };
-    let p: &mut RawTracePoint = bpf
+    let btf = aya::Btf::from_sys_fs().map_err(|e| EbpfError::Program {
+        name: format!("{prog}: the kernel's BTF for tracepoint {tracepoint}"),
+        source: aya::programs::ProgramError::Btf(e),
+    })?;
+    let p: &mut BtfTracePoint = bpf
         .program_mut(prog)
         .ok_or_else(|| EbpfError::Missing {
             what: "program",
@@ -537,9 +543,9 @@ fn attach_raw(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), EbpfEr
         })?
         .try_into()
         .map_err(perr)?;
-    p.load().map_err(perr)?;
-    p.attach(tracepoint).map_err(|source| EbpfError::Program {
-        name: format!("{prog} on raw tracepoint {tracepoint}"),
+    p.load(tracepoint, &btf).map_err(perr)?;
+    p.attach().map_err(|source| EbpfError::Program {
+        name: format!("{prog} on BTF tracepoint {tracepoint}"),
         source,
     })?;
     Ok(())
