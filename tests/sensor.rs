@@ -1122,6 +1122,7 @@ fn file_tools() -> tempfile::TempDir {
     for name in [
         "openat2_hidden",
         "io_uring_setup",
+        "io_uring_ops",
         "fifo_block",
         "write_loop",
     ] {
@@ -1195,6 +1196,43 @@ fn file_changes_cannot_be_hidden() {
     });
     assert_eq!(f["priority"], "Notice", "{f}");
     assert_identity(&c, &f);
+
+    // io_uring: the ring's own file operations, which no syscall passes.
+    c.exec("/tools/io_uring_ops open /etc/uring_w");
+    let f = d.wait_for("the ring's write finding", |v| {
+        finding_in(&c, WRITE_RULE, v) && field(v, "fd.name") == "/etc/uring_w"
+    });
+    assert_identity(&c, &f);
+    let ev = d.wait_for("the ring's open event", |v| {
+        event_in(&c, v, "open_write").is_some_and(|v| v["file"]["path"] == "/etc/uring_w")
+    });
+    assert_eq!(ev["file"]["io_uring"], true, "{ev}");
+    // Relative to the working directory, moved into place, linked, removed.
+    c.exec(
+        "cd /tmp && echo /x.so > p2 && /tools/io_uring_ops rename p2 /etc/ld.so.preload \
+         && /tools/io_uring_ops link /etc/ld.so.preload /etc/ul \
+         && /tools/io_uring_ops symlink /etc/shadow /etc/us \
+         && /tools/io_uring_ops unlink /etc/ul",
+    );
+    let f = d.wait_for("the ring's rename into /etc/ld.so.preload", |v| {
+        finding_in(&c, WRITE_RULE, v)
+            && field(v, "fs.path.target") == "/etc/ld.so.preload"
+            && field(v, "fd.name") == "/tmp/p2"
+    });
+    assert_eq!(field(&f, "evt.type"), "rename", "{f}");
+    let l = d.wait_for("the ring's link", |v| {
+        event_in(&c, v, "link").is_some_and(|v| v["file"]["target_path"] == "/etc/ul")
+    });
+    assert_eq!(l["file"]["path"], "/etc/ld.so.preload", "{l}");
+    assert_eq!(l["file"]["io_uring"], true, "{l}");
+    let s = d.wait_for("the ring's symlink", |v| {
+        event_in(&c, v, "symlink").is_some_and(|v| v["file"]["target_path"] == "/etc/us")
+    });
+    assert_eq!(s["file"]["path"], "/etc/shadow", "{s}");
+    d.wait_for("the ring's unlink", |v| {
+        event_in(&c, v, "unlink")
+            .is_some_and(|v| v["file"]["path"] == "/etc/ul" && v["file"]["io_uring"] == true)
+    });
 
     // The other ways to change a file are events, with the file's facts.
     c.exec(

@@ -30,9 +30,9 @@ pub use record::{
     RecordKind, USER_PATH, WALK_BUF, WALK_DATA, WALK_DEPTH, Walk, exe, info, walk,
 };
 pub use syscall::{
-    ABI_SPAN, AggKey, AggWindow, ArgLayout, Budget, FileFilter, InodeKey, KERNEL_PREFIXES,
-    KernelPrefix, LastWriter, Op, PREFIX_BYTES, SyscallOffsets, SyscallSpec, drop_index, lane,
-    map_fail, open_flags, spec,
+    ABI_SPAN, AggKey, AggWindow, ArgLayout, Budget, FileFilter, InodeKey, IoUringOffsets,
+    KERNEL_PREFIXES, KernelPrefix, LastWriter, Op, PREFIX_BYTES, SyscallOffsets, SyscallSpec,
+    drop_index, io_uring_op, lane, map_fail, open_flags, spec,
 };
 
 pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
@@ -56,6 +56,7 @@ mod pod {
     unsafe impl aya::Pod for ExecRecord {}
     unsafe impl aya::Pod for FileRecord {}
     unsafe impl aya::Pod for SyscallOffsets {}
+    unsafe impl aya::Pod for IoUringOffsets {}
     unsafe impl aya::Pod for FileFilter {}
     unsafe impl aya::Pod for Budget {}
     unsafe impl aya::Pod for InodeKey {}

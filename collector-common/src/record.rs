@@ -214,6 +214,10 @@ pub mod info {
     pub const OWNER: u32 = 2048;
     /// `size` holds a truncate's new length.
     pub const SIZE: u32 = 4096;
+    /// Submitted through an io_uring: reported when the request was
+    /// submitted, from the kernel's copy of its arguments, before it ran
+    /// (so whether it succeeded is unknown, and there are no inode facts).
+    pub const IO_URING: u32 = 8192;
 }
 
 /// One file operation that succeeded. The walk of the file (`base1`) comes

@@ -272,6 +272,49 @@ pub struct SyscallOffsets {
     pub ts_compat: u32,
 }
 
+/// io_uring opcodes (`enum io_uring_op`, uapi: numbers never change) of the
+/// file operations the io_uring hook reports. A ring's operations never
+/// pass the syscall tracepoints, so these are what a container could do
+/// unseen otherwise.
+pub mod io_uring_op {
+    pub const OPENAT: u8 = 18;
+    pub const OPENAT2: u8 = 28;
+    pub const RENAMEAT: u8 = 35;
+    pub const UNLINKAT: u8 = 36;
+    pub const SYMLINKAT: u8 = 38;
+    pub const LINKAT: u8 = 39;
+}
+
+/// Where the io_uring hook finds a submitted request's facts, read from the
+/// running kernel's BTF by the loader: byte offsets into `struct io_kiocb`,
+/// into the operations' own prepared arguments (`struct io_open`,
+/// `io_rename`, `io_unlink`, `io_link`, private to io_uring but in BTF),
+/// which sit at `io_kiocb.cmd`, and into `struct filename`. The paths are
+/// the kernel's copies, made when the request was prepared: a process
+/// cannot change them after the fact.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct IoUringOffsets {
+    pub opcode: u32,
+    pub cmd: u32,
+    pub open_dfd: u32,
+    pub open_filename: u32,
+    pub open_flags: u32,
+    pub open_mode: u32,
+    pub rename_old_dfd: u32,
+    pub rename_oldpath: u32,
+    pub rename_new_dfd: u32,
+    pub rename_newpath: u32,
+    pub unlink_dfd: u32,
+    pub unlink_filename: u32,
+    pub link_old_dfd: u32,
+    pub link_oldpath: u32,
+    pub link_new_dfd: u32,
+    pub link_newpath: u32,
+    pub filename_name: u32,
+    pub _pad: u32,
+}
+
 /// How many path prefixes the kernel can test a file against.
 pub const KERNEL_PREFIXES: usize = 8;
 /// A prefix as the kernel compares it: its components leaf first, each

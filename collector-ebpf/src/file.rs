@@ -218,24 +218,14 @@ fn in_compat_syscall() -> bool {
 fn build(rec: &mut FileRecord, task: *const u8, call: &Call, op: Op, ret: i64, flags: u64) -> bool {
     let spec = call.spec;
     let mut faults = 0u32;
-    rec.op = op as u32;
-    rec.info = if call.compat { info::COMPAT } else { 0 };
-    rec.flags = flags as u32;
-    rec.mode = call.slot(spec.mode_slot()) as u32;
-    rec.i_mode = 0;
-    rec.nlink = 0;
-    rec.ino = 0;
-    rec.dev = 0;
-    rec.uid = 0;
-    rec.gid = 0;
-    rec._pad = 0;
-    rec.size = 0;
-    rec.path1_len = 0;
-    rec.path2_len = 0;
-    rec.path1[0] = 0;
-    rec.path2[0] = 0;
-    clear(&mut rec.base1);
-    clear(&mut rec.base2);
+    let gate = if call.compat { info::COMPAT } else { 0 };
+    reset(
+        rec,
+        op,
+        gate,
+        flags as u32,
+        call.slot(spec.mode_slot()) as u32,
+    );
 
     // The file's descriptor, when the syscall names or installs one.
     let (dfd1, p1, dfd2, p2) = match spec.args() {
@@ -391,6 +381,30 @@ fn widen16(v: u32) -> u32 {
     } else {
         v & 0xffff
     }
+}
+
+/// Starts the scratch record `rec` afresh for `op`: every fact unknown
+/// until read (the scratch entry holds the previous record).
+#[inline(always)]
+pub(crate) fn reset(rec: &mut FileRecord, op: Op, info: u32, flags: u32, mode: u32) {
+    rec.op = op as u32;
+    rec.info = info;
+    rec.flags = flags;
+    rec.mode = mode;
+    rec.i_mode = 0;
+    rec.nlink = 0;
+    rec.ino = 0;
+    rec.dev = 0;
+    rec.uid = 0;
+    rec.gid = 0;
+    rec._pad = 0;
+    rec.size = 0;
+    rec.path1_len = 0;
+    rec.path2_len = 0;
+    rec.path1[0] = 0;
+    rec.path2[0] = 0;
+    clear(&mut rec.base1);
+    clear(&mut rec.base2);
 }
 
 #[inline(always)]
@@ -569,7 +583,7 @@ fn ends_with(w: &Walk, len: usize, i: usize, n: usize) -> bool {
 
 /// Sends the built record into its lane, if its container's budget allows.
 #[inline(always)]
-fn send(rec: &mut FileRecord) {
+pub(crate) fn send(rec: &mut FileRecord) {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let budget = admit(rec.hdr.cgroup_id, now);

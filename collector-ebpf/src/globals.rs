@@ -5,7 +5,7 @@
 //! filters come from pipeline.toml. Both are read through [`offset!`] and
 //! [`filter!`], volatile so LLVM does not fold the compile-time zeroes.
 
-use driftwatch_common::{FileFilter, Filter, Offsets, SyscallOffsets};
+use driftwatch_common::{FileFilter, Filter, IoUringOffsets, Offsets, SyscallOffsets};
 
 // SAFETY: both are plain integers, for which all zeroes is a valid value.
 #[unsafe(no_mangle)]
@@ -17,6 +17,10 @@ pub static FILTER: Filter = unsafe { core::mem::zeroed() };
 /// Where the file hook finds a syscall's number and arguments.
 #[unsafe(no_mangle)]
 pub static SYSCALL_OFFSETS: SyscallOffsets = unsafe { core::mem::zeroed() };
+
+/// Where the io_uring hook finds a submitted request's arguments.
+#[unsafe(no_mangle)]
+pub static IO_URING_OFFSETS: IoUringOffsets = unsafe { core::mem::zeroed() };
 
 /// The file lane's prefilter prefixes and budget.
 #[unsafe(no_mangle)]
@@ -51,6 +55,17 @@ macro_rules! soff {
     }};
 }
 
+/// `IO_URING_OFFSETS.$field` as a `usize`, as the loader wrote it.
+macro_rules! uoff {
+    ($field:ident) => {{
+        // SAFETY: as for `offset!`.
+        let v = unsafe {
+            core::ptr::read_volatile(&raw const $crate::globals::IO_URING_OFFSETS.$field)
+        };
+        v as usize
+    }};
+}
+
 /// `FILE_FILTER.$field...`, as the loader wrote it.
 macro_rules! ffilter {
     ($($field:tt)+) => {{
@@ -59,4 +74,4 @@ macro_rules! ffilter {
     }};
 }
 
-pub(crate) use {ffilter, filter, offset, soff};
+pub(crate) use {ffilter, filter, offset, soff, uoff};

@@ -1,11 +1,13 @@
-//! driftwatch's kernel programs. Tracepoints only (these kernels refuse
+//! driftwatch's kernel programs, on tracepoints only (these kernels refuse
 //! fentry/LSM and may lack kprobes):
 //!
 //! - [`exec`]: `sched_process_exec`, one `ExecRecord` per successful exec.
-//! - [`file`]: `sys_exit_file` on the raw tracepoint `sys_exit` (every
+//! - [`file`]: `sys_exit_file` on the BTF tracepoint `sys_exit` (every
 //!   syscall's exit, the 32-bit gate's too) reads a file syscall's number,
 //!   arguments and result from the task's saved registers and emits one
 //!   `FileRecord` when it succeeded and changed something.
+//! - [`io_uring`]: `io_uring_submit_req`, one `FileRecord` per file
+//!   operation a ring submits, which no syscall tracepoint sees.
 //!
 //! [`enforce`] judges each exec against the policy userspace writes into
 //! maps, and kills it in place when it is drift.
@@ -23,6 +25,7 @@ mod enforce;
 mod exec;
 mod file;
 mod globals;
+mod io_uring;
 mod layer;
 mod maps;
 mod read;

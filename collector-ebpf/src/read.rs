@@ -84,19 +84,20 @@ impl Reads {
         self.kernel::<usize>(base, off) as *const u8
     }
 
-    /// The NUL-terminated kernel string at `src`, into `dst` (empty for a
-    /// null `src`).
+    /// The NUL-terminated kernel string at `src`, into `dst`: its length
+    /// with the NUL, 0 (and empty) for a null `src` or a failed read.
     #[inline(always)]
-    pub fn kernel_str<const N: usize>(&mut self, dst: &mut [u8; N], src: *const u8) {
+    pub fn kernel_str<const N: usize>(&mut self, dst: &mut [u8; N], src: *const u8) -> u32 {
         dst[0] = 0;
         if src.is_null() {
-            return;
+            return 0;
         }
         // SAFETY: the helper writes at most N bytes, into `dst`.
         let n = unsafe {
             bpf_probe_read_kernel_str(dst.as_mut_ptr().cast::<c_void>(), N as u32, src.cast())
         };
         self.check(n);
+        if n > 0 { n as u32 } else { 0 }
     }
 
     /// The `T` at `addr` in the current task's memory.

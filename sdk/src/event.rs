@@ -290,6 +290,7 @@ impl<S> EventOf<S> {
                     ino,
                     nlink,
                     compat,
+                    io_uring,
                     path_truncated,
                 } = x;
                 FileInfoOf {
@@ -312,6 +313,7 @@ impl<S> EventOf<S> {
                     ino: *ino,
                     nlink: *nlink,
                     compat: *compat,
+                    io_uring: *io_uring,
                     path_truncated: *path_truncated,
                 }
             }),
@@ -899,6 +901,12 @@ pub struct FileInfoOf<S> {
     /// 64-bit program in a container has no ordinary reason to use.
     #[serde(skip_serializing_if = "is_false")]
     pub compat: bool,
+    /// Submitted through an io_uring, which no syscall tracepoint sees:
+    /// reported from the kernel's copy of the request when it was
+    /// submitted, before it ran. Whether it succeeded is unknown, and there
+    /// are no inode facts (`file_type` is unknown).
+    #[serde(skip_serializing_if = "is_false")]
+    pub io_uring: bool,
     /// A path the process passed filled the sensor's buffer (512 bytes):
     /// `path` or `target_path` is only its beginning.
     #[serde(skip_serializing_if = "is_false")]

@@ -1,7 +1,7 @@
 //! "io_uring Setup in Container": a process in a container set up an
 //! io_uring. Files opened, renamed, linked or removed through a ring never
-//! pass the syscalls the kernel sensor follows, so a container that makes
-//! one can change files out of the sensor's sight; few container workloads
+//! pass the syscalls tracers follow (the kernel sensor reports them from
+//! io_uring's own tracepoint, from the request, before it ran); few container workloads
 //! need it (and the default seccomp profiles of Docker and containerd
 //! refuse it since 2023), so the ring itself is worth a look.
 

@@ -87,7 +87,10 @@ impl Plugin for WriteFilter {
             Condition::in_container(),
             Condition::Any(vec![
                 Condition::is_in("evt.type", NAMING.map(EventKind::as_str)),
-                Condition::is_in("fd.typechar", ["f"]),
+                // "?": the type is unknown (a ring's open, reported before
+                // it ran; a file the kernel could not read): judged as if
+                // regular, not let through unjudged.
+                Condition::is_in("fd.typechar", ["f", "?"]),
             ]),
             Condition::Any(vec![
                 Condition::is_in("evt.type", NAMING.map(EventKind::as_str)),
@@ -107,7 +110,7 @@ impl Plugin for WriteFilter {
         let excluded = |p: &str| self.exclude.iter().any(|x| is_under(p, x));
         let (output, extra) = match ev.kind {
             EventKind::OpenWrite | EventKind::Truncate => {
-                if file.file_type != FileType::Regular {
+                if !matches!(file.file_type, FileType::Regular | FileType::Unknown) {
                     return Verdict::pass();
                 }
                 // Another name of the same file may be anywhere.

@@ -351,6 +351,36 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// Where the io_uring hook finds a submitted request's arguments.
+    /// io_uring's own structs are private to it, so a kernel built without
+    /// io_uring, or one that renamed them, has none: an error, on which the
+    /// loader leaves the hook out and says so.
+    pub fn io_uring_offsets(&self) -> Result<driftwatch_common::IoUringOffsets, BtfError> {
+        let o = |s: &str, m: &str| self.offset_of(s, m);
+        Ok(driftwatch_common::IoUringOffsets {
+            opcode: o("io_kiocb", "opcode")?,
+            cmd: o("io_kiocb", "cmd")?,
+            open_dfd: o("io_open", "dfd")?,
+            open_filename: o("io_open", "filename")?,
+            open_flags: o("io_open", "how.flags")?,
+            open_mode: o("io_open", "how.mode")?,
+            rename_old_dfd: o("io_rename", "old_dfd")?,
+            rename_oldpath: o("io_rename", "oldpath")?,
+            rename_new_dfd: o("io_rename", "new_dfd")?,
+            rename_newpath: o("io_rename", "newpath")?,
+            unlink_dfd: o("io_unlink", "dfd")?,
+            unlink_filename: o("io_unlink", "filename")?,
+            link_old_dfd: o("io_link", "old_dfd")?,
+            link_oldpath: o("io_link", "oldpath")?,
+            link_new_dfd: o("io_link", "new_dfd")?,
+            link_newpath: o("io_link", "newpath")?,
+            filename_name: o("filename", "name")?,
+            _pad: 0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +392,15 @@ mod tests {
             eprintln!("SKIPPED: no kernel BTF at {VMLINUX}");
             return;
         };
+        let u = btf
+            .io_uring_offsets()
+            .expect("io_uring's structs are in BTF");
+        // `cmd` shares the request's first bytes with `file`; every
+        // operation's struct starts with its `struct file *`.
+        assert_eq!(u.cmd, 0);
+        assert!(u.open_dfd >= 8 && u.open_filename > u.open_dfd, "{u:?}");
+        assert_eq!(u.open_mode, u.open_flags + 8, "open_how: flags, then mode");
+        assert_eq!(u.filename_name, 0);
         let o = btf.offsets().expect("every offset resolves");
         // Facts that hold on every kernel this supports.
         assert_eq!(o.path_mnt, 0);

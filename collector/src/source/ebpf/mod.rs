@@ -24,8 +24,8 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use driftwatch_common::{
-    ABI_SPAN, ArgLayout, Budget, Fault, FileFilter, Filter, Kind, Op, SyscallSpec, lane, map_fail,
-    spec,
+    ABI_SPAN, ArgLayout, Budget, Fault, FileFilter, Filter, IoUringOffsets, Kind, Op, SyscallSpec,
+    lane, map_fail, spec,
 };
 use driftwatch_sdk::{Event, EventKind, KindSet};
 use tokio::io::Interest;
@@ -302,7 +302,13 @@ impl EbpfSensor {
         let kbtf = btf::KernelBtf::load()?;
         let offsets = kbtf.offsets()?;
         let syscall_offsets = kbtf.syscall_offsets()?;
-        tracing::debug!(?offsets, ?syscall_offsets, "kernel offsets from BTF");
+        let io_uring_offsets = kbtf.io_uring_offsets();
+        tracing::debug!(
+            ?offsets,
+            ?syscall_offsets,
+            ?io_uring_offsets,
+            "kernel offsets from BTF"
+        );
         sys::mount_tracefs()?;
         sys::mount_bpffs();
         // The kinds asked for that a program reports, as the kernel knows them.
@@ -350,6 +356,13 @@ impl EbpfSensor {
             .override_global("FILTER", &filter, true)
             .override_global("SYSCALL_OFFSETS", &syscall_offsets, true)
             .override_global("FILE_FILTER", &file_filter, true)
+            .override_global(
+                "IO_URING_OFFSETS",
+                io_uring_offsets
+                    .as_ref()
+                    .unwrap_or(&IoUringOffsets::default()),
+                true,
+            )
             .map_max_entries("EVENTS", ring_bytes)
             .map_max_entries("FILE_EVENTS", ring_bytes)
             .load(PROGRAMS)
@@ -422,6 +435,19 @@ impl EbpfSensor {
         }
         if !wanted.is_empty() {
             attach_btf_tracepoint(&mut bpf, "sys_exit_file", "sys_exit")?;
+            // A kernel without io_uring (or with its structs renamed) loses
+            // only this: the rings' file operations are then unseen, and
+            // io_uring_setup still raises its finding.
+            let io_uring = io_uring_offsets.map_err(|e| e.to_string()).and_then(|_| {
+                attach_btf_tracepoint(&mut bpf, "io_uring_submit_req", "io_uring_submit_req")
+                    .map_err(|e| error_chain(&e))
+            });
+            if let Err(why) = io_uring {
+                tracing::warn!(
+                    "io_uring file operations are not captured ({why}); \
+                     only io_uring_setup is reported"
+                );
+            }
         }
 
         let take_ring = |bpf: &mut Ebpf, name: &'static str| {
@@ -549,6 +575,18 @@ fn attach_btf_tracepoint(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result
         source,
     })?;
     Ok(())
+}
+
+/// `e` and each of its sources, for a log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// The kernel sensor as a pipeline source.

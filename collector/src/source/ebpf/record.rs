@@ -443,6 +443,7 @@ fn file_event(r: &FileRecord, env: &Env<'_>, container: Option<Container>) -> Op
         ino: inode.then_some(r.ino),
         nlink: inode.then_some(r.nlink),
         compat: r.info & info::COMPAT != 0,
+        io_uring: r.info & info::IO_URING != 0,
         path_truncated: r.info & (info::PATH_TRUNCATED | info::TARGET_TRUNCATED) != 0,
         ..FileInfo::default()
     };
