@@ -57,6 +57,7 @@ mod pod {
     unsafe impl aya::Pod for FileRecord {}
     unsafe impl aya::Pod for SyscallOffsets {}
     unsafe impl aya::Pod for IoUringOffsets {}
+    unsafe impl aya::Pod for KernelPrefix {}
     unsafe impl aya::Pod for FileFilter {}
     unsafe impl aya::Pod for Budget {}
     unsafe impl aya::Pod for InodeKey {}

@@ -322,7 +322,9 @@ pub const KERNEL_PREFIXES: usize = 8;
 /// them.
 pub const PREFIX_BYTES: usize = 64;
 
-/// A path prefix the kernel matches walks against.
+/// A path prefix the kernel matches walks against: slot `i` of the
+/// `PREFIXES` map, bit `i` of a `drop_index` prefix set. A map, not a
+/// load-time global, so that a reload can change them.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct KernelPrefix {
@@ -390,7 +392,6 @@ pub struct FileFilter {
     /// root is on it reached a container's files from outside (a runtime
     /// before `pivot_root`), for the calls that name files by path.
     pub host_root_dev: u32,
-    pub prefixes: [KernelPrefix; KERNEL_PREFIXES],
 }
 
 impl FileFilter {
@@ -400,7 +401,6 @@ impl FileFilter {
         agg_window_ns: 0,
         prefilter: 0,
         host_root_dev: 0,
-        prefixes: [KernelPrefix::EMPTY; KERNEL_PREFIXES],
     };
 }
 

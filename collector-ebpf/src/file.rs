@@ -38,15 +38,15 @@ use aya_ebpf::maps::RingBuf;
 use aya_ebpf::programs::BtfTracePointContext;
 use driftwatch_common::{
     ABI_SPAN, AT_FDCWD, AggKey, AggWindow, ArgLayout, Budget, Fault, FileRecord, InodeKey,
-    KERNEL_PREFIXES, LastWriter, Op, PREFIX_BYTES, RecordKind, SyscallSpec, WALK_BUF, Walk,
-    drop_index, info, lane, map_fail, open_flags, spec, walk,
+    KERNEL_PREFIXES, KernelPrefix, LastWriter, Op, PREFIX_BYTES, RecordKind, SyscallSpec, WALK_BUF,
+    Walk, drop_index, info, lane, map_fail, open_flags, spec, walk,
 };
 
 use crate::globals::{ffilter, filter, offset, soff};
 use crate::layer::layer_of;
 use crate::maps::{
-    AGG, BUDGET, EVENTS, FILE_EVENTS, FOLDING, KERNEL_DROP, SCRATCH, SYSCALLS, WRITERS, count_drop,
-    count_faults, count_lost_in, count_map_fail, submit_flags_for,
+    AGG, BUDGET, EVENTS, FILE_EVENTS, FOLDING, KERNEL_DROP, PREFIXES, SCRATCH, SYSCALLS, WRITERS,
+    count_drop, count_faults, count_lost_in, count_map_fail, submit_flags_for,
 };
 use crate::read::{Reads, fact};
 use crate::task::{
@@ -535,7 +535,7 @@ fn kernel_drops(rec: &FileRecord, op: Op) -> bool {
 }
 
 /// The set of kernel prefixes the walked path `w` is under (bit `i` for
-/// `FILE_FILTER.prefixes[i]`). A walk holds the components leaf first, each
+/// `PREFIXES[i]`). A walk holds the components leaf first, each
 /// NUL-terminated, so a path is under a prefix when the walk ends with the
 /// prefix's bytes and a component starts there.
 #[inline(never)]
@@ -546,37 +546,66 @@ fn prefix_set(w: &Walk) -> u32 {
     let mut set = 0u32;
     let mut i = 0;
     while i < KERNEL_PREFIXES {
-        let n = ffilter!(prefixes[i].len) as usize;
-        if n > 0 && n <= PREFIX_BYTES && n <= len && ends_with(w, len, i, n) {
-            set |= 1 << i;
+        if let Some(p) = PREFIXES.get(i as u32) {
+            let n = p.len as usize;
+            if n > 0 && n <= PREFIX_BYTES && n <= len && ends_with(w, len, p, n) {
+                set |= 1 << i;
+            }
         }
         i += 1;
     }
     set
 }
 
-/// Whether `w`'s first `len` bytes end with prefix `i`'s `n` bytes, at a
+/// Whether `w`'s first `len` bytes end with prefix `p`'s `n` bytes, at a
 /// component boundary.
+///
+/// Compared eight bytes at a time: `n` comes from a map, so the verifier
+/// explores the loop for every length it might have, and a byte loop over
+/// eight prefixes exceeds its budget (E2BIG).
 #[inline(always)]
-fn ends_with(w: &Walk, len: usize, i: usize, n: usize) -> bool {
-    let start = len - n;
+fn ends_with(w: &Walk, len: usize, p: &KernelPrefix, n: usize) -> bool {
+    // `n <= len` holds, but the verifier cannot carry a comparison of two
+    // variables over to `len - n`: the bound is checked again on a value
+    // the compiler cannot see through (it would fold the check away).
+    let diff = len.wrapping_sub(n);
+    // SAFETY: a read of a local.
+    let start = unsafe { core::ptr::read_volatile(&raw const diff) };
+    if start > WALK_BUF {
+        return false;
+    }
     if start > 0 {
         match w.buf.get(start - 1) {
             Some(0) => {}
             _ => return false,
         }
     }
-    let mut j = 0;
-    while j < PREFIX_BYTES {
-        if j >= n {
+    let mut k = 0;
+    while k < PREFIX_BYTES / 8 {
+        let done = k * 8;
+        if done >= n {
             return true;
         }
-        let want = ffilter!(prefixes[i].walked[j]);
-        match w.buf.get(start + j) {
-            Some(b) if *b == want => {}
-            _ => return false,
+        let rest = n - done;
+        let mask = if rest >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (rest * 8)) - 1
+        };
+        // SAFETY: `start + done + 8` is at most WALK_BUF + PREFIX_BYTES
+        // bytes into the walk, which the record it sits in covers (the
+        // verifier checks the access against the map value); bytes past
+        // `len` are masked off. `walked` holds PREFIX_BYTES bytes.
+        let (have, want) = unsafe {
+            (
+                core::ptr::read_unaligned(w.buf.as_ptr().wrapping_add(start + done).cast::<u64>()),
+                core::ptr::read_unaligned(p.walked.as_ptr().wrapping_add(done).cast::<u64>()),
+            )
+        };
+        if (have ^ want) & mask != 0 {
+            return false;
         }
-        j += 1;
+        k += 1;
     }
     true
 }

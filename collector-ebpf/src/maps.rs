@@ -8,8 +8,8 @@ use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEU
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
 use driftwatch_common::{
-    ABI_SPAN, AggKey, AggWindow, Budget, ExecRecord, Fault, FileRecord, InodeKey, LastWriter,
-    PathKey, Policy, ScopeKey, SyscallSpec, drop_index, lane, map_fail,
+    ABI_SPAN, AggKey, AggWindow, Budget, ExecRecord, Fault, FileRecord, InodeKey, KERNEL_PREFIXES,
+    KernelPrefix, LastWriter, PathKey, Policy, ScopeKey, SyscallSpec, drop_index, lane, map_fail,
 };
 
 use crate::globals::filter;
@@ -51,6 +51,13 @@ pub static SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0
 /// the plugins' manifests.
 #[map]
 pub static KERNEL_DROP: Array<u64> = Array::with_max_entries(drop_index::WORDS, 0);
+
+/// The path prefixes the kernel prefilter knows, slot `i` for bit `i` of
+/// a `drop_index` prefix set; written by the loader and on reload (after
+/// clearing `KERNEL_DROP`, so no record is judged by old bits against new
+/// prefixes).
+#[map]
+pub static PREFIXES: Array<KernelPrefix> = Array::with_max_entries(KERNEL_PREFIXES as u32, 0);
 
 /// Each container's budget on the file lane, by cgroup id. LRU: a cgroup
 /// gone quiet ages out (its counts were read by then, every second).

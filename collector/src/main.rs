@@ -477,6 +477,7 @@ fn run(config: &Path) -> Result<ExitCode> {
         if driftwatch::sink::stdout_active(&cfg) && cfg.outputs.stdout.events {
             kinds = KindSet::ALL;
             prefilter = KernelPrefilter::off();
+            ebpf.kernel_prefilter = false;
             // Raw events are every event, repeats too.
             ebpf.aggregate_window_ms = 0;
         }

@@ -524,18 +524,20 @@ fn apply_prefilter(live: &SharedPrefilter, chain: &Chain, path: &Path) {
     let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
     let manifests: Vec<&driftwatch_sdk::Manifest> = chain.manifests().map(|(_, m)| m).collect();
     match live.apply(&manifests) {
-        Ok(unknown) => {
+        Ok(unheld) => {
             tracing::info!(
                 dropped_combinations = live.dropped(),
+                prefixes = ?live.paths(),
                 "reload of {}: kernel prefilter rewritten for the new plugins",
                 path.display()
             );
-            if !unknown.is_empty() {
+            if !unheld.is_empty() {
                 tracing::warn!(
-                    prefixes = ?unknown,
-                    "reload of {}: the kernel learns new path prefixes only at a restart; \
-                     records under these go to userspace until then",
-                    path.display()
+                    prefixes = ?unheld,
+                    "reload of {}: the kernel holds at most {} path prefixes; \
+                     records under these go to userspace",
+                    path.display(),
+                    driftwatch_common::KERNEL_PREFIXES
                 );
             }
         }

@@ -342,14 +342,15 @@ impl EbpfSensor {
                 ring_bytes / 4
             },
         };
-        let use_prefilter = cfg.kernel_prefilter && !prefilter.is_off();
+        // On even when the chain at start drops nothing: a reload may add a
+        // plugin whose prefilter does.
+        let use_prefilter = cfg.kernel_prefilter;
         let file_filter = FileFilter {
             budget_per_sec: cfg.container_events_per_sec,
             budget_burst: cfg.container_burst,
             agg_window_ns: cfg.aggregate_window_ms.saturating_mul(1_000_000),
             prefilter: u32::from(use_prefilter),
             host_root_dev: sys::host_root_dev(),
-            prefixes: prefilter.prefixes,
         };
         let mut bpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
@@ -395,8 +396,15 @@ impl EbpfSensor {
                 .take_map("KERNEL_DROP")
                 .ok_or_else(|| missing_map("KERNEL_DROP"))?;
             let table: Array<_, u64> = Array::try_from(map).map_err(map_err)?;
+            let map = bpf
+                .take_map("PREFIXES")
+                .ok_or_else(|| missing_map("PREFIXES"))?;
+            let prefixes = Array::try_from(map).map_err(|source| EbpfError::Map {
+                name: "PREFIXES",
+                source,
+            })?;
             live_prefilter = Some(Arc::new(Mutex::new(
-                LivePrefilter::new(table, prefilter).map_err(map_err)?,
+                LivePrefilter::new(table, prefixes, prefilter).map_err(map_err)?,
             )));
             tracing::info!(
                 prefixes = ?prefilter.paths,

@@ -65,19 +65,6 @@ impl KernelPrefilter {
         KernelPrefilter::compile_over(paths, prefixes, &manifests)
     }
 
-    /// Compiles `manifests` over the prefixes this one was loaded with: the
-    /// kernel's prefixes are fixed at load, so a reload can change what is
-    /// dropped but not which paths the kernel recognizes. A prefix the new
-    /// plugins name that the kernel does not know makes their conditions
-    /// on it unknown, and unknown is never dropped.
-    pub fn recompile<'a>(
-        &self,
-        manifests: impl IntoIterator<Item = &'a Manifest>,
-    ) -> KernelPrefilter {
-        let manifests: Vec<&Manifest> = manifests.into_iter().collect();
-        KernelPrefilter::compile_over(self.paths.clone(), self.prefixes, &manifests)
-    }
-
     fn compile_over(
         paths: Vec<String>,
         prefixes: [KernelPrefix; KERNEL_PREFIXES],
@@ -143,56 +130,79 @@ impl KernelPrefilter {
     }
 }
 
-/// The prefilter the kernel runs, rewritten on reload (the `KERNEL_DROP`
-/// bitmap; the prefixes stay those it was loaded with).
+/// The prefilter the kernel runs, rewritten on reload: the `KERNEL_DROP`
+/// bitmap and the `PREFIXES` it is indexed by.
 pub struct LivePrefilter {
     running: KernelPrefilter,
-    map: Array<MapData, u64>,
+    words: Array<MapData, u64>,
+    prefixes: Array<MapData, KernelPrefix>,
 }
 
 /// Shared by the sensor and the reloader.
 pub type SharedPrefilter = Arc<Mutex<LivePrefilter>>;
 
 impl LivePrefilter {
-    /// Takes the kernel's bitmap and writes `prefilter` into it.
+    /// Takes the kernel's bitmap and prefix table and writes `prefilter`
+    /// into them.
     pub fn new(
-        map: Array<MapData, u64>,
+        words: Array<MapData, u64>,
+        prefixes: Array<MapData, KernelPrefix>,
         prefilter: &KernelPrefilter,
     ) -> Result<LivePrefilter, MapError> {
         let mut live = LivePrefilter {
             running: KernelPrefilter::off(),
-            map,
+            words,
+            prefixes,
         };
         live.write(prefilter.clone())?;
         Ok(live)
     }
 
-    /// Recompiles for the chain of `manifests` and writes what changed.
-    /// Each bit is one fact combination, so a record judged while the words
-    /// are being written meets either the old answer or the new one for
-    /// its facts. Returns the prefixes the new plugins name that the
-    /// kernel cannot recognize until a restart (what is under them goes
-    /// to userspace meanwhile).
+    /// Compiles the prefilters of the chain of `manifests`, its own path
+    /// prefixes included, and writes what changed. Returns the prefixes
+    /// the new plugins name that the kernel cannot hold (past
+    /// [`KERNEL_PREFIXES`], or not a plain absolute path): what is under
+    /// them goes to userspace.
     pub fn apply(&mut self, manifests: &[&Manifest]) -> Result<Vec<String>, MapError> {
-        let new = self.running.recompile(manifests.iter().copied());
-        let unknown = kernel_prefixes(manifests)
-            .0
-            .into_iter()
-            .filter(|p| !self.running.paths.contains(p))
-            .collect();
+        let new = KernelPrefilter::compile(manifests.iter().copied());
+        let unheld = unheld_prefixes(manifests, &new.paths);
         self.write(new)?;
-        Ok(unknown)
+        Ok(unheld)
     }
 
+    /// The prefixes the kernel holds now, in slot order.
+    pub fn paths(&self) -> &[String] {
+        &self.running.paths
+    }
+
+    /// Writes `new`. Each bit is one fact combination, so while only bits
+    /// change a record meets either the old answer or the new one for its
+    /// facts. New prefixes change what the bits mean: the bitmap is cleared
+    /// first (nothing dropped), then the prefixes and then the new bits are
+    /// written, so no record is judged by old bits against new prefixes.
     fn write(&mut self, new: KernelPrefilter) -> Result<(), MapError> {
         let word = |p: &KernelPrefilter, i: usize| p.words.get(i).copied().unwrap_or(0);
-        for i in 0..drop_index::WORDS as usize {
-            if word(&new, i) != word(&self.running, i) {
-                self.map.set(i as u32, word(&new, i), 0)?;
+        let mut kernel: Vec<u64> = (0..drop_index::WORDS as usize)
+            .map(|i| word(&self.running, i))
+            .collect();
+        if new.prefixes != self.running.prefixes {
+            for (i, w) in kernel.iter_mut().enumerate() {
+                if *w != 0 {
+                    self.words.set(i as u32, 0, 0)?;
+                    *w = 0;
+                }
+            }
+            for (i, (p, old)) in new.prefixes.iter().zip(&self.running.prefixes).enumerate() {
+                if p != old {
+                    self.prefixes.set(i as u32, *p, 0)?;
+                }
             }
         }
-        // `apply` recompiled over the running prefixes, so these stay the
-        // kernel's from the load on.
+        for (i, w) in kernel.iter().enumerate() {
+            if word(&new, i) != *w {
+                self.words.set(i as u32, word(&new, i), 0)?;
+            }
+        }
         self.running = new;
         Ok(())
     }
@@ -208,6 +218,22 @@ impl LivePrefilter {
 /// has no exact path for them).
 pub fn file_kinds(kinds: KindSet) -> KindSet {
     kinds.difference(KindSet::of(EventKind::Exec))
+}
+
+/// The prefixes a pmatch on `fd.name` names in `manifests` that are not
+/// among `held`.
+fn unheld_prefixes(manifests: &[&Manifest], held: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in manifests {
+        for c in &m.prefilter {
+            collect_prefixes(c, &mut |p| {
+                if !held.iter().any(|h| h == p) && !out.iter().any(|o| o == p) {
+                    out.push(p.to_string());
+                }
+            });
+        }
+    }
+    out
 }
 
 /// Every prefix a pmatch on `fd.name` names that the kernel can hold, first
@@ -443,25 +469,31 @@ mod tests {
     }
 
     #[test]
-    fn a_reload_recompiles_over_the_prefixes_the_kernel_holds() {
+    fn a_reload_compiles_the_new_chains_own_prefixes() {
         let loaded = KernelPrefilter::compile([&write_filter()]);
-        // The same chain: the same answer.
-        assert!(loaded.recompile([&write_filter()]) == loaded);
-        // A plugin that wants every write: nothing under /tmp is dropped.
-        let all = manifest(&[EventKind::OpenWrite], vec![Condition::in_container()]);
-        let k = loaded.recompile([&write_filter(), &all]);
-        assert!(!k.drops(Op::Open, REGULAR, false, false, 0b01));
-        assert_eq!(k.paths, loaded.paths);
-        // A plugin excluding a prefix the kernel does not hold: unknown to
-        // the kernel, so kept, and the prefixes stay those loaded.
+        // A plugin excluding a prefix the loaded chain never named: the
+        // new chain's prefixes are its own, so the kernel drops under it.
         let data = manifest(
             &[EventKind::OpenWrite],
             vec![Condition::negate(Condition::pmatch("fd.name", ["/data"]))],
         );
-        let k = loaded.recompile([&data]);
-        assert_eq!(k.paths, loaded.paths);
+        let k = KernelPrefilter::compile([&data]);
+        assert_eq!(k.paths, ["/data"]);
+        assert!(k.prefixes != loaded.prefixes);
+        assert!(k.drops(Op::Open, REGULAR, false, false, 0b01));
         assert!(!k.drops(Op::Open, REGULAR, false, false, 0));
-        assert!(!k.drops(Op::Open, REGULAR, false, false, 0b01));
+        // More prefixes than the kernel holds: the rest are reported.
+        let many: Vec<String> = (0..KERNEL_PREFIXES + 2).map(|i| format!("/p{i}")).collect();
+        let wide = manifest(
+            &[EventKind::OpenWrite],
+            vec![Condition::negate(Condition::pmatch(
+                "fd.name",
+                many.clone(),
+            ))],
+        );
+        let k = KernelPrefilter::compile([&wide]);
+        assert_eq!(k.paths.len(), KERNEL_PREFIXES);
+        assert_eq!(unheld_prefixes(&[&wide], &k.paths), many[KERNEL_PREFIXES..]);
     }
 
     #[test]
