@@ -97,6 +97,12 @@ impl LineageEnricher {
         if let Some(s) = self.procs.get(&pid) {
             return Some((s.comm.clone(), s.ppid));
         }
+        self.from_proc(pid)
+    }
+
+    /// `pid`'s comm and parent as `/proc/<pid>/stat` has them, read at most
+    /// once per [`PROC_TTL`] per pid.
+    fn from_proc(&self, pid: u32) -> Option<(String, u32)> {
         let mut read = self.read.borrow_mut();
         if let Some((found, at)) = read.get(&pid)
             && at.elapsed() < PROC_TTL
@@ -137,8 +143,12 @@ impl LineageEnricher {
         if let Some((comm, _)) = self.lookup(recorded) {
             return Some((comm, recorded));
         }
-        let stat = std::fs::read_to_string(self.proc_root.join(format!("{pid}/stat"))).ok()?;
-        let (_, now) = parse_stat(&stat)?;
+        // Every exec of a process started by `podman exec` or `kubectl
+        // exec` asks this of the same parent, whose recorded parent (the
+        // runtime's helper) is long gone: read fresh each time, this was
+        // most of the daemon's CPU in an exec storm. A reparenting is
+        // seen within PROC_TTL.
+        let (_, now) = self.from_proc(pid)?;
         if now == recorded {
             return None;
         }
