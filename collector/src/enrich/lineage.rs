@@ -97,12 +97,12 @@ impl LineageEnricher {
         if let Some(s) = self.procs.get(&pid) {
             return Some((s.comm.clone(), s.ppid));
         }
-        self.from_proc(pid)
+        self.proc_stat(pid)
     }
 
     /// `pid`'s comm and parent as `/proc/<pid>/stat` has them, read at most
     /// once per [`PROC_TTL`] per pid.
-    fn from_proc(&self, pid: u32) -> Option<(String, u32)> {
+    fn proc_stat(&self, pid: u32) -> Option<(String, u32)> {
         let mut read = self.read.borrow_mut();
         if let Some((found, at)) = read.get(&pid)
             && at.elapsed() < PROC_TTL
@@ -148,7 +148,7 @@ impl LineageEnricher {
         // runtime's helper) is long gone: read fresh each time, this was
         // most of the daemon's CPU in an exec storm. A reparenting is
         // seen within PROC_TTL.
-        let (_, now) = self.from_proc(pid)?;
+        let (_, now) = self.proc_stat(pid)?;
         if now == recorded {
             return None;
         }

@@ -442,12 +442,18 @@ impl EbpfSensor {
             }
         }
         if !wanted.is_empty() {
-            attach_btf_tracepoint(&mut bpf, "sys_exit_file", "sys_exit")?;
+            // aya's own parse of the kernel's BTF, which it needs to find
+            // a BTF tracepoint's type: done once for both programs.
+            let btf = aya::Btf::from_sys_fs().map_err(|e| EbpfError::Program {
+                name: "sys_exit_file: the kernel's BTF".to_string(),
+                source: aya::programs::ProgramError::Btf(e),
+            })?;
+            attach_btf_tracepoint(&mut bpf, &btf, "sys_exit_file", "sys_exit")?;
             // A kernel without io_uring (or with its structs renamed) loses
             // only this: the rings' file operations are then unseen, and
             // io_uring_setup still raises its finding.
             let io_uring = io_uring_offsets.map_err(|e| e.to_string()).and_then(|_| {
-                attach_btf_tracepoint(&mut bpf, "io_uring_submit_req", "io_uring_submit_req")
+                attach_btf_tracepoint(&mut bpf, &btf, "io_uring_submit_req", "io_uring_submit_req")
                     .map_err(|e| error_chain(&e))
             });
             if let Err(why) = io_uring {
@@ -560,15 +566,16 @@ fn attach_owned(bpf: &mut Ebpf, prog: &str, points: &[(&str, String)]) -> Result
 /// Loads and attaches the BTF tracepoint program `prog` to `tracepoint`:
 /// typed arguments, which the program loads from directly instead of with
 /// a probe-read helper (see collector-ebpf/src/file.rs).
-fn attach_btf_tracepoint(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result<(), EbpfError> {
+fn attach_btf_tracepoint(
+    bpf: &mut Ebpf,
+    btf: &aya::Btf,
+    prog: &str,
+    tracepoint: &str,
+) -> Result<(), EbpfError> {
     let perr = |source| EbpfError::Program {
         name: prog.to_string(),
         source,
     };
-    let btf = aya::Btf::from_sys_fs().map_err(|e| EbpfError::Program {
-        name: format!("{prog}: the kernel's BTF for tracepoint {tracepoint}"),
-        source: aya::programs::ProgramError::Btf(e),
-    })?;
     let p: &mut BtfTracePoint = bpf
         .program_mut(prog)
         .ok_or_else(|| EbpfError::Missing {
@@ -577,7 +584,7 @@ fn attach_btf_tracepoint(bpf: &mut Ebpf, prog: &str, tracepoint: &str) -> Result
         })?
         .try_into()
         .map_err(perr)?;
-    p.load(tracepoint, &btf).map_err(perr)?;
+    p.load(tracepoint, btf).map_err(perr)?;
     p.attach().map_err(|source| EbpfError::Program {
         name: format!("{prog} on BTF tracepoint {tracepoint}"),
         source,
