@@ -57,15 +57,14 @@ fn on_submit(ctx: &BtfTracePointContext) {
         io_uring_op::LINKAT => Op::Link,
         _ => return,
     };
-    if r.failed() || filter!(kinds) & op.kind().bit() == 0 {
+    // The scope first: host programs use rings too, and their requests
+    // need not be read.
+    if r.failed() || filter!(kinds) & op.kind().bit() == 0 || !task_wanted() {
         return;
     }
     let Some(q) = request(req, op) else {
         return;
     };
-    if !task_wanted() {
-        return;
-    }
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -79,8 +78,7 @@ fn on_submit(ctx: &BtfTracePointContext) {
     fill_header(&mut rec.hdr, task, RecordKind::File);
     faults |= rec.hdr.faults;
     rec.path1_len = fact(&mut faults, Fault::Path, |rd| {
-        let name = rd.kernel_ptr(q.name1, uoff!(filename_name));
-        rd.kernel_str(&mut rec.path1, name)
+        name_into(rd, &mut rec.path1, q.name1)
     });
     if rec.path1_len as usize >= rec.path1.len() {
         rec.info |= info::PATH_TRUNCATED;
@@ -93,8 +91,7 @@ fn on_submit(ctx: &BtfTracePointContext) {
     }
     if !q.name2.is_null() {
         rec.path2_len = fact(&mut faults, Fault::Target, |rd| {
-            let name = rd.kernel_ptr(q.name2, uoff!(filename_name));
-            rd.kernel_str(&mut rec.path2, name)
+            name_into(rd, &mut rec.path2, q.name2)
         });
         if rec.path2_len as usize >= rec.path2.len() {
             rec.info |= info::TARGET_TRUNCATED;
@@ -105,6 +102,14 @@ fn on_submit(ctx: &BtfTracePointContext) {
     }
     rec.hdr.faults = faults;
     send(rec);
+}
+
+/// The string of the kernel's `struct filename` at `filename`, into `dst`:
+/// its length with the NUL.
+#[inline(always)]
+fn name_into<const N: usize>(rd: &mut Reads, dst: &mut [u8; N], filename: *const u8) -> u32 {
+    let name = rd.kernel_ptr(filename, uoff!(filename_name));
+    rd.kernel_str(dst, name)
 }
 
 /// The arguments `op`'s request `req` was prepared with; None for an open

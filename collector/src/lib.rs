@@ -14,6 +14,7 @@ pub mod config;
 pub mod container;
 pub mod control;
 pub mod enrich;
+pub mod error;
 pub mod fsdiff;
 pub mod health;
 pub mod host;

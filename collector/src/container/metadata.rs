@@ -30,6 +30,7 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{Change, KnownContainer, RuntimeClient, RuntimeError, Runtimes};
+use crate::error::with_causes;
 
 /// How long a runtime that is not there is left alone.
 pub const RETRY_DOWN: Duration = Duration::from_secs(30);
@@ -218,18 +219,6 @@ impl Watched {
         }
         h.up = Some(false);
     }
-}
-
-/// An error and its causes on one line.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// The cache, the channel its misses are asked on, and the tasks filling it.

@@ -454,7 +454,7 @@ impl EbpfSensor {
             // io_uring_setup still raises its finding.
             let io_uring = io_uring_offsets.map_err(|e| e.to_string()).and_then(|_| {
                 attach_btf_tracepoint(&mut bpf, &btf, "io_uring_submit_req", "io_uring_submit_req")
-                    .map_err(|e| error_chain(&e))
+                    .map_err(|e| crate::error::with_causes(&e))
             });
             if let Err(why) = io_uring {
                 tracing::warn!(
@@ -590,18 +590,6 @@ fn attach_btf_tracepoint(
         source,
     })?;
     Ok(())
-}
-
-/// `e` and each of its sources, for a log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// The kernel sensor as a pipeline source.
