@@ -357,7 +357,9 @@ pub enum Scope {
 pub struct EbpfConfig {
     pub enabled: bool,
     pub scope: Scope,
-    /// Kernel ring buffer size in KiB (rounded up to a power of two pages).
+    /// Kernel ring buffer size in KiB (rounded up to a power of two pages),
+    /// each of the two lanes. The default, 2 MiB, is the smallest that lost
+    /// nothing under bench/rings.sh's worst case (docs/configuration.md).
     pub ring_buffer_kib: u32,
     /// How often the daemon drains the ring buffer on its own; the kernel
     /// wakes it early only when a quarter of the buffer is full. 0: the
@@ -387,7 +389,7 @@ impl Default for EbpfConfig {
         EbpfConfig {
             enabled: true,
             scope: Scope::Containers,
-            ring_buffer_kib: 8192,
+            ring_buffer_kib: 2048,
             drain_interval_ms: 10,
             container_events_per_sec: 10_000,
             container_burst: 20_000,
