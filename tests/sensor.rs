@@ -1454,6 +1454,57 @@ fn repeated_writes_are_one_finding_with_a_count() {
     assert!(d.stop().success());
 }
 
+/// A fold window that closed and was reported leaves the kernel's fold
+/// map: without that, every file a container ever wrote stays there until
+/// the LRU evicts it, and the daemon reads the whole map every second.
+/// Then the same write by the same process is a new record, not lost.
+#[test]
+fn closed_fold_windows_leave_the_kernel_map() {
+    require_root!();
+    let _g = setup();
+    const PORT: u16 = 19872;
+    let metrics = format!("[metrics]\nlisten = \"127.0.0.1:{PORT}\"\n");
+    let d = Daemon::start_full(false, "", &metrics);
+    let c = Container::start("foldkeys");
+    // Created first (a creation is never folded), then appended to once
+    // each: 300 keys, each with its window open.
+    c.exec("mkdir -p /etc/fk && for i in $(seq 300); do : > /etc/fk/f$i; done");
+    c.exec("for i in $(seq 300); do echo y >> /etc/fk/f$i; done");
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut most = 0;
+    while most < 300 && Instant::now() < end {
+        most = most.max(metric(PORT, "kernel_fold_keys"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(most >= 300, "the fold map held at most {most} keys");
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let held = metric(PORT, "kernel_fold_keys");
+        if held == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{held} keys still in the fold map 15 s after their windows closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The creation and the append so far; then one more, counted once.
+    let (before, _) = write_count(&d.snapshot(), &c, "/etc/fk/f7");
+    assert_eq!(before, 2, "f7 was created and appended to");
+    c.exec("echo z >> /etc/fk/f7");
+    let end = Instant::now() + WAIT;
+    let after = loop {
+        let (total, _) = write_count(&d.snapshot(), &c, "/etc/fk/f7");
+        if total > before || Instant::now() > end {
+            break total;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(after, before + 1, "the write after its key was deleted");
+    assert!(d.stop().success());
+}
+
 // ---- [enforcement]: kills in the kernel (docs/enforcement.md) ----
 
 const MEMFD_RULE: &str = "Fileless Execution in Container (memfd)";

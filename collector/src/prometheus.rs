@@ -336,6 +336,12 @@ pub fn render(s: &Snapshot) -> String {
         "Events in memory between the batcher and the outputs.",
         one(s.queued_events),
     );
+    family(
+        "kernel_fold_keys",
+        "gauge",
+        "Keys the kernel's fold map holds (an LRU of 8192; near it, evictions lose repeat counts).",
+        one(s.kernel_fold_keys),
+    );
     out
 }
 

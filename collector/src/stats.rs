@@ -23,6 +23,9 @@ pub struct Stats {
     /// Events in memory between the batcher and the outputs: what a
     /// shutdown that runs out of time loses.
     pub queued_events: AtomicU64,
+    /// Keys the kernel's fold map (`AGG`, an LRU) held at the last sweep:
+    /// near its capacity, evictions lose repeat counts.
+    pub kernel_fold_keys: AtomicU64,
     /// The OTLP exporter.
     pub export: ExportCounters,
     /// `[outputs.http]`.
@@ -130,6 +133,8 @@ pub struct Snapshot {
     pub enforcement: BTreeMap<String, u64>,
     #[serde(default)]
     pub queued_events: u64,
+    #[serde(default)]
+    pub kernel_fold_keys: u64,
     pub export: ExportSnapshot,
     /// `[outputs.http]`, same counters as `export`.
     #[serde(default)]
@@ -288,6 +293,7 @@ impl Stats {
             reloads: rare.reloads,
             enforcement: rare.enforcement,
             queued_events: self.queued_events.load(Ordering::Relaxed),
+            kernel_fold_keys: self.kernel_fold_keys.load(Ordering::Relaxed),
             export: self.export.snapshot(),
             http: self.http.snapshot(),
         }

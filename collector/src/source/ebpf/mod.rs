@@ -898,7 +898,8 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                 budgets.update(&sensor_maps, &decoder, &ctx.stats);
                 faults.update(counters(&sensor_maps, "FAULTS"), &ctx.stats);
                 if let Some(f) = folds.as_mut() {
-                    f.sweep(Clock::ktime_now(), &mut batch);
+                    let held = f.sweep(Clock::ktime_now(), &mut batch);
+                    ctx.stats.kernel_fold_keys.store(held as u64, Ordering::Relaxed);
                 }
                 false
             }
