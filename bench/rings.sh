@@ -16,7 +16,8 @@
 # settled before the storms (IDLE_SECS after start, when mimalloc has
 # returned its start-up memory), its peak RSS (VmHWM), and per storm the
 # records lost because the ring was full (kernel_lost) and the findings
-# written (write) or exec records received (exec). Not a test: figures depend on the machine and its other load.
+# written (write) or exec records received (exec).
+# Not a test: figures depend on the machine and its other load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
