@@ -188,16 +188,20 @@ impl LineageEnricher {
         }
     }
 
+    /// Who wrote at `time_ns`. The program is the one the writer ran then,
+    /// not the one it runs now: exec records and file records travel on
+    /// separate rings, so a shell's tail exec (`sh -c 'a > f && b'`) can
+    /// be seen before the write it made as the shell.
     fn writer_of(&self, pid: u32, ppid: u32, comm: &str, time_ns: u64) -> Writer {
-        match self.procs.get(&pid) {
-            Some(s) => Writer {
+        match self.program_at(pid, time_ns) {
+            Some((exe, cmdline)) => Writer {
                 pid,
-                exe: s.exe.clone(),
-                cmdline: s.cmdline.clone(),
+                exe,
+                cmdline,
                 time_ns,
             },
-            // No exec seen: a fork that did not exec (busybox sh runs its
-            // applets so) runs its parent's program.
+            // No exec seen by then: a fork that did not exec (busybox sh
+            // runs its applets so) runs its parent's program.
             None => Writer {
                 pid,
                 exe: self
@@ -366,6 +370,48 @@ mod tests {
         let mut y = exec(41, 30, "y", "/tmp/y", Some(ExeFile::default()));
         e.enrich(&mut y);
         assert!(y.process.exe_writer.is_none());
+    }
+
+    #[test]
+    fn a_write_seen_after_the_writers_next_exec_names_the_program_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = LineageEnricher::with_proc(dir.path().to_path_buf());
+        let mut shell = exec(30, 20, "sh", "/bin/sh", None);
+        shell.time_ns = 10;
+        e.enrich(&mut shell);
+        // The shell's tail exec reaches the daemon before the write it made
+        // at 20 as the shell, on the other ring.
+        let mut tail = exec(30, 20, "sleep", "/bin/sleep", None);
+        tail.time_ns = 30;
+        e.enrich(&mut tail);
+        let mut w = Event {
+            kind: EventKind::OpenWrite,
+            time_ns: 20,
+            process: Process {
+                pid: 30,
+                name: "sh".into(),
+                ..Process::default()
+            },
+            file: Some(FileInfo {
+                dev: Some(5),
+                ino: Some(9),
+                ..FileInfo::default()
+            }),
+            ..Event::default()
+        };
+        e.enrich(&mut w);
+        let file = ExeFile {
+            dev: 5,
+            ino: 9,
+            ..ExeFile::default()
+        };
+        let mut x = exec(40, 30, "x", "/tmp/x", Some(file));
+        e.enrich(&mut x);
+        let writer = x.process.exe_writer.expect("writer");
+        assert_eq!(
+            (writer.exe.as_str(), writer.cmdline.as_str(), writer.time_ns),
+            ("/bin/sh", "sh -x", 20)
+        );
     }
 
     #[test]
