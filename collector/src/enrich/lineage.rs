@@ -16,6 +16,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -23,11 +24,13 @@ use driftwatch_sdk::{Event, EventKind, ExeFile, Writer};
 
 use super::Enricher;
 
-/// Processes remembered at most; past that the table starts over (an
-/// ancestor forgotten this way is read from /proc instead).
+/// Processes remembered at most: the older half is forgotten at once when
+/// the newer half fills (an ancestor forgotten this way is read from /proc
+/// instead).
 const MAX_PROCS: usize = 32_768;
-/// Written files remembered at most; past that the map starts over, so a
-/// writer older than the last 64 Ki writes may be unknown.
+/// Written files remembered at most, forgotten half at a time as
+/// processes are: the writers of the last 32 Ki files written are always
+/// known.
 const MAX_FILES: usize = 65_536;
 /// Bytes of a command line kept per process.
 const MAX_CMDLINE: usize = 1024;
@@ -58,8 +61,8 @@ struct Seen {
 /// Fills `process.ancestors` and `process.exe_writer` of exec events.
 pub struct LineageEnricher {
     proc_root: PathBuf,
-    procs: HashMap<u32, Seen>,
-    writers: HashMap<(u64, u64), Writer>,
+    procs: Generations<u32, Seen>,
+    writers: Generations<(u64, u64), Writer>,
     /// Processes read from /proc (not in `procs`): what was found, when.
     read: RefCell<HashMap<u32, ProcRead>>,
 }
@@ -79,8 +82,8 @@ impl LineageEnricher {
     pub fn with_proc(proc_root: PathBuf) -> LineageEnricher {
         LineageEnricher {
             proc_root,
-            procs: HashMap::new(),
-            writers: HashMap::new(),
+            procs: Generations::new(MAX_PROCS),
+            writers: Generations::new(MAX_FILES),
             read: RefCell::new(HashMap::new()),
         }
     }
@@ -216,6 +219,53 @@ impl LineageEnricher {
     }
 }
 
+/// A map of at most `max` entries that forgets its older half at once.
+///
+/// Every exec adds a process and nothing says when one exits, so the
+/// tables fill; starting over when full forgot the live shells and the
+/// recent writers with the rest. Two generations keep the newest
+/// `max / 2` at least, and swapping them reuses the older one's memory: a
+/// table that grew, rehashed and was freed again cost the chain thread
+/// page faults on every refill.
+struct Generations<K, V> {
+    young: HashMap<K, V>,
+    old: HashMap<K, V>,
+    half: usize,
+}
+
+impl<K: Hash + Eq, V> Generations<K, V> {
+    fn new(max: usize) -> Self {
+        Generations {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            half: (max / 2).max(1),
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.young.get(k).or_else(|| self.old.get(k))
+    }
+
+    fn remove(&mut self, k: &K) -> Option<V> {
+        self.young.remove(k).or_else(|| self.old.remove(k))
+    }
+
+    /// Inserts into the newer half. A key also in the older one is shadowed
+    /// there until that half is forgotten.
+    fn insert(&mut self, k: K, v: V) {
+        if self.young.len() >= self.half && !self.young.contains_key(&k) {
+            std::mem::swap(&mut self.young, &mut self.old);
+            self.young.clear();
+        }
+        self.young.insert(k, v);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
 /// (comm, ppid) from `/proc/<pid>/stat`: `pid (comm) state ppid ...`, where
 /// comm may itself hold spaces and parentheses.
 fn parse_stat(stat: &str) -> Option<(String, u32)> {
@@ -239,9 +289,6 @@ impl Enricher for LineageEnricher {
                 self.complete_writer(p.exe_file, &mut p.exe_writer);
                 if let Some(pf) = p.program_file.as_mut() {
                     self.complete_writer(pf.file, &mut pf.writer);
-                }
-                if self.procs.len() >= MAX_PROCS {
-                    self.procs.clear();
                 }
                 let mut cmdline = p.cmdline();
                 if cmdline.len() > MAX_CMDLINE {
@@ -271,9 +318,6 @@ impl Enricher for LineageEnricher {
                 let Some((dev, ino)) = event.file.as_ref().and_then(|f| f.dev.zip(f.ino)) else {
                     return;
                 };
-                if self.writers.len() >= MAX_FILES {
-                    self.writers.clear();
-                }
                 let p = &event.process;
                 let w = self.writer_of(p.pid, p.ppid, &p.name, event.time_ns);
                 self.writers.insert((dev, ino), w);
@@ -412,6 +456,33 @@ mod tests {
             (writer.exe.as_str(), writer.cmdline.as_str(), writer.time_ns),
             ("/bin/sh", "sh -x", 20)
         );
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_older_half_only() {
+        let mut g = Generations::new(4);
+        for k in 0..4 {
+            g.insert(k, k * 10);
+        }
+        // 0 and 1 were forgotten when 2 and 3 filled the newer half and 4
+        // needed room; 2 and 3 survive beside the newest.
+        g.insert(4, 40);
+        assert_eq!((g.get(&0), g.get(&1)), (None, None));
+        assert_eq!(
+            (g.get(&2), g.get(&3), g.get(&4)),
+            (Some(&20), Some(&30), Some(&40))
+        );
+        assert_eq!(g.len(), 3);
+        // A newer value shadows an older generation's.
+        g.insert(2, 21);
+        assert_eq!(g.get(&2), Some(&21));
+        assert_eq!(g.remove(&2), Some(21));
+        assert_eq!(g.remove(&2), Some(20));
+        assert_eq!(g.get(&2), None);
+        for k in 5..100 {
+            g.insert(k, 0);
+            assert!(g.len() <= 4, "{}", g.len());
+        }
     }
 
     #[test]
