@@ -424,6 +424,61 @@ fn setup() -> Option<std::sync::MutexGuard<'static, ()>> {
     Some(guard)
 }
 
+/// The runtime's threads woken per second, from their voluntary context
+/// switches over `span`.
+fn runtime_wakeups_per_sec(d: &Daemon, span: Duration) -> f64 {
+    let count = || -> u64 {
+        let dir = format!("/proc/{}/task", d.child.id());
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("listing the daemon's threads") {
+            let task = entry.expect("a task entry").path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim() != "tokio-rt-worker" {
+                continue;
+            }
+            let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        n
+    };
+    let before = count();
+    std::thread::sleep(span);
+    (count() - before) as f64 / span.as_secs_f64()
+}
+
+/// With nothing happening the daemon sleeps: the kernel wakes it for the
+/// first record after its drains found the rings empty, instead of it
+/// draining every `drain_interval_ms` (100 wake-ups a second at the
+/// default; about 4 a second now, the once-a-second tick's).
+#[test]
+fn an_idle_sensor_sleeps_until_the_first_record() {
+    require_root!();
+    let _g = setup();
+    let d = Daemon::start(true);
+    let c = Container::start_with("idle", &[], &["sleep", "1000"]);
+    d.wait_for("the entrypoint's exec event", |v| {
+        event_in(&c, v, "exec").is_some()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = runtime_wakeups_per_sec(&d, Duration::from_secs(4));
+    assert!(
+        idle < 25.0,
+        "{idle:.1} wake-ups a second with nothing to read"
+    );
+    // The first record after the quiet is read, on both lanes.
+    c.exec("echo probe > /etc/idle-probe; /bin/true idle-probe");
+    d.wait_for("the exec after the quiet", |v| {
+        event_in(&c, v, "exec").is_some_and(|v| v["process"]["args"][1] == "idle-probe")
+    });
+    d.wait_for("the write after the quiet", |v| {
+        event_in(&c, v, "open_write").is_some_and(|v| v["file"]["path"] == "/etc/idle-probe")
+    });
+}
+
 #[test]
 fn exec_findings_on_real_containers() {
     require_root!();

@@ -8,7 +8,9 @@ use driftwatch_common::{ARGS_MAX, ExecRecord, Fault, FileFacts, Kind, RecordKind
 use crate::enforce::judge;
 use crate::globals::offset;
 use crate::layer::layer_of;
-use crate::maps::{EVENTS, EXEC_SCRATCH, PRIOR, Prior, count_faults, count_lost, submit_flags};
+use crate::maps::{
+    EVENTS, EXEC_SCRATCH, PRIOR, Prior, count_faults, count_lost, reserved, submit_flags,
+};
 use crate::read::{Reads, fact, facts, field};
 use crate::task::{
     container_root, current_task, current_tid, exec_depth, file_path, fill_header, fs_pwd, fs_root,
@@ -132,7 +134,7 @@ fn on_exec(old_pid: u32) {
     let r = unsafe { &mut *entry.as_mut_ptr() };
     fill_and_judge(r, prior.is_some(), inode, mnt_ns);
     count_faults(r.hdr.faults);
-    entry.submit(submit_flags());
+    entry.submit(submit_flags(reserved::<ExecRecord>()));
 }
 
 /// The record of the task that just exec'd, then the policy's verdict on

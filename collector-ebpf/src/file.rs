@@ -633,7 +633,10 @@ pub(crate) fn send(rec: &mut FileRecord) {
     // SAFETY: `len` bytes of the scratch record, which is `full` bytes.
     let bytes =
         unsafe { core::slice::from_raw_parts((rec as *const FileRecord).cast::<u8>(), len) };
-    if ring.output::<[u8]>(bytes, submit_flags_for(ring)).is_err() {
+    if ring
+        .output::<[u8]>(bytes, submit_flags_for(ring, 0))
+        .is_err()
+    {
         count_lost_in(which);
         if let Some(b) = budget.entry {
             // SAFETY: a live value of BUDGET (LRU memory is not freed under

@@ -150,27 +150,48 @@ pub struct Prior {
     pub _pad: u32,
 }
 
-/// How to commit a record: waking the reader only when enough has piled
-/// up. A wake-up per record costs the workload a cross-CPU interrupt and
-/// the daemon a context switch for each exec or write, and the reader polls
-/// on a short timer anyway.
+/// 1 while the daemon sleeps until a wake-up instead of draining on its
+/// timer (its last drain found both rings empty); written by the daemon.
+#[map]
+pub static READER: Array<u32> = Array::with_max_entries(1, 0);
+
 #[inline(always)]
-pub fn submit_flags() -> u64 {
-    submit_flags_for(&EVENTS)
+fn reader_asleep() -> bool {
+    READER.get(0).is_some_and(|v| *v != 0)
+}
+
+/// How to commit a record: waking the reader when enough has piled up, or
+/// when it sleeps (its drains found nothing, [`READER`]) and this record is
+/// the only one in the ring. A wake-up per record costs the workload a
+/// cross-CPU interrupt and the daemon a context switch for each exec or
+/// write; while records come, the daemon drains on its own short timer.
+///
+/// `own` is what this record already adds to the ring's unread bytes: its
+/// reserved size for a record built in place, 0 for one copied in after.
+#[inline(always)]
+pub fn submit_flags(own: u64) -> u64 {
+    submit_flags_for(&EVENTS, own)
 }
 
 /// [`submit_flags`] for the ring buffer `ring`.
 #[inline(always)]
-pub fn submit_flags_for(ring: &RingBuf) -> u64 {
+pub fn submit_flags_for(ring: &RingBuf, own: u64) -> u64 {
     let threshold = filter!(wakeup_bytes);
     if threshold == 0 {
         return 0;
     }
-    if ring.query(BPF_RB_AVAIL_DATA as u64) >= threshold as u64 {
+    let unread = ring.query(BPF_RB_AVAIL_DATA as u64);
+    if unread >= threshold as u64 || (unread <= own && reader_asleep()) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// The bytes a reservation of `T` takes in a ring: the record rounded up
+/// to 8 and the kernel's 8-byte header.
+pub const fn reserved<T>() -> u64 {
+    (core::mem::size_of::<T>() as u64).div_ceil(8) * 8 + 8
 }
 
 #[inline(always)]

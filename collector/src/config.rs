@@ -361,8 +361,9 @@ pub struct EbpfConfig {
     /// each of the two lanes. The default, 2 MiB, is the smallest that lost
     /// nothing under bench/rings.sh's worst case (docs/configuration.md).
     pub ring_buffer_kib: u32,
-    /// How often the daemon drains the ring buffer on its own; the kernel
-    /// wakes it early only when a quarter of the buffer is full. 0: the
+    /// How often the daemon drains the ring buffer on its own while records
+    /// come; the kernel wakes it early when a quarter of the buffer is
+    /// full, and an idle daemon for the first record. 0: the
     /// kernel wakes the daemon for every record (lowest latency, highest
     /// cost to the workload).
     pub drain_interval_ms: u64,

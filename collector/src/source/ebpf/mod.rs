@@ -858,7 +858,16 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         writers: _,
         mut folds,
     } = sensor;
-    let sensor_maps = bpf;
+    let mut sensor_maps = bpf;
+    let reader = sensor_maps
+        .take_map("READER")
+        .ok_or_else(|| missing_map("READER"))
+        .and_then(|m| {
+            Array::<MapData, u32>::try_from(m).map_err(|source| EbpfError::Map {
+                name: "READER",
+                source,
+            })
+        })?;
     let register = |ring| {
         // SAFETY: the ring buffer owns its map fd and keeps it open,
         // unchanged, for as long as the AsyncFd owns the ring buffer.
@@ -884,9 +893,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         last_log: None,
     };
     let mut tick = tokio::time::interval(LOSS_POLL);
-    // Records committed without a wake-up are picked up by this timer.
-    let mut drain_tick = tokio::time::interval(drain_every.unwrap_or(LOSS_POLL));
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timer = DrainTimer::new(drain_every, reader);
     let mut batch: Vec<Event> = Vec::with_capacity(2 * DRAIN_BUDGET);
     loop {
         // Whether a ring may hold more than one budget's worth.
@@ -901,31 +908,31 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
                     let held = f.sweep(Clock::ktime_now(), &mut batch);
                     ctx.stats.kernel_fold_keys.store(held as u64, Ordering::Relaxed);
                 }
+                timer.safety_net();
                 false
             }
-            _ = drain_tick.tick(), if drain_every.is_some() => {
+            _ = timer.at.as_mut(), if timer.armed => {
                 // The exec lane first: it is the one that must not wait.
                 let a = take(afd.get_mut(), &mut decoder, &mut batch);
                 let b = take(file_afd.get_mut(), &mut decoder, &mut batch);
+                if timer.drained(a + b) {
+                    // A record committed after that drain and before the
+                    // kernel read the flag raised no wake-up.
+                    let late = take(afd.get_mut(), &mut decoder, &mut batch)
+                        + take(file_afd.get_mut(), &mut decoder, &mut batch);
+                    if late > 0 {
+                        timer.drained(late);
+                    }
+                }
                 a == DRAIN_BUDGET || b == DRAIN_BUDGET
             }
             guard = afd.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Poll)?;
-                let n = take(guard.get_inner_mut(), &mut decoder, &mut batch);
-                if n < DRAIN_BUDGET {
-                    // Empty: wait for the next wake-up. With budget left
-                    // over we come back without clearing.
-                    guard.clear_ready();
-                }
-                n == DRAIN_BUDGET
+                woken(&mut guard, &mut timer, &mut decoder, &mut batch)
             }
             guard = file_afd.readable_mut() => {
                 let mut guard = guard.map_err(EbpfError::Poll)?;
-                let n = take(guard.get_inner_mut(), &mut decoder, &mut batch);
-                if n < DRAIN_BUDGET {
-                    guard.clear_ready();
-                }
-                n == DRAIN_BUDGET
+                woken(&mut guard, &mut timer, &mut decoder, &mut batch)
             }
         };
         if let Some(f) = folds.as_mut() {
@@ -939,7 +946,7 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         if more {
             // A full budget: keep draining, but let the runtime breathe.
             tokio::task::yield_now().await;
-            drain_tick.reset_immediately();
+            timer.soon();
         }
         if *ctx.shutdown.borrow() {
             break;
@@ -969,6 +976,121 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
     }
     tracing::info!("kernel sensor detached");
     Ok(())
+}
+
+/// The batched drain's timer (`drain_interval_ms`). While records come the
+/// daemon drains on this timer and the kernel wakes it only for a ring a
+/// quarter full. A drain that finds nothing stops the timer and tells the
+/// kernel (the `READER` flag), which then wakes the daemon for the first
+/// record; that arms the timer again, so a batch gathers behind it. An
+/// idle node costs no wake-ups but the once-a-second tick's.
+struct DrainTimer {
+    every: Option<Duration>,
+    at: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+    reader: Array<MapData, u32>,
+    /// What the kernel was last told: asleep or not.
+    asleep: bool,
+}
+
+impl DrainTimer {
+    fn new(every: Option<Duration>, reader: Array<MapData, u32>) -> DrainTimer {
+        DrainTimer {
+            every,
+            at: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: every.is_some(),
+            reader,
+            asleep: false,
+        }
+    }
+
+    /// Drain as soon as the runtime lets us (batched mode only).
+    fn soon(&mut self) {
+        if self.every.is_some() {
+            self.at.as_mut().reset(tokio::time::Instant::now());
+            self.armed = true;
+        }
+    }
+
+    /// Two records reserved at once and committed after a drain that found
+    /// the first still being written raise no wake-up (neither was alone
+    /// in the ring): the once-a-second tick drains them at the latest.
+    fn safety_net(&mut self) {
+        if !self.armed {
+            self.soon();
+        }
+    }
+
+    /// A wake-up from the kernel: whether to drain now (per-record mode,
+    /// or a ring a quarter full while the timer runs). The first record
+    /// after the daemon fell asleep arms the timer instead.
+    fn wake(&mut self) -> bool {
+        match self.every {
+            Some(every) if !self.armed => {
+                self.tell(false);
+                self.at.as_mut().reset(tokio::time::Instant::now() + every);
+                self.armed = true;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// After a timed drain that took `n` records. True when the daemon fell
+    /// asleep: the caller looks once more, for a record that came between
+    /// the drain and the flag.
+    fn drained(&mut self, n: usize) -> bool {
+        let Some(every) = self.every else {
+            return false;
+        };
+        // A daemon that cannot tell the kernel it sleeps keeps polling.
+        if n > 0 || !self.tell(true) {
+            self.tell(false);
+            self.at.as_mut().reset(tokio::time::Instant::now() + every);
+            self.armed = true;
+            return false;
+        }
+        self.armed = false;
+        true
+    }
+
+    /// Tells the kernel whether the daemon sleeps; whether that was told.
+    fn tell(&mut self, asleep: bool) -> bool {
+        if self.asleep == asleep {
+            return true;
+        }
+        match self.reader.set(0, u32::from(asleep), 0) {
+            Ok(()) => {
+                self.asleep = asleep;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, asleep, "writing the READER flag failed; the daemon keeps draining on its timer");
+                false
+            }
+        }
+    }
+}
+
+/// Handles a wake-up on the ring behind `guard`: drains it or arms the
+/// timer. Whether it may hold more than the budget taken.
+fn woken(
+    guard: &mut tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>,
+    timer: &mut DrainTimer,
+    decoder: &mut Decoder,
+    batch: &mut Vec<Event>,
+) -> bool {
+    if !timer.wake() {
+        guard.clear_ready();
+        return false;
+    }
+    let n = take(guard.get_inner_mut(), decoder, batch);
+    if n < DRAIN_BUDGET {
+        // Empty: wait for the next wake-up. With budget left over we come
+        // back without clearing.
+        guard.clear_ready();
+    }
+    n == DRAIN_BUDGET
 }
 
 /// Moves up to one budget of records from the ring into `batch`; returns
