@@ -348,6 +348,25 @@ mod tests {
         }
     }
 
+    /// `pid` (comm `comm`) opening the file (5, 9) for writing at `time_ns`.
+    fn write_of_5_9(pid: u32, comm: &str, time_ns: u64) -> Event {
+        Event {
+            kind: EventKind::OpenWrite,
+            time_ns,
+            process: Process {
+                pid,
+                name: comm.into(),
+                ..Process::default()
+            },
+            file: Some(FileInfo {
+                dev: Some(5),
+                ino: Some(9),
+                ..FileInfo::default()
+            }),
+            ..Event::default()
+        }
+    }
+
     #[test]
     fn a_parent_that_exited_is_replaced_by_the_one_adopting() {
         // runc exec (50) started sh (60) and exited; conmon (40) adopted it.
@@ -380,22 +399,7 @@ mod tests {
         ] {
             e.enrich(ev);
         }
-        let mut w = Event {
-            kind: EventKind::OpenWrite,
-            time_ns: 77,
-            process: Process {
-                pid: 30,
-                name: "cp".into(),
-                ..Process::default()
-            },
-            file: Some(FileInfo {
-                dev: Some(5),
-                ino: Some(9),
-                ..FileInfo::default()
-            }),
-            ..Event::default()
-        };
-        e.enrich(&mut w);
+        e.enrich(&mut write_of_5_9(30, "cp", 77));
         let file = ExeFile {
             dev: 5,
             ino: 9,
@@ -428,22 +432,7 @@ mod tests {
         let mut tail = exec(30, 20, "sleep", "/bin/sleep", None);
         tail.time_ns = 30;
         e.enrich(&mut tail);
-        let mut w = Event {
-            kind: EventKind::OpenWrite,
-            time_ns: 20,
-            process: Process {
-                pid: 30,
-                name: "sh".into(),
-                ..Process::default()
-            },
-            file: Some(FileInfo {
-                dev: Some(5),
-                ino: Some(9),
-                ..FileInfo::default()
-            }),
-            ..Event::default()
-        };
-        e.enrich(&mut w);
+        e.enrich(&mut write_of_5_9(30, "sh", 20));
         let file = ExeFile {
             dev: 5,
             ino: 9,

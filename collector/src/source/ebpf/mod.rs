@@ -270,6 +270,8 @@ pub struct EbpfSensor {
     clock: Clock,
     /// `None`: the kernel wakes the reader for every record.
     drain_every: Option<Duration>,
+    /// The `READER` flag: set while the daemon sleeps until a wake-up.
+    reader: Array<MapData, u32>,
     enforcer: Enforcer,
     /// The kernel prefilter's bitmap, rewritten on reload.
     prefilter: Option<SharedPrefilter>,
@@ -470,6 +472,13 @@ impl EbpfSensor {
         };
         let ring = take_ring(&mut bpf, "EVENTS")?;
         let file_ring = take_ring(&mut bpf, "FILE_EVENTS")?;
+        let reader = bpf
+            .take_map("READER")
+            .ok_or_else(|| missing_map("READER"))?;
+        let reader = Array::try_from(reader).map_err(|source| EbpfError::Map {
+            name: "READER",
+            source,
+        })?;
         tracing::info!(
             scope = ?cfg.scope,
             ring_buffer_bytes = ring_bytes,
@@ -499,6 +508,7 @@ impl EbpfSensor {
             clock,
             drain_every: (cfg.drain_interval_ms > 0)
                 .then(|| Duration::from_millis(cfg.drain_interval_ms)),
+            reader,
             enforcer,
             prefilter: live_prefilter,
         })
@@ -852,22 +862,14 @@ async fn drain(sensor: EbpfSensor, mut ctx: SourceContext) -> Result<(), EbpfErr
         file_ring,
         clock,
         drain_every,
+        reader,
         enforcer: _,
         prefilter: _,
         host_mnt_ns,
         writers: _,
         mut folds,
     } = sensor;
-    let mut sensor_maps = bpf;
-    let reader = sensor_maps
-        .take_map("READER")
-        .ok_or_else(|| missing_map("READER"))
-        .and_then(|m| {
-            Array::<MapData, u32>::try_from(m).map_err(|source| EbpfError::Map {
-                name: "READER",
-                source,
-            })
-        })?;
+    let sensor_maps = bpf;
     let register = |ring| {
         // SAFETY: the ring buffer owns its map fd and keeps it open,
         // unchanged, for as long as the AsyncFd owns the ring buffer.
@@ -1007,9 +1009,13 @@ impl DrainTimer {
     /// Drain as soon as the runtime lets us (batched mode only).
     fn soon(&mut self) {
         if self.every.is_some() {
-            self.at.as_mut().reset(tokio::time::Instant::now());
-            self.armed = true;
+            self.arm_in(Duration::ZERO);
         }
+    }
+
+    fn arm_in(&mut self, after: Duration) {
+        self.at.as_mut().reset(tokio::time::Instant::now() + after);
+        self.armed = true;
     }
 
     /// Two records reserved at once and committed after a drain that found
@@ -1028,8 +1034,7 @@ impl DrainTimer {
         match self.every {
             Some(every) if !self.armed => {
                 self.tell(false);
-                self.at.as_mut().reset(tokio::time::Instant::now() + every);
-                self.armed = true;
+                self.arm_in(every);
                 false
             }
             _ => true,
@@ -1046,8 +1051,7 @@ impl DrainTimer {
         // A daemon that cannot tell the kernel it sleeps keeps polling.
         if n > 0 || !self.tell(true) {
             self.tell(false);
-            self.at.as_mut().reset(tokio::time::Instant::now() + every);
-            self.armed = true;
+            self.arm_in(every);
             return false;
         }
         self.armed = false;
