@@ -111,6 +111,16 @@ impl Batch {
         Iter(self.events.iter().zip(&self.outcomes))
     }
 
+    /// Keeps only the events that raised a finding.
+    pub fn retain_findings(&mut self) {
+        let keep: Vec<bool> = self
+            .outcomes
+            .iter()
+            .map(|o| !o.findings.is_empty())
+            .collect();
+        self.retain(&keep);
+    }
+
     /// Keeps the events whose flag in `keep` is true.
     fn retain(&mut self, keep: &[bool]) {
         let mut k = keep.iter();

@@ -129,12 +129,16 @@ pub async fn run(setup: Setup) -> Result<Report, RuntimeError> {
         ev_tx.downgrade(),
         finished_rx,
     ));
+    let to_outputs = ToOutputs {
+        tx: out_tx,
+        plain: sinks.iter().any(|s| s.writes_plain_events()),
+    };
     let chain_thread = spawn_chain(
         chain,
         enrichers,
         enforcer.clone(),
         msg_rx,
-        out_tx,
+        to_outputs,
         stats.clone(),
         hostname.clone(),
     )?;
@@ -254,7 +258,7 @@ fn spawn_chain(
     mut enrichers: Vec<Box<dyn Enricher>>,
     enforcer: Option<Enforcer>,
     mut rx: mpsc::Receiver<Msg>,
-    out: std::sync::mpsc::SyncSender<Batch>,
+    out: ToOutputs,
     stats: Arc<Stats>,
     hostname: Arc<str>,
 ) -> Result<std::thread::JoinHandle<()>, RuntimeError> {
@@ -272,13 +276,16 @@ fn spawn_chain(
                             learn_containers(enforcer, &events);
                         }
                         let taken = events.len();
-                        let batch = chain.process(events);
+                        let mut batch = chain.process(events);
+                        if !out.plain {
+                            batch.retain_findings();
+                        }
                         // The batcher counted them in; what the chain
                         // dropped leaves memory here.
                         stats
                             .queued_events
                             .fetch_sub((taken - batch.len()) as u64, Ordering::Relaxed);
-                        if !batch.is_empty() && out.send(batch).is_err() {
+                        if !batch.is_empty() && out.tx.send(batch).is_err() {
                             return;
                         }
                     }
@@ -292,7 +299,7 @@ fn spawn_chain(
                             stats
                                 .queued_events
                                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                            if out.send(batch).is_err() {
+                            if out.tx.send(batch).is_err() {
                                 return;
                             }
                         }
@@ -309,10 +316,18 @@ fn spawn_chain(
                 stats
                     .queued_events
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let _ = out.send(batch);
+                let _ = out.tx.send(batch);
             }
         })
         .map_err(|e| RuntimeError::Thread("plugin-chain", e))
+}
+
+/// The chain's hand-off to the outputs' thread.
+struct ToOutputs {
+    tx: std::sync::mpsc::SyncSender<Batch>,
+    /// Whether an output writes events that raised no finding; without
+    /// one, only events with findings are handed over.
+    plain: bool,
 }
 
 /// Tells the enforcement policy which containers the execs of `events`

@@ -240,6 +240,11 @@ impl Sink for HttpSink {
         "http"
     }
 
+    /// Findings only, always.
+    fn writes_plain_events(&self) -> bool {
+        false
+    }
+
     fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let bodies: Vec<Vec<u8>> = batch
             .iter()

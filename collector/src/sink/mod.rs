@@ -48,6 +48,13 @@ pub trait Sink: Send {
     fn name(&self) -> &'static str;
     /// Delivers (or durably queues) one batch.
     fn send(&mut self, batch: &Batch) -> Result<(), SinkError>;
+    /// Whether it writes events that raised no finding (`events = true`).
+    /// When no output does, the chain keeps such events from the outputs'
+    /// thread: it then wakes only for findings, and nothing crosses to it
+    /// only to be freed there.
+    fn writes_plain_events(&self) -> bool {
+        true
+    }
     /// Called once at shutdown, after the last batch. Returns by
     /// `deadline`: what a remote output could not deliver by then stays in
     /// its spool.

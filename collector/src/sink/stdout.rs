@@ -52,6 +52,10 @@ impl<W: Write + Send> Sink for JsonLines<W> {
         })
     }
 
+    fn writes_plain_events(&self) -> bool {
+        self.events
+    }
+
     fn flush(&mut self, _deadline: std::time::Instant) -> Result<(), SinkError> {
         self.out.flush().map_err(|source| SinkError::Io {
             sink: "stdout",

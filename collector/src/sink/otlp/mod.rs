@@ -228,6 +228,10 @@ impl Sink for OtlpSink {
         "otlp"
     }
 
+    fn writes_plain_events(&self) -> bool {
+        self.events
+    }
+
     fn send(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let (bytes, records) = self.encode(batch);
         if records.is_empty() {
