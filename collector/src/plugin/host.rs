@@ -331,7 +331,7 @@ impl Engine {
         Ok(Engine {
             inner,
             linker: Arc::new(linker),
-            cache: Arc::new(cache),
+            cache: Arc::new(cache.compiling_apart(&cfg)),
             ticker: Arc::new(ticker),
         })
     }
