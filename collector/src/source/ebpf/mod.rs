@@ -398,13 +398,7 @@ impl EbpfSensor {
                 .take_map("KERNEL_DROP")
                 .ok_or_else(|| missing_map("KERNEL_DROP"))?;
             let table: Array<_, u64> = Array::try_from(map).map_err(map_err)?;
-            let map = bpf
-                .take_map("PREFIXES")
-                .ok_or_else(|| missing_map("PREFIXES"))?;
-            let prefixes = Array::try_from(map).map_err(|source| EbpfError::Map {
-                name: "PREFIXES",
-                source,
-            })?;
+            let prefixes = take_map(&mut bpf, "PREFIXES")?;
             live_prefilter = Some(Arc::new(Mutex::new(
                 LivePrefilter::new(table, prefixes, prefilter).map_err(map_err)?,
             )));
@@ -466,19 +460,9 @@ impl EbpfSensor {
             }
         }
 
-        let take_ring = |bpf: &mut Ebpf, name: &'static str| {
-            let map = bpf.take_map(name).ok_or_else(|| missing_map(name))?;
-            RingBuf::try_from(map).map_err(|source| EbpfError::Map { name, source })
-        };
-        let ring = take_ring(&mut bpf, "EVENTS")?;
-        let file_ring = take_ring(&mut bpf, "FILE_EVENTS")?;
-        let reader = bpf
-            .take_map("READER")
-            .ok_or_else(|| missing_map("READER"))?;
-        let reader = Array::try_from(reader).map_err(|source| EbpfError::Map {
-            name: "READER",
-            source,
-        })?;
+        let ring: RingBuf<MapData> = take_map(&mut bpf, "EVENTS")?;
+        let file_ring: RingBuf<MapData> = take_map(&mut bpf, "FILE_EVENTS")?;
+        let reader = take_map(&mut bpf, "READER")?;
         tracing::info!(
             scope = ?cfg.scope,
             ring_buffer_bytes = ring_bytes,
@@ -530,6 +514,15 @@ impl EbpfSensor {
     pub fn enforcer(&self) -> Enforcer {
         self.enforcer.clone()
     }
+}
+
+/// The map `name`, taken out of `bpf` as a `T`.
+fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = bpf.take_map(name).ok_or_else(|| missing_map(name))?;
+    T::try_from(map).map_err(|source| EbpfError::Map { name, source })
 }
 
 fn missing_map(name: &str) -> EbpfError {
