@@ -11,7 +11,8 @@ use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::{Sink, SinkError};
 use driftwatch::source::{BoxFuture, Source, SourceContext, SourceError};
 use driftwatch::stats::Stats;
-use driftwatch_sdk::{Container, Event, EventKind, Process};
+use driftwatch_sdk::Event;
+use support::exec;
 use tokio::sync::watch;
 
 /// Sends its events, then ends.
@@ -62,23 +63,6 @@ impl Sink for Seen {
         let mut names = self.names.lock().unwrap();
         names.extend(batch.iter().map(|p| p.event.process.name.clone()));
         Ok(())
-    }
-}
-
-fn exec(name: &str) -> Event {
-    Event {
-        kind: EventKind::Exec,
-        process: Process {
-            name: name.into(),
-            vpid: 4,
-            pname: "runc".into(),
-            ..Process::default()
-        },
-        container: Some(Container {
-            id: "c".repeat(64),
-            ..Container::default()
-        }),
-        ..Event::default()
     }
 }
 

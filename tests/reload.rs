@@ -17,7 +17,8 @@ use driftwatch::runtime::{self, Setup};
 use driftwatch::sink::{Sink, SinkError};
 use driftwatch::source::{BoxFuture, Source, SourceContext, SourceError};
 use driftwatch::stats::Stats;
-use driftwatch_sdk::{Container, Event, EventKind, Process};
+use driftwatch_sdk::Event;
+use support::exec;
 use tokio::sync::{mpsc, watch};
 
 /// Forwards whatever the test sends.
@@ -51,23 +52,6 @@ impl Sink for Collect {
             }
         }
         Ok(())
-    }
-}
-
-fn exec(name: &str) -> Event {
-    Event {
-        kind: EventKind::Exec,
-        process: Process {
-            name: name.into(),
-            vpid: 4,
-            pname: "runc".into(),
-            ..Process::default()
-        },
-        container: Some(Container {
-            id: "c".repeat(64),
-            ..Container::default()
-        }),
-        ..Event::default()
     }
 }
 

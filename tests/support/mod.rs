@@ -104,3 +104,22 @@ pub async fn drain(
         got.push(ev);
     }
 }
+
+/// An exec of `name` in a container, its parent the runtime (`runc`): what
+/// the shell and package-manager rules judge.
+pub fn exec(name: &str) -> driftwatch_sdk::Event {
+    driftwatch_sdk::Event {
+        kind: driftwatch_sdk::EventKind::Exec,
+        process: driftwatch_sdk::Process {
+            name: name.into(),
+            vpid: 4,
+            pname: "runc".into(),
+            ..driftwatch_sdk::Process::default()
+        },
+        container: Some(driftwatch_sdk::Container {
+            id: "c".repeat(64),
+            ..driftwatch_sdk::Container::default()
+        }),
+        ..driftwatch_sdk::Event::default()
+    }
+}
