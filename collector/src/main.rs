@@ -272,6 +272,7 @@ impl PluginCacheArg {
 }
 
 fn main() -> ExitCode {
+    let huge_pages = driftwatch::refuse_huge_pages();
     let cli = Cli::parse();
     // The OpenTelemetry crates' own logs stay out unless asked for by name:
     // the daemon reports export failures itself, and theirs would say
@@ -286,6 +287,9 @@ fn main() -> ExitCode {
         )
         .with(driftwatch::sink::otlp::said::layer())
         .init();
+    if let Err(e) = huge_pages {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off: the heap may stay larger");
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -522,6 +526,9 @@ fn run(config: &Path) -> Result<ExitCode> {
             None => tracing::debug!("no capabilities held: nothing to drop"),
         }
     }
+    // The start's garbage was freed on this thread, which only waits from
+    // here on.
+    driftwatch::give_back_freed_memory();
     let rt = tokio_runtime()?;
     let shutdown = shutdown_on_signals(&rt);
     let sinks = sinks(&cfg, false, &stats)?;
