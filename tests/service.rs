@@ -806,6 +806,117 @@ retry_max_ms = 500
     }
 }
 
+/// One `/proc/<pid>/status` value in KiB (`VmHWM`, `RssAnon`, ...).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+}
+
+/// The daemon's heap while everything downstream is stuck: stdout into a
+/// pipe nobody reads, and enough host execs with long command lines to
+/// fill every queue. Returns (the most events held past the source queue,
+/// growth of anonymous memory in KiB over the idle daemon).
+fn blocked_pipeline_growth(queue_capacity: usize) -> (u64, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = support::config(
+        dir.path(),
+        &format!(
+            r#"[metrics]
+listen = "127.0.0.1:0"
+
+[sources.ebpf]
+scope = "all"
+
+[pipeline]
+queue_capacity = {queue_capacity}
+
+[outputs.stdout]
+enabled = true
+events = true
+"#
+        ),
+    );
+    let mut d = Daemon::start_with(&cfg, Stdio::piped());
+    let pid = d.child.id();
+    // The flag is the daemon's first act (main.rs): its heap never gets
+    // huge pages, which kept ~20 MiB more resident after storms.
+    assert_eq!(status_kib(pid, "THP_enabled"), 0, "THP left on");
+    // The start's garbage (the BTF parses) was given back once attached
+    // (main.rs); the heap at rest is small, and what the stuck pipeline
+    // adds is measured from it.
+    let mut idle = u64::MAX;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        idle = idle.min(status_kib(pid, "RssAnon"));
+    }
+    assert!(
+        idle <= 32 * 1024,
+        "{idle} KiB of heap at rest: the start's garbage stayed"
+    );
+    // 64 arguments of 200 bytes: far longer command lines than most.
+    let args: Vec<String> = (0..64).map(|i| format!("{i:0>200}")).collect();
+    // Every event stays in memory or in the kernel ring: after this many
+    // execs the source queue (not in `queued_events`, which counts from
+    // the batcher on), the batches in the channels and the blocked
+    // output's batch are all full. The source then waits on the queue,
+    // so the kernel ring's overflow is not counted while it lasts.
+    let ring_records = 8192;
+    let execs = queue_capacity + 23 * 512 + ring_records;
+    let (mut held, mut peak) = (0.0f64, idle);
+    for i in 0..execs {
+        let _ = Command::new("/bin/true").args(&args).status();
+        if i % 500 == 0 {
+            held = held.max(sample(&d.metrics(), "driftwatch_queued_events"));
+            peak = peak.max(status_kib(pid, "RssAnon"));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    held = held.max(sample(&d.metrics(), "driftwatch_queued_events"));
+    peak = peak.max(status_kib(pid, "RssAnon"));
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    eprintln!(
+        "queue_capacity {queue_capacity}: {held} events held past the queue, RssAnon idle {idle} KiB, peak {peak} KiB, {:.0} B per event in memory",
+        (peak.saturating_sub(idle) * 1024) as f64 / (held + queue_capacity as f64)
+    );
+    (held as u64, peak.saturating_sub(idle))
+}
+
+/// docs/configuration.md ("Memory"): with everything downstream stuck the
+/// daemon holds at most `queue_capacity + 23 × batch_size + 1,024` events, and
+/// each costs at most PER_EVENT_KIB of heap. Two queue capacities, so the
+/// test sees the bound scale and not only hold.
+#[test]
+fn a_stuck_pipeline_holds_memory_to_its_documented_bound() {
+    require!(is_root(), "the kernel sensor needs root");
+    let _one = SENSOR.lock().unwrap_or_else(|p| p.into_inner());
+    const BATCH: u64 = 512;
+    const PER_EVENT_KIB: u64 = 4;
+    let mut grown = Vec::new();
+    for q in [1024u64, 8192] {
+        let (held, growth) = blocked_pipeline_growth(q as usize);
+        let past = 23 * BATCH;
+        assert!(
+            held <= past,
+            "{held} events held past the queue, more than {past}"
+        );
+        // The kernel source's last drain: 512 records per lane.
+        let most = q + past + 2 * 512;
+        assert!(
+            growth <= most * PER_EVENT_KIB,
+            "queue_capacity {q}: the heap grew {growth} KiB, over {most} events x {PER_EVENT_KIB} KiB"
+        );
+        grown.push(growth);
+    }
+    assert!(
+        grown[1] > grown[0],
+        "a larger queue held no more memory: {grown:?} KiB"
+    );
+}
+
 /// An output that blocks (stdout into a pipe nobody reads) stops the
 /// pipeline's beat: /healthz turns 503. SIGTERM then cannot drain the
 /// chain, so a grace second after the deadline the daemon logs what was
