@@ -305,6 +305,9 @@ impl EbpfSensor {
         let offsets = kbtf.offsets()?;
         let syscall_offsets = kbtf.syscall_offsets()?;
         let io_uring_offsets = kbtf.io_uring_offsets();
+        // Parsed BTF is the start's largest allocation, and aya parses it
+        // twice more below: not three at once.
+        drop(kbtf);
         tracing::debug!(
             ?offsets,
             ?syscall_offsets,
