@@ -63,13 +63,10 @@ pub struct Folds {
 impl Folds {
     /// Takes `AGG` out of the loaded object; `None` when folding is off.
     pub fn take(bpf: &mut Ebpf, window_ns: u64, clock: Clock) -> Result<Option<Folds>, EbpfError> {
-        const NAME: &str = "AGG";
-        let map = bpf.take_map(NAME).ok_or_else(|| super::missing_map(NAME))?;
+        let map: BpfHashMap<_, _, _> = super::take_map(bpf, "AGG")?;
         if window_ns == 0 {
             return Ok(None);
         }
-        let map =
-            BpfHashMap::try_from(map).map_err(|source| EbpfError::Map { name: NAME, source })?;
         Ok(Some(Folds {
             map,
             window_ns,

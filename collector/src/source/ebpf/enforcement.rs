@@ -14,7 +14,7 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError};
 use driftwatch_common::{PathHash, PathKey, Policy, ScopeKey, list, mode, policy_flag};
 use driftwatch_sdk::Event;
 
-use super::{EbpfError, missing_map};
+use super::{EbpfError, take_map};
 use crate::config::{EnforcementConfig, EnforcementMode};
 
 /// The policy maps, shared by the reloader and the chain thread.
@@ -112,16 +112,11 @@ impl PolicyMaps {
         cfg: &EnforcementConfig,
         host_mnt_ns: u64,
     ) -> Result<PolicyMaps, EbpfError> {
-        let mut take = |name: &'static str| bpf.take_map(name).ok_or_else(|| missing_map(name));
-        let active = Array::try_from(take("ACTIVE")?).map_err(map_err("ACTIVE"))?;
-        let policy = Array::try_from(take("POLICY")?).map_err(map_err("POLICY"))?;
-        let paths = BpfHashMap::try_from(take("PATHS")?).map_err(map_err("PATHS"))?;
-        let scope = BpfHashMap::try_from(take("SCOPE")?).map_err(map_err("SCOPE"))?;
         let mut maps = PolicyMaps {
-            active,
-            policy,
-            paths,
-            scope,
+            active: take_map(bpf, "ACTIVE")?,
+            policy: take_map(bpf, "POLICY")?,
+            paths: take_map(bpf, "PATHS")?,
+            scope: take_map(bpf, "SCOPE")?,
             slot: 0,
             host_mnt_ns,
             cfg: cfg.clone(),

@@ -397,10 +397,7 @@ impl EbpfSensor {
                 name: "KERNEL_DROP",
                 source,
             };
-            let map = bpf
-                .take_map("KERNEL_DROP")
-                .ok_or_else(|| missing_map("KERNEL_DROP"))?;
-            let table: Array<_, u64> = Array::try_from(map).map_err(map_err)?;
+            let table: Array<_, u64> = take_map(&mut bpf, "KERNEL_DROP")?;
             let prefixes = take_map(&mut bpf, "PREFIXES")?;
             live_prefilter = Some(Arc::new(Mutex::new(
                 LivePrefilter::new(table, prefixes, prefilter).map_err(map_err)?,
@@ -520,7 +517,7 @@ impl EbpfSensor {
 }
 
 /// The map `name`, taken out of `bpf` as a `T`.
-fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+pub(super) fn take_map<T>(bpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {

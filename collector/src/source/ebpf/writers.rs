@@ -29,11 +29,10 @@ pub struct KernelWriters {
 impl KernelWriters {
     /// Takes `WRITERS` out of the loaded object.
     pub fn take(bpf: &mut Ebpf, clock: Clock) -> Result<KernelWriters, EbpfError> {
-        const NAME: &str = "WRITERS";
-        let map = bpf.take_map(NAME).ok_or_else(|| super::missing_map(NAME))?;
-        let map =
-            BpfHashMap::try_from(map).map_err(|source| EbpfError::Map { name: NAME, source })?;
-        Ok(KernelWriters { map, clock })
+        Ok(KernelWriters {
+            map: super::take_map(bpf, "WRITERS")?,
+            clock,
+        })
     }
 
     /// The last writer of `file`, as the kernel recorded it: its pid, comm
