@@ -39,9 +39,6 @@ const MAX_ENTRY_BYTES: u64 = 512 << 20;
 
 pub struct ComponentCache {
     dir: Option<PathBuf>,
-    /// When set, compiles run in an engine of their own, made from this
-    /// configuration and dropped after each compile ([`compile_apart`]).
-    apart: Option<wasmtime::Config>,
 }
 
 /// What [`ComponentCache::load_traced`] did, for logs and tests.
@@ -65,7 +62,6 @@ impl ComponentCache {
         match prepared {
             Ok(()) => ComponentCache {
                 dir: Some(dir.to_path_buf()),
-                apart: None,
             },
             Err(why) => {
                 tracing::warn!(dir = %dir.display(), "plugin cache disabled: {why}");
@@ -75,31 +71,7 @@ impl ComponentCache {
     }
 
     pub fn disabled() -> ComponentCache {
-        ComponentCache {
-            dir: None,
-            apart: None,
-        }
-    }
-
-    /// Compiles in an engine of its own made from `cfg` (the loading
-    /// engine's configuration), one compile at a time: see
-    /// [`compile_apart`].
-    pub fn compiling_apart(mut self, cfg: &wasmtime::Config) -> ComponentCache {
-        self.apart = Some(cfg.clone());
-        self
-    }
-
-    /// `bytes` compiled for `engine`, and the compiled code when it was
-    /// produced serialized.
-    fn compile(
-        &self,
-        engine: &wasmtime::Engine,
-        bytes: &[u8],
-    ) -> wasmtime::Result<(Component, Option<Vec<u8>>)> {
-        match &self.apart {
-            Some(cfg) => compile_apart(engine, cfg, bytes).map(|(c, code)| (c, Some(code))),
-            None => Component::new(engine, bytes).map(|c| (c, None)),
-        }
+        ComponentCache { dir: None }
     }
 
     /// Compiles `bytes`, or loads the cached compilation of them.
@@ -114,11 +86,11 @@ impl ComponentCache {
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, Outcome)> {
         let Some(dir) = &self.dir else {
-            return Ok((self.compile(engine, bytes)?.0, Outcome::Disabled));
+            return Ok((compile_apart(engine, bytes)?.0, Outcome::Disabled));
         };
         if let Err(why) = check_dir(dir) {
             tracing::warn!(dir = %dir.display(), "plugin cache not used: {why}");
-            return Ok((self.compile(engine, bytes)?.0, Outcome::Disabled));
+            return Ok((compile_apart(engine, bytes)?.0, Outcome::Disabled));
         }
         let path = dir.join(format!("{}.cwasm", key(engine, bytes)));
         let mut outcome = Outcome::Miss;
@@ -142,22 +114,17 @@ impl ComponentCache {
             tracing::warn!(path = %path.display(), "refusing plugin cache entry, rebuilding it: {why}");
             let _ = std::fs::remove_file(&path);
         }
-        let (component, code) = self.compile(engine, bytes)?;
-        match code.map_or_else(|| component.serialize(), Ok) {
-            Ok(code) => {
-                if let Err(e) = store(dir, &path, &code) {
-                    tracing::warn!(path = %path.display(), "cannot write plugin cache entry: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("cannot serialize compiled plugin: {e}"),
+        let (component, code) = compile_apart(engine, bytes)?;
+        if let Err(e) = store(dir, &path, &code) {
+            tracing::warn!(path = %path.display(), "cannot write plugin cache entry: {e}");
         }
         Ok((component, outcome))
     }
 }
 
-/// Compiles `bytes` in a throwaway engine made from `cfg`, on this thread,
-/// and loads the result into `engine`; returns the component and its
-/// serialized code.
+/// Compiles `bytes` in a throwaway engine with `engine`'s configuration,
+/// one function at a time on this thread, and loads the result into
+/// `engine`; returns the component and its serialized code.
 ///
 /// An engine keeps what compiling took for as long as it lives: Cranelift
 /// and regalloc2 contexts (some 20 MB, seen live with heaptrack) and the
@@ -167,10 +134,9 @@ impl ComponentCache {
 /// thread that allocated it, that memory goes back.
 fn compile_apart(
     engine: &wasmtime::Engine,
-    cfg: &wasmtime::Config,
     bytes: &[u8],
 ) -> wasmtime::Result<(Component, Vec<u8>)> {
-    let mut cfg = cfg.clone();
+    let mut cfg = engine.config().clone();
     cfg.parallel_compilation(false);
     let compiler = wasmtime::Engine::new(&cfg)?;
     let code = compiler.precompile_component(bytes)?;
@@ -368,7 +334,7 @@ mod tests {
         cfg.wasm_component_model(true).epoch_interruption(true);
         let engine = wasmtime::Engine::new(&cfg).unwrap();
         let d = tempfile::tempdir().unwrap();
-        let cache = ComponentCache::new(&d.path().join("c")).compiling_apart(&cfg);
+        let cache = ComponentCache::new(&d.path().join("c"));
         let (first, outcome) = cache.load_traced(&engine, EMPTY_COMPONENT).unwrap();
         assert_eq!(outcome, Outcome::Miss);
         // Compiled elsewhere, it belongs to this engine: it instantiates.
@@ -381,7 +347,7 @@ mod tests {
             cache.load_traced(&engine, EMPTY_COMPONENT).unwrap().1,
             Outcome::Hit
         );
-        let off = ComponentCache::disabled().compiling_apart(&cfg);
+        let off = ComponentCache::disabled();
         assert_eq!(
             off.load_traced(&engine, EMPTY_COMPONENT).unwrap().1,
             Outcome::Disabled

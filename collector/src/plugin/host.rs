@@ -331,7 +331,7 @@ impl Engine {
         Ok(Engine {
             inner,
             linker: Arc::new(linker),
-            cache: Arc::new(cache.compiling_apart(&cfg)),
+            cache: Arc::new(cache),
             ticker: Arc::new(ticker),
         })
     }
