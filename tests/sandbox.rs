@@ -184,6 +184,33 @@ fn garbage_output_is_malformed() {
 }
 
 #[test]
+fn a_finding_of_an_undeclared_rule_is_refused() {
+    assert_contained(
+        "undeclared-rule",
+        "undeclared_rule",
+        "undeclared rule: verdict names rule 3, the manifest declares 1",
+    );
+}
+
+#[test]
+fn a_fired_rule_is_completed_from_its_template() {
+    let r = run("[plugins.config]\nmode = \"fire\"", 512, false);
+    assert!(r.out.status.success(), "{}", r.stderr());
+    let fired: Vec<_> = r
+        .lines
+        .iter()
+        .filter(|l| l["rule"] == "Hostile Rule")
+        .collect();
+    assert_eq!(fired.len(), 10, "{}", r.stderr());
+    for f in fired {
+        assert_eq!(f["priority"], "Notice");
+        assert_eq!(f["plugin"], "hostile");
+        let name = f["output_fields"]["proc.name"].as_str().unwrap();
+        assert_eq!(f["output"], format!("hostile saw {name}"));
+    }
+}
+
+#[test]
 fn wrong_verdict_count_is_refused() {
     assert_contained(
         "wrong-count",
@@ -345,6 +372,16 @@ fn init_failure_is_a_clear_error_naming_the_plugin() {
         err.contains(
             "plugin picky refused its configuration: returned an error: needs a license key"
         ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_declared_rule_naming_an_unknown_field_is_refused_at_load() {
+    let err = check_refuses_picky("[plugins.config]\nmode = \"init-bad-rule\"\n");
+    assert!(
+        err.contains("plugin picky")
+            && err.contains("rule \"Hostile Rule\": unknown field %proc.nmae"),
         "{err}"
     );
 }

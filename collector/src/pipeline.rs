@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftwatch_sdk::{Action, Event, Finding, KindSet, Manifest, Prefilter, Verdict, codec};
+use driftwatch_sdk::{
+    Action, Event, Finding, KindSet, Manifest, Prefilter, RuleTable, Verdict, codec,
+};
 
 use crate::config::{Config, OnError, PluginConfig, PluginSource};
 use crate::plugin::{Engine, LoadedPlugin, PluginError, PluginInstance, builtin};
@@ -177,6 +179,9 @@ struct Stage {
     kinds: KindSet,
     /// The manifest's prefilter: events that fail it never reach the plugin.
     prefilter: Prefilter,
+    /// The declared rules its fired verdicts are completed with, from the
+    /// live instance.
+    rules: Arc<RuleTable>,
     on_error: OnError,
     quarantine_after: u32,
     consecutive_failures: u32,
@@ -228,6 +233,7 @@ impl Chain {
             stages.push(Stage {
                 kinds: manifest.kinds.iter().collect(),
                 prefilter: instance.prefilter().clone(),
+                rules: instance.rules().clone(),
                 version: Arc::from(manifest.version.as_str()),
                 manifest,
                 plugin,
@@ -299,7 +305,13 @@ impl Chain {
                     continue;
                 }
                 let outcome = &mut batch.outcomes[slot];
-                for f in verdict.findings {
+                let event = &batch.events[slot];
+                // The instance checked every index against these rules.
+                let fired = verdict
+                    .fired
+                    .into_iter()
+                    .filter_map(|f| stage.rules.finding(f, event).ok());
+                for f in verdict.findings.into_iter().chain(fired) {
                     self.stats.finding(&f.rule, f.priority);
                     outcome.findings.push(FindingRecord {
                         plugin: stage.plugin.name().clone(),
@@ -446,7 +458,9 @@ impl Stage {
 
     fn instance(&mut self) -> Result<&mut PluginInstance, PluginError> {
         if self.instance.is_none() {
-            self.instance = Some(self.plugin.instantiate()?);
+            let inst = self.plugin.instantiate()?;
+            self.rules = inst.rules().clone();
+            self.instance = Some(inst);
         }
         // Just ensured.
         self.instance

@@ -433,19 +433,22 @@ impl Template {
 
     /// The fields the template uses, with their values for `ev`.
     pub fn fields<S: AsRef<str>>(&self, ev: &EventOf<S>) -> BTreeMap<String, String> {
-        self.parts
-            .iter()
-            .filter_map(|p| match p {
-                Part::Field(id) => {
-                    let mut value = String::new();
-                    if !write_field(ev, *id, &mut value) {
-                        value.push_str(NA);
-                    }
-                    Some((id.name().to_string(), value))
+        let mut fields = BTreeMap::new();
+        self.fields_into(ev, &mut fields);
+        fields
+    }
+
+    /// Adds the fields the template uses, with their values for `ev`.
+    pub fn fields_into<S: AsRef<str>>(&self, ev: &EventOf<S>, out: &mut BTreeMap<String, String>) {
+        for p in &self.parts {
+            if let Part::Field(id) = p {
+                let mut value = String::new();
+                if !write_field(ev, *id, &mut value) {
+                    value.push_str(NA);
                 }
-                Part::Text(_) => None,
-            })
-            .collect()
+                out.insert(id.name().to_string(), value);
+            }
+        }
     }
 }
 

@@ -96,6 +96,116 @@ pub struct Verdict {
     /// Fields added to the event (`driftwatch.*` style keys), for outputs.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, String>,
+    /// Findings by reference to rules declared in the manifest
+    /// ([`crate::Manifest::with_rule`]): the host builds each finding from
+    /// the rule's template and its own copy of the event, so the plugin
+    /// renders, encodes and sends no strings at all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fired: Vec<Fired>,
+}
+
+/// One declared rule matched: a finding the host completes from the rule's
+/// template ([`RuleSpec`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fired {
+    /// The rule's index in the manifest's `rules`.
+    pub rule: u32,
+    pub priority: Priority,
+    /// Fields only the plugin knows, added to (and overriding) the rule's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A rule a plugin declares in its manifest: everything about its findings
+/// that does not depend on the event. A plugin that declares its rules
+/// answers with [`Fired`] (an index and a priority); the host renders the
+/// output and the fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// e.g. "Container Shell Spawned".
+    pub name: String,
+    /// The output template (`%proc.name` ..., see [`crate::fields::Template`]);
+    /// the fields it names are reported too.
+    pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Fields reported beyond the output's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<RuleField>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remediation: Option<Remediation>,
+}
+
+/// One field a rule reports beyond its output's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleField {
+    /// The key in the finding's fields (usually the field's own name).
+    pub key: String,
+    /// The Falco field name whose value it takes.
+    pub field: String,
+    /// Leave the key out when the event has no value; `<NA>` otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
+
+impl RuleSpec {
+    pub fn new(name: &str, output: &str) -> RuleSpec {
+        RuleSpec {
+            name: name.to_string(),
+            output: output.to_string(),
+            description: None,
+            tags: Vec::new(),
+            fields: Vec::new(),
+            remediation: None,
+        }
+    }
+
+    pub fn with_description(mut self, d: &str) -> RuleSpec {
+        self.description = Some(d.to_string());
+        self
+    }
+
+    pub fn with_tags(mut self, tags: &[&str]) -> RuleSpec {
+        self.tags = tags.iter().map(|t| t.to_string()).collect();
+        self
+    }
+
+    /// Reports each field under its own name, `<NA>` when absent.
+    pub fn with_fields(mut self, names: &[&str]) -> RuleSpec {
+        self.fields.extend(names.iter().map(|n| RuleField {
+            key: n.to_string(),
+            field: n.to_string(),
+            optional: false,
+        }));
+        self
+    }
+
+    /// Reports `field` as `key`, `<NA>` when absent.
+    pub fn with_field_as(mut self, key: &str, field: &str) -> RuleSpec {
+        self.fields.push(RuleField {
+            key: key.to_string(),
+            field: field.to_string(),
+            optional: false,
+        });
+        self
+    }
+
+    /// Reports `field` as `key`, left out when absent.
+    pub fn with_optional_field(mut self, key: &str, field: &str) -> RuleSpec {
+        self.fields.push(RuleField {
+            key: key.to_string(),
+            field: field.to_string(),
+            optional: true,
+        });
+        self
+    }
+
+    pub fn with_remediation(mut self, r: Option<Remediation>) -> RuleSpec {
+        self.remediation = r;
+        self
+    }
 }
 
 fn is_pass(a: &Action) -> bool {
@@ -120,11 +230,24 @@ impl Verdict {
             && self.findings.is_empty()
             && self.tags.is_empty()
             && self.fields.is_empty()
+            && self.fired.is_empty()
     }
 
     pub fn with_finding(finding: Finding) -> Verdict {
         Verdict {
             findings: vec![finding],
+            ..Verdict::default()
+        }
+    }
+
+    /// The declared rule at `rule` matched, at `priority`.
+    pub fn fire(rule: u32, priority: Priority) -> Verdict {
+        Verdict {
+            fired: vec![Fired {
+                rule,
+                priority,
+                fields: BTreeMap::new(),
+            }],
             ..Verdict::default()
         }
     }

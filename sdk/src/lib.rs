@@ -17,6 +17,7 @@ pub mod msgpack;
 pub mod plugin;
 pub mod prefilter;
 pub mod program;
+pub mod rule_table;
 pub mod rules;
 
 #[cfg(feature = "guest")]
@@ -28,11 +29,12 @@ pub use event::{
     FileInfoRef, FileType, K8s, K8sOf, K8sRef, Process, ProcessOf, ProcessRef, ProgramFile,
     ProgramFileOf, ProgramFileRef, ProgramVia, Repeat, Runtime, Writer, WriterOf,
 };
-pub use finding::{Action, Finding, Priority, Remediation, Verdict};
+pub use finding::{Action, Finding, Fired, Priority, Remediation, RuleField, RuleSpec, Verdict};
 pub use kind::{EventKind, KindSet};
 pub use manifest::Manifest;
 pub use plugin::Plugin;
 pub use prefilter::{Condition, Prefilter};
+pub use rule_table::{RuleTable, UndeclaredRule};
 
 /// Version of the event schema; bumped on incompatible changes only.
 /// Adding a field is compatible: decoders ignore unknown fields and default
@@ -41,4 +43,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Version of the plugin ABI (the WIT package version, as an integer for
 /// manifests). The host refuses plugins built for another ABI.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest ABI the host still runs. ABI 2 added declared rules
+/// (`Manifest::rules`, `Verdict::fired`); an ABI 1 plugin never uses them,
+/// and an ABI 1 host refuses an ABI 2 plugin rather than ignore its
+/// findings.
+pub const MIN_ABI_VERSION: u32 = 1;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::EventKind;
+use crate::finding::RuleSpec;
 use crate::prefilter::Condition;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,9 @@ pub struct Manifest {
     /// satisfies; the host sends it nothing else. See [`crate::prefilter`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefilter: Vec<Condition>,
+    /// The rules the plugin's [`crate::Fired`] verdicts refer to, by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
 }
 
 fn default_abi() -> u32 {
@@ -44,6 +48,7 @@ impl Manifest {
             abi_version: crate::ABI_VERSION,
             schema_version: crate::SCHEMA_VERSION,
             prefilter: Vec::new(),
+            rules: Vec::new(),
         }
     }
 
@@ -55,6 +60,20 @@ impl Manifest {
     /// Adds prefilter conditions (see [`crate::prefilter`]).
     pub fn with_prefilter(mut self, conditions: impl IntoIterator<Item = Condition>) -> Manifest {
         self.prefilter.extend(conditions);
+        self
+    }
+
+    /// Declares a rule; its index is the number of rules declared before
+    /// it, and is what [`crate::Verdict::fire`] names.
+    pub fn with_rule(mut self, rule: RuleSpec) -> Manifest {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Declares several rules, indexed in order after those already
+    /// declared.
+    pub fn with_rules(mut self, rules: impl IntoIterator<Item = RuleSpec>) -> Manifest {
+        self.rules.extend(rules);
         self
     }
 }

@@ -185,7 +185,9 @@ pub fn run(
         match inst.process_batch(&batch, 1) {
             Ok(mut verdicts) => {
                 // process_batch checked there is exactly one.
-                let v = verdicts.pop().unwrap_or_default();
+                let mut v = verdicts.pop().unwrap_or_default();
+                // process_batch checked the rules it names are declared.
+                let _ = inst.rules().complete(&mut v, &ev);
                 let version: Arc<str> = Arc::from(inst.manifest().version.as_str());
                 let records: Vec<FindingRecord> = v
                     .findings

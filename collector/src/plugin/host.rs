@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use driftwatch_sdk::prefilter::PrefilterError;
-use driftwatch_sdk::{ABI_VERSION, Manifest, Prefilter, Verdict, codec};
+use driftwatch_sdk::{
+    ABI_VERSION, MIN_ABI_VERSION, Manifest, Prefilter, RuleTable, UndeclaredRule, Verdict, codec,
+};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Store, Trap};
 
@@ -108,6 +110,8 @@ pub enum PluginError {
     Malformed(#[source] codec::CodecError),
     #[error("returned {got} verdicts for {expected} events")]
     WrongCount { expected: usize, got: usize },
+    #[error("returned a finding of an undeclared rule: {0}")]
+    Undeclared(#[source] UndeclaredRule),
 }
 
 /// Why a plugin's manifest is refused.
@@ -115,8 +119,13 @@ pub enum PluginError {
 pub enum ManifestError {
     #[error(transparent)]
     Decode(#[from] codec::CodecError),
-    #[error("built for plugin ABI {found}, this driftwatch speaks {ABI_VERSION}")]
+    #[error(
+        "built for plugin ABI {found}, this driftwatch speaks {MIN_ABI_VERSION} to {ABI_VERSION}"
+    )]
     Abi { found: u32 },
+    /// A declared rule whose template or fields name an unknown field.
+    #[error("{0}")]
+    Rules(String),
     /// A prefilter naming a field this host does not know would starve or
     /// flood the plugin.
     #[error(transparent)]
@@ -140,6 +149,7 @@ impl PluginError {
             PluginError::OutputTooLarge { .. } => "output_too_large",
             PluginError::Malformed(_) => "malformed",
             PluginError::WrongCount { .. } => "wrong_count",
+            PluginError::Undeclared(_) => "undeclared_rule",
         }
     }
 }
@@ -477,6 +487,7 @@ impl LoadedPlugin {
             name: self.name.clone(),
             manifest: OnceLock::new(),
             prefilter: Prefilter::default(),
+            rules: Arc::default(),
         };
         let raw = inst
             .guarded(|b, s| b.call_init(s, &self.config))
@@ -490,13 +501,17 @@ impl LoadedPlugin {
         };
         let manifest: Manifest =
             codec::decode(&raw).map_err(|e| bad_manifest(ManifestError::Decode(e)))?;
-        if manifest.abi_version != ABI_VERSION {
+        if !(MIN_ABI_VERSION..=ABI_VERSION).contains(&manifest.abi_version) {
             return Err(bad_manifest(ManifestError::Abi {
                 found: manifest.abi_version,
             }));
         }
         inst.prefilter = Prefilter::compile(&manifest.prefilter)
             .map_err(|e| bad_manifest(ManifestError::Prefilter(e)))?;
+        inst.rules = Arc::new(
+            RuleTable::compile(&manifest.rules)
+                .map_err(|e| bad_manifest(ManifestError::Rules(e)))?,
+        );
         let _ = inst.manifest.set(manifest);
         Ok(inst)
     }
@@ -513,6 +528,8 @@ pub struct PluginInstance {
     manifest: OnceLock<Manifest>,
     /// The manifest's prefilter, compiled.
     prefilter: Prefilter,
+    /// The manifest's declared rules, compiled.
+    rules: Arc<RuleTable>,
 }
 
 impl PluginInstance {
@@ -524,6 +541,11 @@ impl PluginInstance {
 
     pub fn prefilter(&self) -> &Prefilter {
         &self.prefilter
+    }
+
+    /// What the plugin's fired rules are completed with.
+    pub fn rules(&self) -> &Arc<RuleTable> {
+        &self.rules
     }
 
     /// Linear memory the instance holds now, all memories together: what
@@ -557,7 +579,9 @@ impl PluginInstance {
         }
         let mut verdicts = Vec::with_capacity(expected);
         for _ in 0..expected {
-            verdicts.push(items.item().map_err(PluginError::Malformed)?);
+            let v: Verdict = items.item().map_err(PluginError::Malformed)?;
+            self.rules.check(&v).map_err(PluginError::Undeclared)?;
+            verdicts.push(v);
         }
         items.finish().map_err(PluginError::Malformed)?;
         Ok(verdicts)

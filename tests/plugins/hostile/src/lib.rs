@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use driftwatch_sdk::codec;
 use driftwatch_sdk::guest::bindings::Guest;
 use driftwatch_sdk::guest::{Level, log};
-use driftwatch_sdk::{Condition, Event, EventKind, Manifest, Verdict};
+use driftwatch_sdk::{Condition, Event, EventKind, Manifest, Priority, RuleSpec, Verdict};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -43,8 +43,15 @@ impl Guest for Hostile {
             "init-memory-bomb" => hoard(),
             _ => {}
         }
+        // One declared rule; `init-bad-rule` declares a template naming a
+        // field nobody knows.
+        let output = match cfg.mode.as_str() {
+            "init-bad-rule" => "hostile saw %proc.nmae",
+            _ => "hostile saw %proc.name",
+        };
         let m = Manifest::new("hostile", "0.0.1", &EventKind::ALL)
-            .with_prefilter(cfg.prefilter.clone());
+            .with_prefilter(cfg.prefilter.clone())
+            .with_rule(RuleSpec::new("Hostile Rule", output));
         CONFIG.with_borrow_mut(|c| *c = cfg);
         codec::encode(&m).map_err(|e| e.to_string())
     }
@@ -89,6 +96,12 @@ impl Guest for Hostile {
                 let mut v = Verdict::pass();
                 v.fields.insert("hostile.seen".into(), "yes".into());
                 codec::encode_array(&vec![v; evs.len()]).map_err(|e| e.to_string())
+            }
+            // Fires the declared rule (0), or one it never declared (3).
+            "fire" | "undeclared-rule" => {
+                let rule = if cfg.mode == "fire" { 0 } else { 3 };
+                codec::encode_array(&vec![Verdict::fire(rule, Priority::Notice); evs.len()])
+                    .map_err(|e| e.to_string())
             }
             "drop-all" => {
                 codec::encode_array(&vec![Verdict::drop(); evs.len()]).map_err(|e| e.to_string())
