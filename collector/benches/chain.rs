@@ -14,7 +14,8 @@ use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::stats::Stats;
 use driftwatch_sdk::{
-    Container, Event, EventKind, FileInfo, FileType, Plugin, Prefilter, Process, Verdict, codec,
+    Container, Event, EventKind, FileInfo, FileType, Plugin, Prefilter, Process, RuleTable,
+    Verdict, codec,
 };
 
 const BATCH: usize = 512;
@@ -110,10 +111,17 @@ struct Native {
     drift: driftwatch_plugin_drift_binary::DriftBinaryDetector,
     write: driftwatch_plugin_write_filter::WriteFilter,
     prefilters: [Prefilter; 4],
+    /// Each plugin's declared rules: fired verdicts become findings here,
+    /// as the host completes them.
+    rules: [RuleTable; 4],
 }
 
 fn prefilter(p: &impl Plugin) -> Prefilter {
     Prefilter::compile(&p.manifest().prefilter).unwrap()
+}
+
+fn rules(p: &impl Plugin) -> RuleTable {
+    RuleTable::compile(&p.manifest().rules).unwrap()
 }
 
 impl Native {
@@ -129,6 +137,7 @@ impl Native {
                 prefilter(&drift),
                 prefilter(&write),
             ],
+            rules: [rules(&shell), rules(&pm), rules(&drift), rules(&write)],
             shell,
             pm,
             drift,
@@ -146,6 +155,7 @@ impl Native {
         let mut encoded = Vec::new();
         let mut spans: Vec<Option<(usize, usize)>> = vec![None; events.len()];
         let mut batches: [Vec<u8>; 4] = Default::default();
+        let mut selected: [Vec<usize>; 4] = Default::default();
         for (p, batch) in batches.iter_mut().enumerate() {
             let sel: Vec<usize> = (0..events.len())
                 .filter(|&i| events[i].kind == kinds[p] && self.prefilters[p].matches(&events[i]))
@@ -162,17 +172,36 @@ impl Native {
                 let (a, b) = spans[i].unwrap();
                 batch.extend_from_slice(&encoded[a..b]);
             }
+            selected[p] = sel;
         }
-        let mut findings = 0;
-        let mut count = |bytes: Vec<u8>| {
-            codec::decode_array::<Verdict, _>(&bytes, |v| findings += v.findings.len()).unwrap();
+        let mut findings = Vec::new();
+        let mut collect = |p: usize, bytes: Vec<u8>| {
+            let mut sel = selected[p].iter();
+            codec::decode_array::<Verdict, _>(&bytes, |mut v| {
+                let ev = &events[*sel.next().unwrap()];
+                self.rules[p].complete(&mut v, ev).unwrap();
+                findings.extend(v.findings);
+            })
+            .unwrap();
         };
         let [shell, pm, drift, write] = &batches;
-        count(driftwatch_sdk::plugin::process_batch(&mut self.shell, shell).unwrap());
-        count(driftwatch_sdk::plugin::process_batch(&mut self.pm, pm).unwrap());
-        count(driftwatch_sdk::plugin::process_batch(&mut self.drift, drift).unwrap());
-        count(driftwatch_sdk::plugin::process_batch(&mut self.write, write).unwrap());
-        findings
+        collect(
+            0,
+            driftwatch_sdk::plugin::process_batch(&mut self.shell, shell).unwrap(),
+        );
+        collect(
+            1,
+            driftwatch_sdk::plugin::process_batch(&mut self.pm, pm).unwrap(),
+        );
+        collect(
+            2,
+            driftwatch_sdk::plugin::process_batch(&mut self.drift, drift).unwrap(),
+        );
+        collect(
+            3,
+            driftwatch_sdk::plugin::process_batch(&mut self.write, write).unwrap(),
+        );
+        findings.len()
     }
 }
 

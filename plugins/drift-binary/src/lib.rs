@@ -23,8 +23,8 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::{is_container_entrypoint, is_runtime_setup, is_under};
 use driftwatch_sdk::{
-    Condition, EnforceAction, EnforceReason, EventKind, EventRef, ExeChange, ExeSource, Finding,
-    Manifest, Plugin, Priority, ProgramVia, Remediation, Verdict,
+    Condition, EnforceAction, EnforceReason, EventKind, EventRef, ExeChange, ExeSource, Fired,
+    Manifest, Plugin, Priority, ProgramVia, Remediation, RuleSpec, Verdict,
 };
 use serde::Deserialize;
 
@@ -97,19 +97,39 @@ impl Default for Config {
 
 pub struct DriftBinaryDetector {
     priority: Priority,
-    output: Template,
+    output: String,
     memfd: bool,
     memfd_priority: Priority,
     metadata_only_priority: Priority,
-    memfd_output: Template,
-    program_output: Template,
     interpreter: bool,
     interpreter_priority: Priority,
-    interpreter_output: Template,
-    deny_output: Template,
     runtime_mounts: Vec<String>,
     remediation: Remediation,
 }
+
+const DESCRIPTION: &str =
+    "Detect execution of a binary not present in the original container image";
+const MEMFD_DESCRIPTION: &str = "Detect execution of a binary that exists only in memory (memfd)";
+
+/// The declared rules, by index (see [`DriftBinaryDetector::rules`]): a
+/// rule name can have several templates (the executable, the program it
+/// runs, a kill).
+const EXE_DRIFT: u32 = 0;
+const EXE_MEMFD: u32 = 1;
+const PROGRAM_DRIFT: u32 = 2;
+const PROGRAM_MEMFD: u32 = 3;
+const PROGRAM_INTERPRETER: u32 = 4;
+const KILLED_DENIED: u32 = 5;
+const KILLED_MEMFD: u32 = 6;
+const KILLED_DRIFT: u32 = 7;
+
+/// The kernel's enforcement verdict, reported when it judged the exec.
+const ENFORCEMENT_FIELDS: [(&str, &str); 4] = [
+    ("action", "enforce.action"),
+    ("enforce.reason", "enforce.reason"),
+    ("enforce.delivered", "enforce.delivered"),
+    ("enforce.error", "enforce.error"),
+];
 
 /// What every drift finding of an executable carries in `output_fields`,
 /// `<NA>` when unknown: where it is, the file's times, the nearest
@@ -165,18 +185,16 @@ impl Plugin for DriftBinaryDetector {
         if let Some(bad) = c.runtime_mounts.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("runtime_mounts: {bad:?} is not an absolute path"));
         }
+        // Checked here so a typo fails `init`; the host renders them.
+        Template::parse(&c.output)?;
         Ok(DriftBinaryDetector {
             priority: c.priority,
-            output: Template::parse(&c.output)?,
+            output: c.output,
             memfd: c.memfd,
             memfd_priority: c.memfd_priority,
             metadata_only_priority: c.metadata_only_priority,
-            memfd_output: Template::parse(MEMFD_OUTPUT)?,
-            program_output: Template::parse(PROGRAM_OUTPUT)?,
             interpreter: c.interpreter,
             interpreter_priority: c.interpreter_priority,
-            interpreter_output: Template::parse(INTERPRETER_OUTPUT)?,
-            deny_output: Template::parse(DENY_OUTPUT)?,
             runtime_mounts: c.runtime_mounts,
             remediation: c.remediation,
         })
@@ -208,6 +226,7 @@ impl Plugin for DriftBinaryDetector {
                 },
             ]),
         ])
+        .with_rules(self.rules())
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
@@ -238,189 +257,136 @@ impl Plugin for DriftBinaryDetector {
             && !exe_drift
             && let Some(f) = self.program_file(ev)
         {
-            verdict.findings.push(f);
+            verdict.fired.push(f);
         }
         if exe_drift {
-            verdict.findings.push(Finding {
-                rule: RULE.to_string(),
-                priority: if p.exe_change == Some(ExeChange::MetadataOnly) {
-                    self.metadata_only_priority
-                } else {
-                    self.priority
-                },
-                output: self.output.render(ev),
-                description: Some(
-                    "Detect execution of a binary not present in the original container image"
-                        .into(),
-                ),
-                tags: ["container", "drift"].map(String::from).to_vec(),
-                fields: self.drift_fields(ev),
-                remediation: Some(self.remediation.clone()),
-            });
+            let priority = if p.exe_change == Some(ExeChange::MetadataOnly) {
+                self.metadata_only_priority
+            } else {
+                self.priority
+            };
+            verdict.fired.push(fired(EXE_DRIFT, priority));
         }
         if self.memfd && !p.exe_reexec && source == Some(ExeSource::Memfd) {
-            verdict.findings.push(Finding {
-                rule: MEMFD_RULE.to_string(),
-                priority: self.memfd_priority,
-                output: self.memfd_output.render(ev),
-                description: Some(
-                    "Detect execution of a binary that exists only in memory (memfd)".into(),
-                ),
-                tags: ["container", "drift", "fileless"]
-                    .map(String::from)
-                    .to_vec(),
-                fields: with_enforcement(self.memfd_output.fields(ev), ev),
-                remediation: Some(self.remediation.clone()),
-            });
+            verdict.fired.push(fired(EXE_MEMFD, self.memfd_priority));
         }
-        if verdict.findings.is_empty()
+        if verdict.fired.is_empty()
             && let Some(e) = enforced
         {
-            verdict.findings.push(self.enforced_finding(ev, e.reason));
+            verdict.fired.push(match e.reason {
+                EnforceReason::Deny => fired(KILLED_DENIED, Priority::Critical),
+                EnforceReason::Memfd => fired(KILLED_MEMFD, self.memfd_priority),
+                EnforceReason::Drift | EnforceReason::Unknown => fired(KILLED_DRIFT, self.priority),
+            });
         }
         verdict
     }
 }
 
-/// `fields` with the kernel's enforcement verdict, when it judged the exec.
-fn with_enforcement(
-    mut fields: std::collections::BTreeMap<String, String>,
-    ev: &EventRef<'_>,
-) -> std::collections::BTreeMap<String, String> {
-    if ev.process.enforcement.is_none() {
-        return fields;
+fn fired(rule: u32, priority: Priority) -> Fired {
+    Fired {
+        rule,
+        priority,
+        fields: Default::default(),
     }
-    for (name, key) in [
-        ("enforce.action", "action"),
-        ("enforce.reason", "enforce.reason"),
-        ("enforce.delivered", "enforce.delivered"),
-        ("enforce.error", "enforce.error"),
-    ] {
-        if let Some(v) = driftwatch_sdk::fields::field(ev, name) {
-            fields.insert(key.to_string(), v);
-        }
-    }
-    fields
 }
 
 impl DriftBinaryDetector {
+    /// The declared rules, in the order of their indices.
+    fn rules(&self) -> Vec<RuleSpec> {
+        let rule = |name: &str, output: &str, description: &str, tags: &[&str]| {
+            RuleSpec::new(name, output)
+                .with_description(description)
+                .with_tags(tags)
+                .with_remediation(Some(self.remediation.clone()))
+        };
+        let drift = ["container", "drift"];
+        let killed = ["container", "drift", "enforcement"];
+        // An executable's finding always says what the kernel saw of the
+        // file (`<NA>` when unknown): the seed's message stays as users
+        // know it.
+        let exe = |r: RuleSpec| {
+            ENFORCEMENT_FIELDS
+                .iter()
+                .fold(r.with_fields(&DRIFT_FIELDS), |r, (key, field)| {
+                    r.with_optional_field(key, field)
+                })
+        };
+        let enforcement_only = |r: RuleSpec| {
+            ENFORCEMENT_FIELDS
+                .iter()
+                .fold(r, |r, (key, field)| r.with_optional_field(key, field))
+        };
+        // What a program's finding is about is the file, not the
+        // executable: its source and mount, under the executable's names.
+        let program = |r: RuleSpec| {
+            [
+                ("drift.source", "drift.file_source"),
+                ("drift.mount", "drift.file_mount"),
+            ]
+            .into_iter()
+            .chain(PROGRAM_FILE_FIELDS)
+            .fold(r, |r, (key, field)| r.with_field_as(key, field))
+        };
+        vec![
+            exe(rule(RULE, &self.output, DESCRIPTION, &drift)),
+            enforcement_only(rule(
+                MEMFD_RULE,
+                MEMFD_OUTPUT,
+                MEMFD_DESCRIPTION,
+                &["container", "drift", "fileless"],
+            )),
+            program(rule(RULE, PROGRAM_OUTPUT, DESCRIPTION, &drift)),
+            program(rule(
+                MEMFD_RULE,
+                PROGRAM_OUTPUT,
+                "Detect execution of a program that exists only in memory (memfd)",
+                &drift,
+            )),
+            program(rule(
+                INTERPRETER_RULE,
+                INTERPRETER_OUTPUT,
+                "Detect an interpreter running a script not present in the original container image",
+                &drift,
+            )),
+            exe(rule(
+                DENY_RULE,
+                DENY_OUTPUT,
+                "Detect execution of a binary listed in [enforcement] deny_binaries",
+                &killed,
+            )),
+            exe(rule(MEMFD_RULE, MEMFD_OUTPUT, MEMFD_DESCRIPTION, &killed)),
+            exe(rule(RULE, &self.output, DESCRIPTION, &killed)),
+        ]
+    }
+
     /// The finding for a program the executable runs (a script, the
     /// loader's file, an interpreter's script) that is not from the image.
-    fn program_file(&self, ev: &EventRef<'_>) -> Option<Finding> {
+    fn program_file(&self, ev: &EventRef<'_>) -> Option<Fired> {
         let f = ev.process.program_file.as_ref()?;
         let source = f.source?;
         let memfd = source == ExeSource::Memfd;
         if !(source.is_drift() || memfd && self.memfd) || self.runtime_injected(source, f.mount) {
             return None;
         }
-        let (rule, priority, output, description) = match f.via {
+        Some(match f.via {
             // A script or loaded file that exists only in memory (handed
             // over as `/dev/fd/N`, the way `fexecve` runs a script), by
             // whatever program.
-            _ if memfd => (
-                MEMFD_RULE,
-                self.memfd_priority,
-                &self.program_output,
-                "Detect execution of a program that exists only in memory (memfd)",
-            ),
-            ProgramVia::Script | ProgramVia::Loader => (
-                RULE,
+            _ if memfd => fired(PROGRAM_MEMFD, self.memfd_priority),
+            ProgramVia::Script | ProgramVia::Loader => fired(
+                PROGRAM_DRIFT,
                 if f.change == Some(ExeChange::MetadataOnly) {
                     self.metadata_only_priority
                 } else {
                     self.priority
                 },
-                &self.program_output,
-                "Detect execution of a binary not present in the original container image",
             ),
-            ProgramVia::Interpreter if self.interpreter => (
-                INTERPRETER_RULE,
-                self.interpreter_priority,
-                &self.interpreter_output,
-                "Detect an interpreter running a script not present in the original container image",
-            ),
+            ProgramVia::Interpreter if self.interpreter => {
+                fired(PROGRAM_INTERPRETER, self.interpreter_priority)
+            }
             _ => return None,
-        };
-        let mut fields = output.fields(ev);
-        // What the finding is about is the file, not the executable.
-        fields.insert("drift.source".into(), source.as_str().into());
-        fields.insert(
-            "drift.mount".into(),
-            f.mount.unwrap_or(driftwatch_sdk::fields::NA).into(),
-        );
-        for (name, from) in PROGRAM_FILE_FIELDS {
-            let value = driftwatch_sdk::fields::field(ev, from)
-                .unwrap_or_else(|| driftwatch_sdk::fields::NA.to_string());
-            fields.insert(name.to_string(), value);
-        }
-        Some(Finding {
-            rule: rule.to_string(),
-            priority,
-            output: output.render(ev),
-            description: Some(description.into()),
-            tags: ["container", "drift"].map(String::from).to_vec(),
-            fields,
-            remediation: Some(self.remediation.clone()),
         })
-    }
-
-    /// The output's fields, and always what the kernel saw of the file: the
-    /// seed's message stays as users know it.
-    fn drift_fields(&self, ev: &EventRef<'_>) -> std::collections::BTreeMap<String, String> {
-        self.drift_fields_with(&self.output, ev)
-    }
-
-    /// [`Self::drift_fields`] for the output `output`, with the kernel's
-    /// enforcement verdict.
-    fn drift_fields_with(
-        &self,
-        output: &Template,
-        ev: &EventRef<'_>,
-    ) -> std::collections::BTreeMap<String, String> {
-        let mut fields = output.fields(ev);
-        for name in DRIFT_FIELDS {
-            let value = driftwatch_sdk::fields::field(ev, name)
-                .unwrap_or_else(|| driftwatch_sdk::fields::NA.to_string());
-            fields.insert(name.to_string(), value);
-        }
-        with_enforcement(fields, ev)
-    }
-
-    /// The finding of a kill (or would-be kill) no other finding covers: a
-    /// denied binary, or an exec this rule exempts that the kernel did not
-    /// (`kill_init = true`).
-    fn enforced_finding(&self, ev: &EventRef<'_>, reason: EnforceReason) -> Finding {
-        let (rule, priority, output, description) = match reason {
-            EnforceReason::Deny => (
-                DENY_RULE,
-                Priority::Critical,
-                &self.deny_output,
-                "Detect execution of a binary listed in [enforcement] deny_binaries",
-            ),
-            EnforceReason::Memfd => (
-                MEMFD_RULE,
-                self.memfd_priority,
-                &self.memfd_output,
-                "Detect execution of a binary that exists only in memory (memfd)",
-            ),
-            EnforceReason::Drift | EnforceReason::Unknown => (
-                RULE,
-                self.priority,
-                &self.output,
-                "Detect execution of a binary not present in the original container image",
-            ),
-        };
-        Finding {
-            rule: rule.to_string(),
-            priority,
-            output: output.render(ev),
-            description: Some(description.into()),
-            tags: ["container", "drift", "enforcement"]
-                .map(String::from)
-                .to_vec(),
-            fields: self.drift_fields_with(output, ev),
-            remediation: Some(self.remediation.clone()),
-        }
     }
 
     /// A binary the runtime bind-mounted in (`runtime_mounts`).

@@ -4,7 +4,7 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::program::runs_one_of;
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
+    Condition, EventKind, EventRef, Manifest, Plugin, Priority, RuleSpec, Verdict,
 };
 use serde::Deserialize;
 
@@ -38,17 +38,21 @@ impl Default for Config {
 pub struct PackageManagerDetector {
     names: Vec<String>,
     priority: Priority,
-    output: Template,
+    output: String,
 }
+
+const DESCRIPTION: &str = "Detect use of package managers indicating drift";
 
 impl Plugin for PackageManagerDetector {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
+        // Checked here so a typo fails `init`; the host renders it.
+        Template::parse(&c.output)?;
         Ok(PackageManagerDetector {
             names: c.package_managers,
             priority: c.priority,
-            output: Template::parse(&c.output)?,
+            output: c.output,
         })
     }
 
@@ -58,7 +62,7 @@ impl Plugin for PackageManagerDetector {
             env!("CARGO_PKG_VERSION"),
             &[EventKind::Exec],
         )
-        .with_description("Detect use of package managers indicating drift")
+        .with_description(DESCRIPTION)
         .with_prefilter([
             Condition::in_container(),
             Condition::Any(vec![
@@ -66,6 +70,11 @@ impl Plugin for PackageManagerDetector {
                 Condition::is_in("proc.program", &self.names),
             ]),
         ])
+        .with_rule(
+            RuleSpec::new(RULE, &self.output)
+                .with_description(DESCRIPTION)
+                .with_tags(&["container", "drift", "package-manager"]),
+        )
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
@@ -77,17 +86,7 @@ impl Plugin for PackageManagerDetector {
         {
             return Verdict::pass();
         }
-        Verdict::with_finding(Finding {
-            rule: RULE.to_string(),
-            priority: self.priority,
-            output: self.output.render(ev),
-            description: Some("Detect use of package managers indicating drift".into()),
-            tags: ["container", "drift", "package-manager"]
-                .map(String::from)
-                .to_vec(),
-            fields: self.output.fields(ev),
-            remediation: None,
-        })
+        Verdict::fire(0, self.priority)
     }
 }
 

@@ -5,7 +5,7 @@ use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::program::runs_one_of;
 use driftwatch_sdk::rules::is_container_entrypoint;
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, Finding, Manifest, Plugin, Priority, Verdict,
+    Condition, EventKind, EventRef, Manifest, Plugin, Priority, RuleSpec, Verdict,
 };
 use serde::Deserialize;
 
@@ -37,23 +37,28 @@ impl Default for Config {
 pub struct ShellDetector {
     shells: Vec<String>,
     priority: Priority,
-    output: Template,
+    output: String,
 }
+
+const DESCRIPTION: &str = "Detect interactive shell in a container that should be immutable";
 
 impl Plugin for ShellDetector {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, String> {
+        // Checked here so a typo fails `init` with the plugin's own error;
+        // the host renders it.
+        Template::parse(&c.output)?;
         Ok(ShellDetector {
             shells: c.shells,
             priority: c.priority,
-            output: Template::parse(&c.output)?,
+            output: c.output,
         })
     }
 
     fn manifest(&self) -> Manifest {
         Manifest::new("shell", env!("CARGO_PKG_VERSION"), &[EventKind::Exec])
-            .with_description("Detect interactive shell in a container that should be immutable")
+            .with_description(DESCRIPTION)
             // Most execs are not shells: the host keeps them from us.
             .with_prefilter([
                 Condition::in_container(),
@@ -62,6 +67,11 @@ impl Plugin for ShellDetector {
                     Condition::is_in("proc.program", &self.shells),
                 ]),
             ])
+            .with_rule(
+                RuleSpec::new(RULE, &self.output)
+                    .with_description(DESCRIPTION)
+                    .with_tags(&["container", "drift", "shell"]),
+            )
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
@@ -72,17 +82,7 @@ impl Plugin for ShellDetector {
         {
             return Verdict::pass();
         }
-        Verdict::with_finding(Finding {
-            rule: RULE.to_string(),
-            priority: self.priority,
-            output: self.output.render(ev),
-            description: Some(
-                "Detect interactive shell in a container that should be immutable".into(),
-            ),
-            tags: ["container", "drift", "shell"].map(String::from).to_vec(),
-            fields: self.output.fields(ev),
-            remediation: None,
-        })
+        Verdict::fire(0, self.priority)
     }
 }
 

@@ -8,7 +8,7 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, FileType, Finding, Manifest, Plugin, Priority, Verdict,
+    Condition, EventKind, EventRef, FileType, Manifest, Plugin, Priority, RuleSpec, Verdict,
 };
 use serde::Deserialize;
 
@@ -47,9 +47,14 @@ impl Default for Config {
 pub struct WriteFilter {
     exclude: Vec<String>,
     priority: Priority,
-    output: Template,
-    name_output: Template,
+    output: String,
+    name_output: String,
 }
+
+/// The declared rules, by index: the same rule, with the output of a
+/// changed file and of a new name.
+const WRITE: u32 = 0;
+const NAME: u32 = 1;
 
 impl Plugin for WriteFilter {
     type Config = Config;
@@ -58,11 +63,14 @@ impl Plugin for WriteFilter {
         if let Some(bad) = c.exclude_prefixes.iter().find(|p| !p.starts_with('/')) {
             return Err(format!("exclude_prefixes: {bad:?} is not an absolute path"));
         }
+        // Checked here so a typo fails `init`; the host renders them.
+        Template::parse(&c.output)?;
+        Template::parse(&c.name_output)?;
         Ok(WriteFilter {
             exclude: c.exclude_prefixes,
             priority: c.priority,
-            output: Template::parse(&c.output)?,
-            name_output: Template::parse(&c.name_output)?,
+            output: c.output,
+            name_output: c.name_output,
         })
     }
 
@@ -98,6 +106,8 @@ impl Plugin for WriteFilter {
                 Condition::negate(Condition::is_in("fd.nlink", ["0", "1"])),
             ]),
         ])
+        .with_rule(self.rule(&self.output))
+        .with_rule(self.rule(&self.name_output))
     }
 
     fn process(&mut self, ev: &EventRef<'_>) -> Verdict {
@@ -108,7 +118,7 @@ impl Plugin for WriteFilter {
             return Verdict::pass();
         }
         let excluded = |p: &str| self.exclude.iter().any(|x| is_under(p, x));
-        let (output, extra) = match ev.kind {
+        let (rule, extra) = match ev.kind {
             EventKind::OpenWrite | EventKind::Truncate => {
                 if !matches!(file.file_type, FileType::Regular | FileType::Unknown) {
                     return Verdict::pass();
@@ -118,35 +128,33 @@ impl Plugin for WriteFilter {
                 if excluded(file.path) && !linked {
                     return Verdict::pass();
                 }
-                (&self.output, linked.then(|| file.nlink.unwrap_or(0)))
+                (WRITE, linked.then(|| file.nlink.unwrap_or(0)))
             }
             k if NAMING.contains(&k) => match file.target_path {
-                Some(t) if !t.is_empty() && !excluded(t) => (&self.name_output, None),
+                Some(t) if !t.is_empty() && !excluded(t) => (NAME, None),
                 _ => return Verdict::pass(),
             },
             _ => return Verdict::pass(),
         };
-        let mut fields = output.fields(ev);
+        let mut v = Verdict::fire(rule, self.priority);
         if let Some(n) = extra {
-            fields.insert("fd.nlink".to_string(), n.to_string());
+            v.fired[0]
+                .fields
+                .insert("fd.nlink".to_string(), n.to_string());
         }
-        Verdict::with_finding(Finding {
-            rule: RULE.to_string(),
-            priority: self.priority,
-            output: output.render(ev),
-            description: Some(DESCRIPTION.into()),
-            tags: ["container", "drift", "filesystem"]
-                .map(String::from)
-                .to_vec(),
-            fields,
-            remediation: None,
-        })
+        v
     }
 }
 
 const DESCRIPTION: &str = "Detect writes to container upper layer filesystem";
 
 impl WriteFilter {
+    fn rule(&self, output: &str) -> RuleSpec {
+        RuleSpec::new(RULE, output)
+            .with_description(DESCRIPTION)
+            .with_tags(&["container", "drift", "filesystem"])
+    }
+
     /// The runtime preparing the container (`/etc/hosts`, `/etc/resolv.conf`,
     /// ... before `pivot_root`), not the container drifting. Both must hold,
     /// and neither is a name the process chooses:
