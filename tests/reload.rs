@@ -48,7 +48,7 @@ impl Sink for Collect {
         let mut rules = self.0.lock().unwrap();
         for p in batch {
             for f in p.findings {
-                rules.push(format!("{}:{}", p.event.process.name, f.finding.rule));
+                rules.push(format!("{}:{}", p.event.process.name, f.rule()));
             }
         }
         Ok(())
@@ -244,7 +244,7 @@ impl Sink for Tally {
         for p in batch {
             pids.push(p.event.process.pid);
             for f in p.findings {
-                findings.push(format!("{}:{}", p.event.process.name, f.finding.rule));
+                findings.push(format!("{}:{}", p.event.process.name, f.rule()));
             }
         }
         Ok(())

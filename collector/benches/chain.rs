@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use driftwatch::config::Config;
-use driftwatch::pipeline::Chain;
+use driftwatch::pipeline::{Chain, Found};
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::stats::Stats;
@@ -111,8 +111,7 @@ struct Native {
     drift: driftwatch_plugin_drift_binary::DriftBinaryDetector,
     write: driftwatch_plugin_write_filter::WriteFilter,
     prefilters: [Prefilter; 4],
-    /// Each plugin's declared rules: fired verdicts become findings here,
-    /// as the host completes them.
+    /// Each plugin's declared rules, which fired verdicts name.
     rules: [RuleTable; 4],
 }
 
@@ -155,7 +154,6 @@ impl Native {
         let mut encoded = Vec::new();
         let mut spans: Vec<Option<(usize, usize)>> = vec![None; events.len()];
         let mut batches: [Vec<u8>; 4] = Default::default();
-        let mut selected: [Vec<usize>; 4] = Default::default();
         for (p, batch) in batches.iter_mut().enumerate() {
             let sel: Vec<usize> = (0..events.len())
                 .filter(|&i| events[i].kind == kinds[p] && self.prefilters[p].matches(&events[i]))
@@ -172,15 +170,19 @@ impl Native {
                 let (a, b) = spans[i].unwrap();
                 batch.extend_from_slice(&encoded[a..b]);
             }
-            selected[p] = sel;
         }
-        let mut findings = Vec::new();
+        // Findings as the chain keeps them: spelled out, or the declared
+        // rule (rendered later, by the sink).
+        let mut findings: Vec<Found> = Vec::new();
         let mut collect = |p: usize, bytes: Vec<u8>| {
-            let mut sel = selected[p].iter();
-            codec::decode_array::<Verdict, _>(&bytes, |mut v| {
-                let ev = &events[*sel.next().unwrap()];
-                self.rules[p].complete(&mut v, ev).unwrap();
-                findings.extend(v.findings);
+            let rules = &self.rules[p];
+            codec::decode_array::<Verdict, _>(&bytes, |v| {
+                findings.extend(v.findings.into_iter().map(Found::from));
+                findings.extend(v.fired.into_iter().map(|f| Found::Declared {
+                    rule: rules.get(&f).unwrap().clone(),
+                    priority: f.priority,
+                    fields: f.fields,
+                }));
             })
             .unwrap();
         };

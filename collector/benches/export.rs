@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use driftwatch::config::{Config, OtlpConfig, Switch};
-use driftwatch::pipeline::{Batch, Chain, FindingRecord, Outcome, Processed};
+use driftwatch::pipeline::{Batch, Chain, FindingRecord, Found, Outcome, Processed};
 use driftwatch::plugin::Engine;
 use driftwatch::plugin::cache::ComponentCache;
 use driftwatch::runtime::{self, Setup};
@@ -32,7 +32,7 @@ use driftwatch::sink::otlp::settings::{self, Signal};
 use driftwatch::sink::otlp::{Origin, OtlpSink, client, record};
 use driftwatch::source::{BoxFuture, Source, SourceContext, SourceError};
 use driftwatch::stats::Stats;
-use driftwatch_sdk::{Container, Event, EventKind, Finding, Priority, Process};
+use driftwatch_sdk::{Container, Event, EventKind, Priority, Process};
 
 const THROUGHPUT_RECORDS: usize = 200_000;
 const FLOOR_EXPORTS: usize = 400;
@@ -133,22 +133,24 @@ fn shell_event(i: u64, time_ns: u64) -> Event {
 }
 
 /// The default chain's finding for [`shell_event`].
+/// The finding the built-in shell rule makes, as the chain keeps it: its
+/// declared rule, rendered by the sink.
 fn shell_finding() -> FindingRecord {
+    use driftwatch_sdk::{Fired, Plugin, RuleTable};
+    let shell = driftwatch_plugin_shell::ShellDetector::new(Default::default()).expect("shell");
+    let rules = RuleTable::compile(&shell.manifest().rules).expect("rules");
+    let fired = Fired {
+        rule: 0,
+        priority: Priority::Warning,
+        fields: Default::default(),
+    };
     FindingRecord {
         plugin: Arc::from("shell"),
         plugin_version: Arc::from("0.1.0"),
-        finding: Finding {
-            rule: "Container Shell Spawned".into(),
-            priority: Priority::Warning,
-            output:
-                "Shell spawned in container (user=root shell=sh container=web image=localhost/app)"
-                    .into(),
-            description: Some(
-                "Detect interactive shell in a container that should be immutable".into(),
-            ),
-            tags: vec!["container".into(), "shell".into(), "drift".into()],
-            fields: Default::default(),
-            remediation: None,
+        finding: Found::Declared {
+            rule: rules.get(&fired).expect("rule 0").clone(),
+            priority: fired.priority,
+            fields: fired.fields,
         },
     }
 }

@@ -265,7 +265,7 @@ pub fn batch(
                 findings: vec![crate::pipeline::FindingRecord {
                     plugin: plugin.clone(),
                     plugin_version: version.clone(),
-                    finding,
+                    finding: finding.into(),
                 }],
                 ..crate::pipeline::Outcome::default()
             };

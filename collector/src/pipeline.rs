@@ -9,12 +9,14 @@
 //! After `quarantine_after` consecutive failed batches the plugin sits out,
 //! with exponential backoff, and its events follow `on_error` meanwhile.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftwatch_sdk::{
-    Action, Event, Finding, KindSet, Manifest, Prefilter, RuleTable, Verdict, codec,
+    Action, DeclaredRule, Event, Finding, KindSet, Manifest, Prefilter, Priority, Remediation,
+    RuleTable, Verdict, codec,
 };
 
 use crate::config::{Config, OnError, PluginConfig, PluginSource};
@@ -56,7 +58,99 @@ pub enum ChainError {
 pub struct FindingRecord {
     pub plugin: Arc<str>,
     pub plugin_version: Arc<str>,
-    pub finding: Finding,
+    pub finding: Found,
+}
+
+/// A finding as the chain keeps it until a sink writes it out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Spelled out in full: by a plugin, the sensor's health checks, the
+    /// digest audit.
+    Spelled(Finding),
+    /// A rule the plugin declared fired. Its output and fields are rendered
+    /// from the rule and the event when a sink writes the finding: one
+    /// borrowed value per field instead of two strings and a map node each,
+    /// for every finding, most of which a sink writes once.
+    Declared {
+        rule: Arc<DeclaredRule>,
+        priority: Priority,
+        /// What only the plugin knew; wins over the rule's own fields.
+        fields: BTreeMap<String, String>,
+    },
+}
+
+impl From<Finding> for Found {
+    fn from(f: Finding) -> Found {
+        Found::Spelled(f)
+    }
+}
+
+impl FindingRecord {
+    pub fn rule(&self) -> &str {
+        match &self.finding {
+            Found::Spelled(f) => &f.rule,
+            Found::Declared { rule, .. } => rule.name(),
+        }
+    }
+
+    pub fn priority(&self) -> Priority {
+        match &self.finding {
+            Found::Spelled(f) => f.priority,
+            Found::Declared { priority, .. } => *priority,
+        }
+    }
+
+    /// The output message; `ev` is the event the finding is about.
+    pub fn output(&self, ev: &Event) -> Cow<'_, str> {
+        match &self.finding {
+            Found::Spelled(f) => Cow::Borrowed(&f.output),
+            Found::Declared { rule, .. } => Cow::Owned(rule.render(ev)),
+        }
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        match &self.finding {
+            Found::Spelled(f) => f.description.as_deref(),
+            Found::Declared { rule, .. } => rule.description(),
+        }
+    }
+
+    pub fn tags(&self) -> &[String] {
+        match &self.finding {
+            Found::Spelled(f) => &f.tags,
+            Found::Declared { rule, .. } => rule.tags(),
+        }
+    }
+
+    pub fn remediation(&self) -> Option<&Remediation> {
+        match &self.finding {
+            Found::Spelled(f) => f.remediation.as_ref(),
+            Found::Declared { rule, .. } => rule.remediation(),
+        }
+    }
+
+    /// The rule's fields for `ev`, sorted by name, each name once (for a
+    /// declared rule the last of its entries wins, as a plugin's own
+    /// `fields` override the rule's).
+    pub fn fields<'a>(&'a self, ev: &'a Event) -> Vec<(&'a str, Cow<'a, str>)> {
+        let borrowed = |(k, v): (&'a String, &'a String)| (k.as_str(), Cow::Borrowed(v.as_str()));
+        match &self.finding {
+            Found::Spelled(f) => f.fields.iter().map(borrowed).collect(),
+            Found::Declared { rule, fields, .. } => {
+                let mut all: Vec<_> = rule.fields(ev).chain(fields.iter().map(borrowed)).collect();
+                // Stable: among equal names the later entry stays last.
+                all.sort_by(|a, b| a.0.cmp(b.0));
+                let mut out: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(all.len());
+                for (k, v) in all {
+                    match out.last_mut() {
+                        Some(last) if last.0 == k => *last = (k, v),
+                        _ => out.push((k, v)),
+                    }
+                }
+                out
+            }
+        }
+    }
 }
 
 /// What the plugins said about one event.
@@ -305,19 +399,23 @@ impl Chain {
                     continue;
                 }
                 let outcome = &mut batch.outcomes[slot];
-                let event = &batch.events[slot];
                 // The instance checked every index against these rules.
-                let fired = verdict
-                    .fired
-                    .into_iter()
-                    .filter_map(|f| stage.rules.finding(f, event).ok());
-                for f in verdict.findings.into_iter().chain(fired) {
-                    self.stats.finding(&f.rule, f.priority);
-                    outcome.findings.push(FindingRecord {
+                let fired = verdict.fired.into_iter().filter_map(|f| {
+                    let rule = stage.rules.get(&f).ok()?.clone();
+                    Some(Found::Declared {
+                        rule,
+                        priority: f.priority,
+                        fields: f.fields,
+                    })
+                });
+                for finding in verdict.findings.into_iter().map(Found::from).chain(fired) {
+                    let rec = FindingRecord {
                         plugin: stage.plugin.name().clone(),
                         plugin_version: stage.version.clone(),
-                        finding: f,
-                    });
+                        finding,
+                    };
+                    self.stats.finding(rec.rule(), rec.priority());
+                    outcome.findings.push(rec);
                 }
                 outcome.tags.extend(verdict.tags);
                 outcome.fields.extend(verdict.fields);
@@ -541,5 +639,101 @@ mod tests {
         let b = Batch::new(vec![event(1), event(2)]);
         assert!(b.iter().all(|p| p.findings.is_empty() && p.tags.is_empty()));
         assert_eq!((&b).into_iter().count(), 2);
+    }
+}
+
+#[cfg(test)]
+mod found_tests {
+    //! A declared rule's finding, rendered when written, reads exactly as
+    //! the same finding spelled out: in Falco JSON and in the OTLP record.
+    use super::*;
+    use driftwatch_sdk::{Container, FileInfo, Fired, Process, RuleSpec};
+
+    fn event() -> Event {
+        Event {
+            kind: driftwatch_sdk::EventKind::OpenWrite,
+            process: Process {
+                pid: 7,
+                name: "sh".into(),
+                exe_path: "/bin/sh".into(),
+                ..Process::default()
+            },
+            container: Some(Container {
+                id: "3f1c9a7be2d0".into(),
+                name: Some("web".into()),
+                ..Container::default()
+            }),
+            file: Some(FileInfo {
+                path: "/etc/x".into(),
+                ..FileInfo::default()
+            }),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn declared_and_spelled_findings_are_written_alike() {
+        let table = RuleTable::compile(&[RuleSpec::new(
+            "R",
+            "write by %proc.name to %fd.name in %container.name",
+        )
+        .with_description("why")
+        .with_tags(&["b", "a"])
+        // Overrides the output's own fd.name; an absent field is <NA>, an
+        // absent optional one left out.
+        .with_field_as("fd.name", "proc.exepath")
+        .with_fields(&["k8s.pod.name"])
+        .with_optional_field("action", "enforce.action")
+        .with_remediation(Some(Remediation {
+            alert_type: "T".into(),
+            description: "d".into(),
+            steps: vec!["s".into()],
+        }))])
+        .unwrap();
+        let ev = event();
+        let fired = Fired {
+            rule: 0,
+            priority: Priority::Warning,
+            fields: [("extra".to_string(), "1".to_string())].into(),
+        };
+        let rule = table.get(&fired).unwrap().clone();
+        let record = |finding: Found| FindingRecord {
+            plugin: "p".into(),
+            plugin_version: "1".into(),
+            finding,
+        };
+        let spelled = record(Found::Spelled(table.finding(fired.clone(), &ev).unwrap()));
+        let declared = record(Found::Declared {
+            rule,
+            priority: fired.priority,
+            fields: fired.fields,
+        });
+        let tags = vec!["c".to_string()];
+        let fields = BTreeMap::from([("extra".to_string(), "chain".to_string())]);
+        let p = Processed {
+            event: &ev,
+            findings: &[],
+            tags: &tags,
+            fields: &fields,
+        };
+        let json = |r: &FindingRecord| {
+            serde_json::to_value(crate::sink::falco::finding_json(&p, r)).unwrap()
+        };
+        assert_eq!(json(&declared), json(&spelled));
+        let j = json(&declared);
+        assert_eq!(j["output"], "write by sh to /etc/x in web");
+        assert_eq!(j["output_fields"]["fd.name"], "/bin/sh");
+        assert_eq!(j["output_fields"]["k8s.pod.name"], "<NA>");
+        assert!(j["output_fields"].get("action").is_none());
+        // The chain's field wins over the plugin's.
+        assert_eq!(j["output_fields"]["extra"], "chain");
+        let otlp = |r: &FindingRecord| {
+            let mut out = Vec::new();
+            crate::sink::otlp::record::write_finding(&mut out, &p, r);
+            out
+        };
+        assert_eq!(otlp(&declared), otlp(&spelled));
+        assert_eq!(declared.rule(), "R");
+        assert_eq!(declared.description(), Some("why"));
     }
 }

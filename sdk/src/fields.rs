@@ -438,6 +438,14 @@ impl Template {
         fields
     }
 
+    /// The fields the template uses, in order (a repeated one each time).
+    pub fn field_list(&self) -> impl Iterator<Item = Field> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Field(id) => Some(Field(*id)),
+            Part::Text(_) => None,
+        })
+    }
+
     /// Adds the fields the template uses, with their values for `ev`.
     pub fn fields_into<S: AsRef<str>>(&self, ev: &EventOf<S>, out: &mut BTreeMap<String, String>) {
         for p in &self.parts {

@@ -34,7 +34,7 @@ pub use kind::{EventKind, KindSet};
 pub use manifest::Manifest;
 pub use plugin::Plugin;
 pub use prefilter::{Condition, Prefilter};
-pub use rule_table::{RuleTable, UndeclaredRule};
+pub use rule_table::{DeclaredRule, RuleTable, UndeclaredRule};
 
 /// Version of the event schema; bumped on incompatible changes only.
 /// Adding a field is compatible: decoders ignore unknown fields and default

@@ -5,6 +5,10 @@
 //! tests and native callers use the same code, so a finding reads the same
 //! wherever it was completed.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::fields::{Field, NA, Template};
 use crate::finding::{Finding, Fired, RuleSpec, Verdict};
 use crate::{EventOf, Remediation};
@@ -21,17 +25,63 @@ pub struct UndeclaredRule {
 /// resolved.
 #[derive(Debug, Clone, Default)]
 pub struct RuleTable {
-    rules: Vec<CompiledRule>,
+    rules: Vec<Arc<DeclaredRule>>,
 }
 
-#[derive(Debug, Clone)]
-struct CompiledRule {
+/// One declared rule, compiled: shared by every finding it makes, which
+/// render their output and fields from it only when written out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeclaredRule {
     name: String,
     description: Option<String>,
     tags: Vec<String>,
     output: Template,
     fields: Vec<(String, Field, bool)>,
     remediation: Option<Remediation>,
+}
+
+impl DeclaredRule {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    pub fn remediation(&self) -> Option<&Remediation> {
+        self.remediation.as_ref()
+    }
+
+    /// The output message for `ev`.
+    pub fn render<S: AsRef<str>>(&self, ev: &EventOf<S>) -> String {
+        self.output.render(ev)
+    }
+
+    /// The rule's fields for `ev`, in order: the output's, then the
+    /// declared ones. A later entry with the same key wins.
+    pub fn fields<'e, S: AsRef<str>>(
+        &'e self,
+        ev: &'e EventOf<S>,
+    ) -> impl Iterator<Item = (&'e str, Cow<'e, str>)> + 'e {
+        let output = self
+            .output
+            .field_list()
+            .map(|f| (f.name(), f.value(ev).unwrap_or(Cow::Borrowed(NA))));
+        let declared =
+            self.fields
+                .iter()
+                .filter_map(|(key, field, optional)| match field.value(ev) {
+                    Some(v) => Some((key.as_str(), v)),
+                    None if *optional => None,
+                    None => Some((key.as_str(), Cow::Borrowed(NA))),
+                });
+        output.chain(declared)
+    }
 }
 
 impl RuleTable {
@@ -55,14 +105,14 @@ impl RuleTable {
                             })
                     })
                     .collect::<Result<_, String>>()?;
-                Ok(CompiledRule {
+                Ok(Arc::new(DeclaredRule {
                     name: s.name.clone(),
                     description: s.description.clone(),
                     tags: s.tags.clone(),
                     output,
                     fields,
                     remediation: s.remediation.clone(),
-                })
+                }))
             })
             .collect::<Result<_, String>>()?;
         Ok(RuleTable { rules })
@@ -91,34 +141,30 @@ impl RuleTable {
         }
     }
 
-    /// The finding `fired` stands for, for `ev`.
+    /// The rule `fired` names.
+    pub fn get(&self, fired: &Fired) -> Result<&Arc<DeclaredRule>, UndeclaredRule> {
+        self.rules.get(fired.rule as usize).ok_or(UndeclaredRule {
+            rule: fired.rule,
+            declared: self.rules.len(),
+        })
+    }
+
+    /// The finding `fired` stands for, for `ev`, rendered now.
     pub fn finding<S: AsRef<str>>(
         &self,
         fired: Fired,
         ev: &EventOf<S>,
     ) -> Result<Finding, UndeclaredRule> {
-        let r = self.rules.get(fired.rule as usize).ok_or(UndeclaredRule {
-            rule: fired.rule,
-            declared: self.rules.len(),
-        })?;
-        let mut fields = std::collections::BTreeMap::new();
-        r.output.fields_into(ev, &mut fields);
-        for (key, field, optional) in &r.fields {
-            match field.value(ev) {
-                Some(v) => {
-                    fields.insert(key.clone(), v.into_owned());
-                }
-                None if *optional => {}
-                None => {
-                    fields.insert(key.clone(), NA.to_string());
-                }
-            }
+        let r = self.get(&fired)?;
+        let mut fields = BTreeMap::new();
+        for (k, v) in r.fields(ev) {
+            fields.insert(k.to_string(), v.into_owned());
         }
         fields.extend(fired.fields);
         Ok(Finding {
             rule: r.name.clone(),
             priority: fired.priority,
-            output: r.output.render(ev),
+            output: r.render(ev),
             description: r.description.clone(),
             tags: r.tags.clone(),
             fields,

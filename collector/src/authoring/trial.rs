@@ -195,7 +195,7 @@ pub fn run(
                     .map(|f| FindingRecord {
                         plugin: name.clone(),
                         plugin_version: version.clone(),
-                        finding: f.clone(),
+                        finding: f.clone().into(),
                     })
                     .collect();
                 let p = Processed {
@@ -213,7 +213,7 @@ pub fn run(
                 summary.peak_memory = summary.peak_memory.max(inst.memory_bytes());
                 summary.findings += records.len();
                 summary.dropped += usize::from(drop);
-                let rules: Vec<&str> = records.iter().map(|r| r.finding.rule.as_str()).collect();
+                let rules: Vec<&str> = records.iter().map(|r| r.rule()).collect();
                 writeln!(
                     report,
                     "{label}: {}, {} finding(s){}",

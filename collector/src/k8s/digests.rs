@@ -527,7 +527,7 @@ pub fn to_processed(checks: &[ContainerCheck], hostname: &str, time_ns: u64) -> 
                 findings: vec![FindingRecord {
                     plugin: plugin.clone(),
                     plugin_version: version.clone(),
-                    finding,
+                    finding: finding.into(),
                 }],
                 ..Outcome::default()
             };

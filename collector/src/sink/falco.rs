@@ -71,9 +71,9 @@ static REPEAT_FIELDS: LazyLock<Vec<(&'static str, Field)>> = LazyLock::new(|| re
 
 impl Serialize for FalcoFinding<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (ev, f) = (self.p.event, &self.rec.finding);
-        let mut tags: Vec<&str> = f
-            .tags
+        let (ev, rec) = (self.p.event, self.rec);
+        let mut tags: Vec<&str> = rec
+            .tags()
             .iter()
             .chain(self.p.tags)
             .map(String::as_str)
@@ -82,11 +82,11 @@ impl Serialize for FalcoFinding<'_> {
         tags.dedup();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("hostname", &ev.hostname)?;
-        m.serialize_entry("output", &f.output)?;
+        m.serialize_entry("output", &rec.output(ev))?;
         m.serialize_entry("output_fields", &OutputFields(self.p, self.rec))?;
         m.serialize_entry("plugin", self.rec.plugin.as_ref())?;
-        m.serialize_entry("priority", f.priority.falco_name())?;
-        if let Some(r) = &f.remediation {
+        m.serialize_entry("priority", rec.priority().falco_name())?;
+        if let Some(r) = rec.remediation() {
             m.serialize_entry(
                 "remediation",
                 &RemediationJson {
@@ -96,7 +96,7 @@ impl Serialize for FalcoFinding<'_> {
                 },
             )?;
         }
-        m.serialize_entry("rule", &f.rule)?;
+        m.serialize_entry("rule", rec.rule())?;
         m.serialize_entry("source", "syscall")?;
         m.serialize_entry("tags", &tags)?;
         m.serialize_entry("time", &rfc3339(ev.time_ns))?;
@@ -119,7 +119,7 @@ struct OutputFields<'a>(&'a Processed<'a>, &'a FindingRecord);
 
 impl Serialize for OutputFields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (p, f) = (self.0, &self.1.finding);
+        let (p, rec) = (self.0, self.1);
         let ev = p.event;
         let mut all: Vec<(&str, Option<Cow<'_, str>>)> = Vec::with_capacity(24);
         let mut fixed = |list: &[(&'static str, Field)]| {
@@ -135,7 +135,8 @@ impl Serialize for OutputFields<'_> {
         if ev.repeat.is_some() {
             fixed(&REPEAT_FIELDS);
         }
-        for (k, v) in f.fields.iter().chain(p.fields) {
+        all.extend(rec.fields(ev).into_iter().map(|(k, v)| (k, Some(v))));
+        for (k, v) in p.fields {
             all.push((k, Some(Cow::Borrowed(v))));
         }
         // Stable: among equal names the later entry stays last.
@@ -200,7 +201,8 @@ mod tests {
                     description: "why".into(),
                     steps: vec!["one".into()],
                 }),
-            },
+            }
+            .into(),
         };
         let tags = vec!["container".to_string(), "extra".to_string()];
         let fields: BTreeMap<String, String> =

@@ -331,15 +331,14 @@ fn event_attributes(ev: &Event, a: &mut Writer<'_>) {
 
 /// Appends the spool record of one finding about `p` to `out`.
 pub fn write_finding(out: &mut Vec<u8>, p: &Processed<'_>, rec: &FindingRecord) {
-    let f = &rec.finding;
-    let mut a = Writer::start(out, p.event.time_ns, Some(f.priority), &f.output);
-    a.s(Attr::RuleName, &f.rule);
+    let ev = p.event;
+    let mut a = Writer::start(out, ev.time_ns, Some(rec.priority()), &rec.output(ev));
+    a.s(Attr::RuleName, rec.rule());
     // The detector that fired is the stable category of a rule.
     a.s(Attr::RuleCategory, &rec.plugin);
-    let description = f
-        .description
-        .as_deref()
-        .or_else(|| f.remediation.as_ref().map(|r| r.description.as_str()));
+    let description = rec
+        .description()
+        .or_else(|| rec.remediation().map(|r| r.description.as_str()));
     if let Some(d) = description {
         a.s(Attr::RuleDescription, d);
     }
@@ -347,12 +346,15 @@ pub fn write_finding(out: &mut Vec<u8>, p: &Processed<'_>, rec: &FindingRecord) 
     a.joined_value(&["driftwatch", &rec.plugin], "/");
     a.s(Attr::RuleVersion, &rec.plugin_version);
     event_attributes(p.event, &mut a);
-    write_tags(&mut a, f.tags.iter().chain(p.tags));
-    if let Some(r) = &f.remediation {
+    write_tags(&mut a, rec.tags().iter().chain(p.tags));
+    if let Some(r) = rec.remediation() {
         a.s(Attr::AlertType, &r.alert_type);
         a.l(Attr::RemediationSteps, r.steps.iter().map(String::as_str));
     }
-    for (k, v) in f.fields.iter().chain(p.fields) {
+    for (k, v) in rec.fields(ev) {
+        a.dyn_s("driftwatch.field.", k, &v);
+    }
+    for (k, v) in p.fields {
         a.dyn_s("driftwatch.field.", k, v);
     }
     a.finish();
@@ -637,7 +639,8 @@ mod tests {
                     description: "why".into(),
                     steps: vec!["one".into(), "two".into()],
                 }),
-            },
+            }
+            .into(),
         };
         let mut bytes = Vec::new();
         write_finding(&mut bytes, &p, &rec);
