@@ -177,12 +177,7 @@ impl Native {
         let mut collect = |p: usize, bytes: Vec<u8>| {
             let rules = &self.rules[p];
             codec::decode_array::<Verdict, _>(&bytes, |v| {
-                findings.extend(v.findings.into_iter().map(Found::from));
-                findings.extend(v.fired.into_iter().map(|f| Found::Declared {
-                    rule: rules.get(&f).unwrap().clone(),
-                    priority: f.priority,
-                    fields: f.fields,
-                }));
+                findings.extend(Found::of_verdict(v.findings, v.fired, rules));
             })
             .unwrap();
         };

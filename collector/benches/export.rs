@@ -139,19 +139,14 @@ fn shell_finding() -> FindingRecord {
     use driftwatch_sdk::{Fired, Plugin, RuleTable};
     let shell = driftwatch_plugin_shell::ShellDetector::new(Default::default()).expect("shell");
     let rules = RuleTable::compile(&shell.manifest().rules).expect("rules");
-    let fired = Fired {
-        rule: 0,
-        priority: Priority::Warning,
-        fields: Default::default(),
-    };
+    let fired = Fired::new(0, Priority::Warning);
+    let finding = Found::of_verdict(Vec::new(), vec![fired], &rules)
+        .next()
+        .expect("rule 0 is declared");
     FindingRecord {
         plugin: Arc::from("shell"),
         plugin_version: Arc::from("0.1.0"),
-        finding: Found::Declared {
-            rule: rules.get(&fired).expect("rule 0").clone(),
-            priority: fired.priority,
-            fields: fired.fields,
-        },
+        finding,
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftwatch_sdk::{
-    Action, DeclaredRule, Event, Finding, KindSet, Manifest, Prefilter, Priority, Remediation,
-    RuleTable, Verdict, codec,
+    Action, DeclaredRule, Event, Finding, Fired, KindSet, Manifest, Prefilter, Priority,
+    Remediation, RuleTable, Verdict, codec,
 };
 
 use crate::config::{Config, OnError, PluginConfig, PluginSource};
@@ -85,6 +85,37 @@ impl From<Finding> for Found {
     }
 }
 
+impl Found {
+    /// What one verdict's findings become: those spelled out, then the fired
+    /// rules, as `rules` declares them. The plugin host refused any batch
+    /// naming a rule it does not declare, so none is left out here.
+    pub fn of_verdict<'r>(
+        findings: Vec<Finding>,
+        fired: Vec<Fired>,
+        rules: &'r RuleTable,
+    ) -> impl Iterator<Item = Found> + 'r {
+        let declared = fired.into_iter().filter_map(|f| {
+            Some(Found::Declared {
+                rule: rules.get(&f).ok()?.clone(),
+                priority: f.priority,
+                fields: f.fields,
+            })
+        });
+        findings.into_iter().map(Found::from).chain(declared)
+    }
+}
+
+/// Sorts `entries` by name and keeps one entry per name, the last one given:
+/// how a later field overrides an earlier one of the same name.
+pub fn last_wins<V>(entries: &mut Vec<(&str, V)>) {
+    // Stable: among equal names the later entry stays last. `dedup_by`
+    // keeps the first of a run, so it runs over the reversed list.
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.reverse();
+    entries.dedup_by(|a, b| a.0 == b.0);
+    entries.reverse();
+}
+
 impl FindingRecord {
     pub fn rule(&self) -> &str {
         match &self.finding {
@@ -138,16 +169,8 @@ impl FindingRecord {
             Found::Spelled(f) => f.fields.iter().map(borrowed).collect(),
             Found::Declared { rule, fields, .. } => {
                 let mut all: Vec<_> = rule.fields(ev).chain(fields.iter().map(borrowed)).collect();
-                // Stable: among equal names the later entry stays last.
-                all.sort_by(|a, b| a.0.cmp(b.0));
-                let mut out: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(all.len());
-                for (k, v) in all {
-                    match out.last_mut() {
-                        Some(last) if last.0 == k => *last = (k, v),
-                        _ => out.push((k, v)),
-                    }
-                }
-                out
+                last_wins(&mut all);
+                all
             }
         }
     }
@@ -273,8 +296,9 @@ struct Stage {
     kinds: KindSet,
     /// The manifest's prefilter: events that fail it never reach the plugin.
     prefilter: Prefilter,
-    /// The declared rules its fired verdicts are completed with, from the
-    /// live instance.
+    /// The declared rules its fired verdicts name, from the live instance.
+    /// Kept apart from it: a failed call drops the instance while verdicts
+    /// of its earlier calls in the batch still need their rules.
     rules: Arc<RuleTable>,
     on_error: OnError,
     quarantine_after: u32,
@@ -399,16 +423,7 @@ impl Chain {
                     continue;
                 }
                 let outcome = &mut batch.outcomes[slot];
-                // The instance checked every index against these rules.
-                let fired = verdict.fired.into_iter().filter_map(|f| {
-                    let rule = stage.rules.get(&f).ok()?.clone();
-                    Some(Found::Declared {
-                        rule,
-                        priority: f.priority,
-                        fields: f.fields,
-                    })
-                });
-                for finding in verdict.findings.into_iter().map(Found::from).chain(fired) {
+                for finding in Found::of_verdict(verdict.findings, verdict.fired, &stage.rules) {
                     let rec = FindingRecord {
                         plugin: stage.plugin.name().clone(),
                         plugin_version: stage.version.clone(),

@@ -433,9 +433,12 @@ impl Template {
 
     /// The fields the template uses, with their values for `ev`.
     pub fn fields<S: AsRef<str>>(&self, ev: &EventOf<S>) -> BTreeMap<String, String> {
-        let mut fields = BTreeMap::new();
-        self.fields_into(ev, &mut fields);
-        fields
+        self.field_list()
+            .map(|f| {
+                let value = f.value(ev).map_or_else(|| NA.to_string(), Cow::into_owned);
+                (f.name().to_string(), value)
+            })
+            .collect()
     }
 
     /// The fields the template uses, in order (a repeated one each time).
@@ -444,19 +447,6 @@ impl Template {
             Part::Field(id) => Some(Field(*id)),
             Part::Text(_) => None,
         })
-    }
-
-    /// Adds the fields the template uses, with their values for `ev`.
-    pub fn fields_into<S: AsRef<str>>(&self, ev: &EventOf<S>, out: &mut BTreeMap<String, String>) {
-        for p in &self.parts {
-            if let Part::Field(id) = p {
-                let mut value = String::new();
-                if !write_field(ev, *id, &mut value) {
-                    value.push_str(NA);
-                }
-                out.insert(id.name().to_string(), value);
-            }
-        }
     }
 }
 

@@ -138,6 +138,17 @@ pub struct RuleSpec {
     pub remediation: Option<Remediation>,
 }
 
+impl Fired {
+    /// Rule `rule` matched at `priority`, with no fields of the plugin's own.
+    pub fn new(rule: u32, priority: Priority) -> Fired {
+        Fired {
+            rule,
+            priority,
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
 /// One field a rule reports beyond its output's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleField {
@@ -173,31 +184,25 @@ impl RuleSpec {
     }
 
     /// Reports each field under its own name, `<NA>` when absent.
-    pub fn with_fields(mut self, names: &[&str]) -> RuleSpec {
-        self.fields.extend(names.iter().map(|n| RuleField {
-            key: n.to_string(),
-            field: n.to_string(),
-            optional: false,
-        }));
-        self
+    pub fn with_fields(self, names: &[&str]) -> RuleSpec {
+        names.iter().fold(self, |r, n| r.with_field(n, n, false))
     }
 
     /// Reports `field` as `key`, `<NA>` when absent.
-    pub fn with_field_as(mut self, key: &str, field: &str) -> RuleSpec {
-        self.fields.push(RuleField {
-            key: key.to_string(),
-            field: field.to_string(),
-            optional: false,
-        });
-        self
+    pub fn with_field_as(self, key: &str, field: &str) -> RuleSpec {
+        self.with_field(key, field, false)
     }
 
     /// Reports `field` as `key`, left out when absent.
-    pub fn with_optional_field(mut self, key: &str, field: &str) -> RuleSpec {
+    pub fn with_optional_field(self, key: &str, field: &str) -> RuleSpec {
+        self.with_field(key, field, true)
+    }
+
+    fn with_field(mut self, key: &str, field: &str, optional: bool) -> RuleSpec {
         self.fields.push(RuleField {
             key: key.to_string(),
             field: field.to_string(),
-            optional: true,
+            optional,
         });
         self
     }
@@ -243,11 +248,7 @@ impl Verdict {
     /// The declared rule at `rule` matched, at `priority`.
     pub fn fire(rule: u32, priority: Priority) -> Verdict {
         Verdict {
-            fired: vec![Fired {
-                rule,
-                priority,
-                fields: BTreeMap::new(),
-            }],
+            fired: vec![Fired::new(rule, priority)],
             ..Verdict::default()
         }
     }

@@ -118,27 +118,9 @@ impl RuleTable {
         Ok(RuleTable { rules })
     }
 
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Whether every rule `verdict` fires is declared.
     pub fn check(&self, verdict: &Verdict) -> Result<(), UndeclaredRule> {
-        match verdict
-            .fired
-            .iter()
-            .find(|f| f.rule as usize >= self.rules.len())
-        {
-            Some(f) => Err(UndeclaredRule {
-                rule: f.rule,
-                declared: self.rules.len(),
-            }),
-            None => Ok(()),
-        }
+        verdict.fired.iter().try_for_each(|f| self.get(f).map(drop))
     }
 
     /// The rule `fired` names.

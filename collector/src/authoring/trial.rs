@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use driftwatch_sdk::{Action, Event, codec};
 
-use crate::pipeline::{FindingRecord, Processed};
+use crate::pipeline::{FindingRecord, Found, Processed};
 use crate::plugin::cache::ComponentCache;
 use crate::plugin::host::{Limits, PluginError};
 use crate::plugin::{Engine, LoadedPlugin, PluginInstance};
@@ -185,19 +185,16 @@ pub fn run(
         match inst.process_batch(&batch, 1) {
             Ok(mut verdicts) => {
                 // process_batch checked there is exactly one.
-                let mut v = verdicts.pop().unwrap_or_default();
-                // process_batch checked the rules it names are declared.
-                let _ = inst.rules().complete(&mut v, &ev);
+                let v = verdicts.pop().unwrap_or_default();
                 let version: Arc<str> = Arc::from(inst.manifest().version.as_str());
-                let records: Vec<FindingRecord> = v
-                    .findings
-                    .iter()
-                    .map(|f| FindingRecord {
-                        plugin: name.clone(),
-                        plugin_version: version.clone(),
-                        finding: f.clone().into(),
-                    })
-                    .collect();
+                let records: Vec<FindingRecord> =
+                    Found::of_verdict(v.findings, v.fired, inst.rules())
+                        .map(|finding| FindingRecord {
+                            plugin: name.clone(),
+                            plugin_version: version.clone(),
+                            finding,
+                        })
+                        .collect();
                 let p = Processed {
                     event: &ev,
                     findings: &records,

@@ -9,7 +9,7 @@ use driftwatch_sdk::EventKind;
 use driftwatch_sdk::fields::Field;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::pipeline::{FindingRecord, Processed};
+use crate::pipeline::{FindingRecord, Processed, last_wins};
 
 /// Fields every finding carries in `output_fields`, beside the ones its rule
 /// used. File fields only for file events, Kubernetes ones only in pods.
@@ -139,13 +139,9 @@ impl Serialize for OutputFields<'_> {
         for (k, v) in p.fields {
             all.push((k, Some(Cow::Borrowed(v))));
         }
-        // Stable: among equal names the later entry stays last.
-        all.sort_by(|a, b| a.0.cmp(b.0));
+        last_wins(&mut all);
         let mut m = s.serialize_map(None)?;
-        for (i, (name, value)) in all.iter().enumerate() {
-            if all.get(i + 1).is_some_and(|next| next.0 == *name) {
-                continue;
-            }
+        for (name, value) in &all {
             m.serialize_entry(name, value)?;
         }
         m.end()

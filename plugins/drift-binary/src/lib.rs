@@ -265,29 +265,25 @@ impl Plugin for DriftBinaryDetector {
             } else {
                 self.priority
             };
-            verdict.fired.push(fired(EXE_DRIFT, priority));
+            verdict.fired.push(Fired::new(EXE_DRIFT, priority));
         }
         if self.memfd && !p.exe_reexec && source == Some(ExeSource::Memfd) {
-            verdict.fired.push(fired(EXE_MEMFD, self.memfd_priority));
+            verdict
+                .fired
+                .push(Fired::new(EXE_MEMFD, self.memfd_priority));
         }
         if verdict.fired.is_empty()
             && let Some(e) = enforced
         {
             verdict.fired.push(match e.reason {
-                EnforceReason::Deny => fired(KILLED_DENIED, Priority::Critical),
-                EnforceReason::Memfd => fired(KILLED_MEMFD, self.memfd_priority),
-                EnforceReason::Drift | EnforceReason::Unknown => fired(KILLED_DRIFT, self.priority),
+                EnforceReason::Deny => Fired::new(KILLED_DENIED, Priority::Critical),
+                EnforceReason::Memfd => Fired::new(KILLED_MEMFD, self.memfd_priority),
+                EnforceReason::Drift | EnforceReason::Unknown => {
+                    Fired::new(KILLED_DRIFT, self.priority)
+                }
             });
         }
         verdict
-    }
-}
-
-fn fired(rule: u32, priority: Priority) -> Fired {
-    Fired {
-        rule,
-        priority,
-        fields: Default::default(),
     }
 }
 
@@ -373,8 +369,8 @@ impl DriftBinaryDetector {
             // A script or loaded file that exists only in memory (handed
             // over as `/dev/fd/N`, the way `fexecve` runs a script), by
             // whatever program.
-            _ if memfd => fired(PROGRAM_MEMFD, self.memfd_priority),
-            ProgramVia::Script | ProgramVia::Loader => fired(
+            _ if memfd => Fired::new(PROGRAM_MEMFD, self.memfd_priority),
+            ProgramVia::Script | ProgramVia::Loader => Fired::new(
                 PROGRAM_DRIFT,
                 if f.change == Some(ExeChange::MetadataOnly) {
                     self.metadata_only_priority
@@ -383,7 +379,7 @@ impl DriftBinaryDetector {
                 },
             ),
             ProgramVia::Interpreter if self.interpreter => {
-                fired(PROGRAM_INTERPRETER, self.interpreter_priority)
+                Fired::new(PROGRAM_INTERPRETER, self.interpreter_priority)
             }
             _ => return None,
         })

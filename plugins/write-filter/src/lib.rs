@@ -8,7 +8,7 @@
 use driftwatch_sdk::fields::Template;
 use driftwatch_sdk::rules::is_under;
 use driftwatch_sdk::{
-    Condition, EventKind, EventRef, FileType, Manifest, Plugin, Priority, RuleSpec, Verdict,
+    Condition, EventKind, EventRef, FileType, Fired, Manifest, Plugin, Priority, RuleSpec, Verdict,
 };
 use serde::Deserialize;
 
@@ -136,13 +136,14 @@ impl Plugin for WriteFilter {
             },
             _ => return Verdict::pass(),
         };
-        let mut v = Verdict::fire(rule, self.priority);
+        let mut fired = Fired::new(rule, self.priority);
         if let Some(n) = extra {
-            v.fired[0]
-                .fields
-                .insert("fd.nlink".to_string(), n.to_string());
+            fired.fields.insert("fd.nlink".to_string(), n.to_string());
         }
-        v
+        Verdict {
+            fired: vec![fired],
+            ..Verdict::default()
+        }
     }
 }
 
